@@ -1,0 +1,191 @@
+"""The `rl-trust` command: parsing and exit codes only; the work lives in the library.
+
+Exit status: 0 done, 2 a user error (one line on stderr), 3 training diverged,
+130 / 143 interrupted by SIGINT / SIGTERM after saving a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rl_trust import config
+from rl_trust.errors import Diverged, UserError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, status 2, no usage dump
+        self.exit(2, f"rl-trust: error: {message} (see rl-trust {self.prog.split()[-1]} --help)\n")
+
+
+def _steps(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--steps {text!r} is not a number") from None
+    if value != int(value) or value < 1:
+        raise argparse.ArgumentTypeError(f"--steps {text!r} must be a whole number ≥ 1")
+    return int(value)
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--agent", default="ppo", help="agent preset (rl-trust list); default ppo")
+    p.add_argument("--env", default="CartPole-v1", help="gymnasium env id; default CartPole-v1")
+    p.add_argument("--steps", type=_steps, help="total env steps (1e6 accepted)")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable)",
+    )
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="rl-trust", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("train", help="train an agent; prints the run folder last on stdout")
+    _add_config_args(p)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--runs-root",
+        type=Path,
+        default=Path("runs"),
+        help="parent of the run folder (default runs/)",
+    )
+    where.add_argument(
+        "--run-dir", type=Path, help="the run folder itself (must not exist or be empty)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+
+    p = sub.add_parser("resume", help="continue a run from its last checkpoint")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--steps", type=_steps, help="new total env steps")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("config", help="print the resolved config as YAML")
+    _add_config_args(p)
+
+    sub.add_parser("list", help="the agent and env presets, one line each")
+
+    p = sub.add_parser("board", help="start TensorBoard on a runs folder")
+    p.add_argument("runs_root", nargs="?", type=Path, default=Path("runs"))
+    p.add_argument("--port", type=int, default=6006)
+    p.add_argument("--host", default="127.0.0.1")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except UserError as e:
+        print(f"rl-trust: error: {e}", file=sys.stderr)
+        return 2
+    except Diverged as e:
+        print(
+            f"rl-trust: training diverged: {e}; the last good checkpoint is kept", file=sys.stderr
+        )
+        return 3
+
+
+def _load(args) -> config.RunConfig:
+    return config.load(
+        args.agent, args.env, config.parse_overrides(args.overrides), args.steps, args.seed
+    )
+
+
+def cmd_train(args) -> int:
+    from rl_trust import train
+    from rl_trust.envs import check_id
+
+    cfg = _load(args)
+    check_id(cfg.env.env_id)
+    run_dir = train.claim_run_dir(args.run_dir or train.new_run_dir(cfg, args.runs_root))
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    return _train(cfg, run_dir, resume=False, progress=not args.no_progress)
+
+
+def cmd_resume(args) -> int:
+    from rl_trust import train
+
+    cfg = train.load_run_config(args.run_dir, args.steps)
+    return _train(cfg, args.run_dir, resume=True, progress=not args.no_progress)
+
+
+def _train(cfg, run_dir: Path, resume: bool, progress: bool) -> int:
+    from rl_trust import train
+
+    try:
+        summary = train.run(cfg, run_dir, resume=resume, progress=progress)
+    except train.Interrupted as e:
+        print(
+            f"rl-trust: interrupted at step {e.step}; checkpoint saved. Resume with: "
+            f"rl-trust resume {e.run_dir}",
+            file=sys.stderr,
+        )
+        print(e.run_dir)
+        return e.code
+    final = summary["final"]
+    ret = final.get("rollout/ep_rew_mean", float("nan"))
+    print(
+        f"done: {summary['steps']} steps, {summary['fps']:.0f} steps/s, "
+        f"mean episode return {ret:.1f}",
+        file=sys.stderr,
+    )
+    print(run_dir)
+    return 0
+
+
+def cmd_config(args) -> int:
+    print(_load(args).to_yaml(), end="")
+    return 0
+
+
+def cmd_list(args) -> int:
+    for kind in ("agents", "envs"):
+        print(f"{kind}:")
+        for name, path in config.presets(kind).items():
+            print(f"  {name:<18} {config.preset_description(path)}")
+    return 0
+
+
+def cmd_board(args) -> int:
+    import subprocess
+
+    root = args.runs_root
+    if not root.is_dir() or not any(root.rglob("events.out.tfevents.*")):
+        raise UserError(f"{root} holds no runs (no TensorBoard event files): train first")
+    url = f"http://{args.host}:{args.port}/"
+    print(f"TensorBoard on {root} at {url} (Ctrl-C stops it)", file=sys.stderr)
+    cmd = [
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        str(root),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "resume": cmd_resume,
+    "config": cmd_config,
+    "list": cmd_list,
+    "board": cmd_board,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,396 @@
+"""Typed configs, presets and overrides.
+
+A run's config is resolved in layers, each overriding the one before:
+dataclass defaults (stable-baselines3's where SB3 has the key) ← agent preset
+(agents/<name>.yaml) ← env preset (envs/<id>.yaml: its flat keys, then its `per_agent`
+section for this agent or algo) ← `--set key=value`. Keys are flat and unique across the
+run, env and agent sections, so `--set n_steps=1024` needs no prefix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rl_trust.errors import UserError
+
+PRESET_ROOT = Path(os.environ.get("RL_TRUST_PRESETS", Path(__file__).resolve().parent.parent))
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    env_id: str = "CartPole-v1"
+    n_envs: int = 1
+    vectorization: Literal["sync", "async"] = "sync"
+    normalize_obs: bool = False
+    normalize_reward: bool = False
+    clip_obs: float = 10.0
+    clip_reward: float = 10.0
+    env_kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What every agent shares. Names and defaults are stable-baselines3's."""
+
+    algo: Literal["ppo", "trpo"] = "ppo"
+    n_steps: int = 2048
+    batch_size: int = 64
+    n_epochs: int = 10
+    learning_rate: float = 3e-4
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    normalize_advantage: bool = True
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    net_arch: tuple[int, ...] = (64, 64)
+    activation: Literal["tanh", "relu"] = "tanh"
+    log_std_init: float = 0.0
+    ortho_init: bool = True
+    kl_direction: Literal["forward", "reverse"] = "forward"
+
+
+@dataclass(frozen=True)
+class PPOConfig(AgentConfig):
+    """PPO: clipped surrogate and/or KL penalty (Schulman et al. 2017, sections 3-4)."""
+
+    clip: bool = (
+        True  # use the clipped surrogate; clip_range is also where clip_fraction is measured
+    )
+    clip_range: float = 0.2
+    clip_range_vf: float | None = None
+    kl_penalty: Literal["adaptive", "fixed", "off"] = "off"
+    kl_target: float = 0.01  # d_targ of the adaptive rule
+    kl_beta: float = 1.0  # β₀
+    kl_band: float = 1.5  # adapt when d leaves [d_targ/band, band·d_targ]
+    kl_factor: float = 2.0  # ... by this factor
+    target_kl: float | None = None  # early stop when the minibatch's k3 > 1.5·target_kl
+
+
+@dataclass(frozen=True)
+class TRPOConfig(AgentConfig):
+    """TRPO (Schulman et al. 2015); names and defaults are sb3-contrib's TRPO."""
+
+    algo: Literal["ppo", "trpo"] = "trpo"
+    learning_rate: float = 1e-3  # of the critic
+    batch_size: int = 128  # critic minibatches
+    target_kl: float = 0.01  # δ
+    cg_max_steps: int = 15
+    cg_damping: float = 0.1
+    cg_tol: float = 1e-10
+    line_search: bool = True  # False: the natural gradient step (npg)
+    line_search_shrinking_factor: float = 0.8
+    line_search_max_iter: int = 10
+    n_critic_updates: int = 10
+    sub_sampling_factor: int = 1
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    steps: int = 100_000
+    seed: int = 0
+    torch_threads: int = 1
+    checkpoint_every: int = 50_000  # env steps; a checkpoint is also written at the end
+    keep_checkpoints: int = 3
+    log_histograms: bool = True
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    agent_name: str
+    run: RunSettings
+    env: EnvConfig
+    agent: AgentConfig
+
+    def to_dict(self) -> dict:
+        def plain(c):
+            return {
+                k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(c).items()
+            }
+
+        return {
+            "agent_name": self.agent_name,
+            "run": plain(self.run),
+            "env": plain(self.env),
+            "agent": plain(self.agent),
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def flat(self) -> dict[str, Any]:
+        return {**self.to_dict()["run"], **self.to_dict()["env"], **self.to_dict()["agent"]}
+
+
+AGENT_CLASSES: dict[str, type[AgentConfig]] = {"ppo": PPOConfig, "trpo": TRPOConfig}
+
+# Allowed values: key -> (predicate, what is allowed). Types are checked from the annotations.
+_positive_int = (lambda v: v >= 1, "an integer ≥ 1")
+_positive = (lambda v: v > 0, "a number > 0")
+_nonneg = (lambda v: v >= 0, "a number ≥ 0")
+_unit = (lambda v: 0 < v <= 1, "a number in (0, 1]")
+RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "steps": _positive_int,
+    "seed": (lambda v: v >= 0, "an integer ≥ 0"),
+    "torch_threads": _positive_int,
+    "checkpoint_every": (lambda v: v >= 0, "an integer ≥ 0 (0: only at the end)"),
+    "keep_checkpoints": _positive_int,
+    "n_envs": _positive_int,
+    "clip_obs": _positive,
+    "clip_reward": _positive,
+    "n_steps": _positive_int,
+    "batch_size": _positive_int,
+    "n_epochs": _positive_int,
+    "learning_rate": _positive,
+    "gamma": _unit,
+    "gae_lambda": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "ent_coef": _nonneg,
+    "vf_coef": _nonneg,
+    "max_grad_norm": _positive,
+    "net_arch": (lambda v: len(v) >= 1 and all(n >= 1 for n in v), "a list of layer sizes ≥ 1"),
+    "clip_range": _positive,
+    "clip_range_vf": (lambda v: v is None or v > 0, "null or a number > 0"),
+    "kl_target": _positive,
+    "kl_beta": _nonneg,
+    "kl_band": (lambda v: v > 1, "a number > 1"),
+    "kl_factor": (lambda v: v > 1, "a number > 1"),
+    "target_kl": (lambda v: v is None or v > 0, "null or a number > 0"),
+    "cg_max_steps": _positive_int,
+    "cg_damping": _nonneg,
+    "cg_tol": _nonneg,
+    "line_search_shrinking_factor": (lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "line_search_max_iter": _positive_int,
+    "n_critic_updates": _positive_int,
+    "sub_sampling_factor": _positive_int,
+}
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def coerce(key: str, value: Any, tp: Any) -> Any:
+    """`value` (from YAML or the command line) as type `tp`, or a UserError naming the key."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    bad = UserError(f"{key}={value!r} is not valid: {key} takes {_type_name(tp)}")
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(key, value, inner[0]) if len(inner) == 1 else value
+    if origin is Literal:
+        if value not in args:
+            raise UserError(
+                f"{key}={value!r} is not valid: {key} takes one of {', '.join(map(str, args))}"
+            )
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise UserError(f"{key}={value!r} is not valid: {key} takes true or false")
+    if tp is int:
+        try:  # accept 1e6 and 100_000 for step counts
+            number = float(value) if isinstance(value, str) else value
+        except ValueError:
+            raise bad from None
+        if isinstance(number, bool) or not isinstance(number, int | float) or number != int(number):
+            raise UserError(f"{key}={value!r} is not valid: {key} takes an integer")
+        return int(number)
+    if tp is float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{key}={value!r} is not valid: {key} takes a number") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = yaml.safe_load(value if value.startswith("[") else f"[{value}]")
+        if not isinstance(value, list | tuple):
+            raise UserError(f"{key}={value!r} is not valid: {key} takes a list such as [64, 64]")
+        return tuple(coerce(key, v, args[0]) for v in value)
+    if tp is dict or origin is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise UserError(f"{key}={value!r} is not valid: {key} takes a mapping such as {{a: 1}}")
+        return dict(value)
+    return value
+
+
+def _check(key: str, value: Any) -> None:
+    if key in RULES and value is not None:
+        ok, allowed = RULES[key]
+        if not ok(value):
+            raise UserError(f"{key}={value!r} is out of range: {key} must be {allowed}")
+
+
+def _build(cls: type, values: dict[str, Any]):
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in values:
+            kwargs[f.name] = coerce(f.name, values[f.name], hints[f.name])
+            _check(f.name, kwargs[f.name])
+    return cls(**kwargs)
+
+
+def _keys(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def all_keys(algo: str) -> set[str]:
+    return _keys(RunSettings) | _keys(EnvConfig) | _keys(AGENT_CLASSES[algo])
+
+
+def _unknown(key: str, algo: str, where: str) -> UserError:
+    allowed = all_keys(algo)
+    other = {k for c in AGENT_CLASSES.values() for k in _keys(c)} - allowed
+    if key in other:
+        return UserError(f"{where}: key {key!r} does not apply to a {algo} agent")
+    close = difflib.get_close_matches(key, sorted(allowed), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return UserError(
+        f"{where}: unknown key {key!r}{hint}; see `rl-trust config` for the keys of this agent"
+    )
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of config keys")
+    return data
+
+
+def presets(kind: str) -> dict[str, Path]:
+    """Preset name -> file, for kind 'agents' or 'envs'."""
+    folder = PRESET_ROOT / kind
+    if not folder.is_dir():
+        raise UserError(f"preset folder {folder} not found: set RL_TRUST_PRESETS to the repo root")
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def preset_description(path: Path) -> str:
+    return str(_read_yaml(path).get("description", ""))
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {pair!r} is not valid: use --set key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def load(
+    agent: str,
+    env: str,
+    overrides: dict[str, Any] | None = None,
+    steps: int | float | None = None,
+    seed: int | None = None,
+) -> RunConfig:
+    """Resolve agent preset ← env preset ← overrides into one validated RunConfig."""
+    agents = presets("agents")
+    if agent not in agents:
+        raise UserError(f"unknown agent {agent!r}: choose one of {', '.join(agents)}")
+    layers: list[tuple[str, dict]] = []
+    agent_preset = _read_yaml(agents[agent])
+    algo = agent_preset.get("algo", "ppo")
+    if algo not in AGENT_CLASSES:
+        raise UserError(f"{agents[agent]}: algo {algo!r} is not one of {', '.join(AGENT_CLASSES)}")
+    layers.append(
+        (str(agents[agent]), {k: v for k, v in agent_preset.items() if k != "description"})
+    )
+    env_file = presets("envs").get(env)
+    if env_file is not None:
+        env_preset = _read_yaml(env_file)
+        per_agent = env_preset.pop("per_agent", {}) or {}
+        env_preset.pop("description", None)
+        layers.append((str(env_file), env_preset))
+        for name in (algo, agent):  # the algo's tuning, then the preset's own
+            if name in per_agent:
+                layers.append((f"{env_file} per_agent.{name}", per_agent[name]))
+    layers.append(("env", {"env_id": env}))
+    cli = dict(overrides or {})
+    if steps is not None:
+        cli["steps"] = steps
+    if seed is not None:
+        cli["seed"] = seed
+    layers.append(("--set", cli))
+
+    merged: dict[str, Any] = {}
+    for where, layer in layers:
+        for key, value in layer.items():
+            if key not in all_keys(algo):
+                raise _unknown(key, algo, where)
+            merged[key] = value
+    return from_flat(agent, algo, merged)
+
+
+def from_flat(agent_name: str, algo: str, values: dict[str, Any]) -> RunConfig:
+    cfg = RunConfig(
+        agent_name=agent_name,
+        run=_build(RunSettings, values),
+        env=_build(EnvConfig, values),
+        agent=_build(AGENT_CLASSES[algo], {**values, "algo": algo}),
+    )
+    validate(cfg)
+    return cfg
+
+
+def from_dict(data: dict) -> RunConfig:
+    """The inverse of RunConfig.to_dict (config.yaml of a run, `rl-trust config` output)."""
+    try:
+        algo = data["agent"]["algo"]
+        flat = {**data["run"], **data["env"], **data["agent"]}
+        name = data["agent_name"]
+    except (KeyError, TypeError):
+        raise UserError("not an rl-trust config: expected agent_name, run, env and agent") from None
+    if algo not in AGENT_CLASSES:
+        raise UserError(f"algo {algo!r} is not one of {', '.join(AGENT_CLASSES)}")
+    for key in flat:
+        if key not in all_keys(algo):
+            raise _unknown(key, algo, "config")
+    return from_flat(name, algo, flat)
+
+
+def validate(cfg: RunConfig) -> None:
+    a, e = cfg.agent, cfg.env
+    batch = a.n_steps * e.n_envs
+    if a.batch_size > batch:
+        raise UserError(
+            f"batch_size={a.batch_size} is larger than the rollout (n_steps·n_envs = "
+            f"{a.n_steps}·{e.n_envs} = {batch}): batch_size must be ≤ {batch}"
+        )
+    if isinstance(a, PPOConfig) and not a.clip and a.kl_penalty == "off" and a.target_kl is None:
+        raise UserError(
+            "clip=false, kl_penalty=off and target_kl=null leave PPO unconstrained: "
+            "turn on clip, a kl_penalty or target_kl"
+        )

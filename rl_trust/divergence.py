@@ -1,0 +1,88 @@
+"""The KL divergence between successive policies, and everything measured about it.
+
+Closed forms, per state, for the distribution families our policies use. Each takes the
+distributions' flat parameters (logits, or mean and log-std) and returns one value per
+state, summed over independent action dimensions:
+
+    Categorical   KL(p‖q) = Σ_a p(a) (log p(a) − log q(a))
+    Bernoulli     the same over {0, 1}, per dimension
+    Gaussian      KL(p‖q) = log σ_q/σ_p + (σ_p² + (μ_p − μ_q)²) / (2σ_q²) − ½, per dimension
+
+Sample estimators on actions drawn from p, with r = q(a)/p(a) (Schulman, "Approximating
+KL divergence", 2020):  k1 = −log r,  k2 = ½(log r)²,  k3 = (r − 1) − log r.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def categorical_kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:
+    """KL(p‖q) of categoricals over the last axis."""
+    logp = logits_p.log_softmax(-1)
+    logq = logits_q.log_softmax(-1)
+    return (logp.exp() * (logp - logq)).sum(-1)
+
+
+def categorical_entropy(logits: Tensor) -> Tensor:
+    logp = logits.log_softmax(-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def bernoulli_kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:
+    """KL(p‖q) of independent Bernoullis, summed over the last axis."""
+    p1 = torch.sigmoid(logits_p)
+    # log σ(x) = −softplus(−x), log(1 − σ(x)) = −softplus(x)
+    kl = p1 * (F.softplus(-logits_q) - F.softplus(-logits_p)) + (1 - p1) * (
+        F.softplus(logits_q) - F.softplus(logits_p)
+    )
+    return kl.sum(-1)
+
+
+def bernoulli_entropy(logits: Tensor) -> Tensor:
+    p1 = torch.sigmoid(logits)
+    return (p1 * F.softplus(-logits) + (1 - p1) * F.softplus(logits)).sum(-1)
+
+
+def gaussian_kl(mean_p: Tensor, log_std_p: Tensor, mean_q: Tensor, log_std_q: Tensor) -> Tensor:
+    """KL(p‖q) of diagonal Gaussians, summed over the last axis."""
+    var_ratio = torch.exp(2 * (log_std_p - log_std_q))
+    mahalanobis = ((mean_p - mean_q) * torch.exp(-log_std_q)).square()
+    return (log_std_q - log_std_p + 0.5 * (var_ratio + mahalanobis - 1)).sum(-1)
+
+
+def gaussian_entropy(log_std: Tensor) -> Tensor:
+    return (log_std + 0.5 * (1.0 + torch.log(torch.tensor(2 * torch.pi)))).sum(-1)
+
+
+def estimators(logp_old: Tensor, logp_new: Tensor) -> dict[str, Tensor]:
+    """The sample estimators of KL(p‖q) per sample, for actions drawn from p = π_old."""
+    log_r = logp_new - logp_old
+    return {"k1": -log_r, "k2": 0.5 * log_r.square(), "k3": torch.expm1(log_r) - log_r}
+
+
+def kl_stats(family, old: Tensor, new: Tensor, actions: Tensor, logp_old: Tensor) -> dict:
+    """Everything logged about KL(p‖q) for one update, under the kl/* tag names.
+
+    `old` and `new` are p's and q's distribution parameters per state (p = the rollout
+    policy, q = the updated one), `family` does their math (policies.Family), `actions` were
+    drawn from p with log-probabilities `logp_old`. "kl/forward" holds the per-state values,
+    for the histogram; everything else is a float.
+    """
+    forward, reverse = family.kl(old, new), family.kl(new, old)
+    entropy = family.entropy(old)
+    est = estimators(logp_old, family.log_prob(new, actions))
+    return {
+        "kl/forward": forward,
+        "kl/forward_mean": forward.mean().item(),
+        "kl/forward_max": forward.max().item(),
+        "kl/forward_p95": torch.quantile(forward, 0.95).item(),
+        "kl/reverse_mean": reverse.mean().item(),
+        "kl/k1": est["k1"].mean().item(),
+        "kl/k2": est["k2"].mean().item(),
+        "kl/k3": est["k3"].mean().item(),
+        "kl/entropy": entropy.mean().item(),
+        "kl/cross_entropy": (entropy + forward).mean().item(),
+    }

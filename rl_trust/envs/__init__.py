@@ -1,0 +1,53 @@
+"""Vector environments: any registered gymnasium id, plus the probe envs for tests."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+
+import gymnasium as gym
+
+from rl_trust.config import EnvConfig
+from rl_trust.envs import probes
+from rl_trust.envs.normalize import Normalizer, RunningMeanStd
+from rl_trust.errors import UserError
+
+__all__ = ["make_vec", "Normalizer", "RunningMeanStd", "check_id"]
+
+probes.register()
+
+
+def check_id(env_id: str) -> None:
+    """A UserError naming the id, with the closest registered ids, if gymnasium lacks it."""
+    module, sep, name = env_id.rpartition(":")
+    if sep:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise UserError(f"env {env_id!r}: cannot import module {module!r} ({e})") from None
+        env_id = name
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UserError(f"unknown env id {env_id!r}: not registered with gymnasium{hint}")
+
+
+def make_vec(cfg: EnvConfig, seed: int) -> gym.vector.VectorEnv:
+    """`n_envs` copies of the env, sync or async, resetting in the step that ends an episode
+    (the final observation comes in info["final_obs"]), seeded seed, seed+1, ..."""
+    check_id(cfg.env_id)
+    try:
+        env = gym.make_vec(
+            cfg.env_id.rpartition(":")[2],
+            num_envs=cfg.n_envs,
+            vectorization_mode=cfg.vectorization,
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+            **cfg.env_kwargs,
+        )
+    except gym.error.DependencyNotInstalled as e:
+        raise UserError(f"env {cfg.env_id!r} needs a package that is not installed: {e}") from None
+    except TypeError as e:
+        raise UserError(f"env {cfg.env_id!r} rejected env_kwargs {cfg.env_kwargs}: {e}") from None
+    env.action_space.seed(seed)
+    env.observation_space.seed(seed)
+    return env

@@ -1,0 +1,78 @@
+"""TensorBoard output of a run: scalars at the env-step count, the KL histogram, the
+"Trust region" custom-scalars layout and the run's hparams entry, all in the run's own
+event file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tensorboard.plugins.hparams import summary_v2 as hp
+from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
+
+from rl_trust.config import RunConfig
+
+# The run's final values of these tags are its hparams metrics.
+HPARAM_METRICS = ("rollout/ep_rew_mean", "kl/forward_mean", "time/fps")
+
+
+def layout(algo: str) -> dict:
+    """The "Trust region" dashboard (custom scalars). Multiline tags are regular expressions."""
+    charts = {
+        "KL(π_old‖π_new) against the target band": [
+            "Margin",
+            ["kl/forward_mean", "kl/target_low", "kl/target_high"],
+        ],
+        "β, the penalty coefficient": ["Multiline", ["^kl/beta$"]],
+        "KL estimators k1, k2, k3 beside the exact KL": [
+            "Multiline",
+            ["^kl/forward_mean$", "^kl/k[123]$"],
+        ],
+        "forward KL(p‖q) against reverse KL(q‖p)": [
+            "Multiline",
+            ["^kl/forward_mean$", "^kl/reverse_mean$"],
+        ],
+        "KL spread: mean, p95, max": ["Multiline", ["^kl/forward_(mean|p95|max)$"]],
+    }
+    if algo == "trpo":
+        charts["TRPO: post-update KL against δ"] = [
+            "Multiline",
+            ["^kl/forward_mean$", "^kl/target$"],
+        ]
+        charts["TRPO: expected against actual improvement"] = [
+            "Multiline",
+            ["^trpo/(expected|actual)_improve$"],
+        ]
+        charts["TRPO: accepted steps and line-search steps"] = [
+            "Multiline",
+            ["^trpo/accepted$", "^trpo/linesearch_steps$"],
+        ]
+    return {"Trust region": charts}
+
+
+def hparams_of(cfg: RunConfig) -> dict[str, bool | int | float | str]:
+    out: dict[str, bool | int | float | str] = {"agent": cfg.agent_name}
+    for key, value in cfg.flat().items():
+        out[key] = value if isinstance(value, bool | int | float | str) else str(value)
+    return out
+
+
+class RunWriter:
+    def __init__(self, run_dir: Path, cfg: RunConfig, purge_step: int | None = None):
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step, flush_secs=30)
+        self.histograms = cfg.run.log_histograms
+        if purge_step is None:  # a new run: the dashboard layout and the hparams entry
+            self.writer.add_custom_scalars(layout(cfg.agent.algo))
+            self.writer._get_file_writer().add_summary(hp.hparams_pb(hparams_of(cfg)))
+
+    def write(self, metrics: dict[str, float | Tensor], step: int) -> None:
+        for tag, value in metrics.items():
+            if isinstance(value, Tensor):
+                if self.histograms:
+                    self.writer.add_histogram(tag, value, step)
+            else:
+                self.writer.add_scalar(tag, value, step)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
