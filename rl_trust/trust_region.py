@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
 
 def adapt_beta(
     beta: float, d: float, d_targ: float, band: float = 1.5, factor: float = 2.0
@@ -19,3 +24,63 @@ def adapt_beta(
     if d > d_targ * band:
         return beta * factor
     return beta
+
+
+def conjugate_gradient(
+    Avp: Callable[[Tensor], Tensor], b: Tensor, max_iters: int, tol: float = 1e-10
+) -> tuple[Tensor, int, float]:
+    """Solve A x = b for symmetric positive-definite A, given only products A·v.
+
+    Stops after `max_iters` iterations or once the squared residual ‖b − A x‖² < tol.
+    Returns x, the iterations done and the final residual norm ‖b − A x‖.
+    """
+    x = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()
+    rr = r @ r
+    iters = 0
+    while iters < max_iters and rr >= tol:
+        Ap = Avp(p)
+        alpha = rr / (p @ Ap)
+        x += alpha * p
+        r -= alpha * Ap
+        rr_new = r @ r
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+        iters += 1
+    return x, iters, float(rr.sqrt())
+
+
+def fisher_vector_product(
+    mean_kl: Tensor, params: list[Tensor], damping: float
+) -> Callable[[Tensor], Tensor]:
+    """v ↦ (F + damping·I) v, with F the Hessian of the mean KL(π_old‖π_θ) at θ = θ_old.
+
+    At θ_old the KL and its gradient vanish and its Hessian is the Fisher information of the
+    policy, so F v = ∇_θ (∇_θ KL · v). The first gradient is taken once, with its graph, and
+    every product differentiates it again.
+    """
+    grads = torch.autograd.grad(mean_kl, params, create_graph=True)
+    flat = torch.cat([g.reshape(-1) for g in grads])
+
+    def product(v: Tensor) -> Tensor:
+        hv = torch.autograd.grad(flat @ v, params, retain_graph=True)
+        return torch.cat([h.reshape(-1) for h in hv]) + damping * v
+
+    return product
+
+
+def line_search(
+    evaluate: Callable[[float], tuple[float, float]],
+    max_kl: float,
+    shrink: float,
+    max_iter: int,
+) -> tuple[float | None, int]:
+    """Backtrack along the full step: try fractions 1, shrink, shrink², ... and accept the
+    first whose (surrogate improvement, mean KL) = evaluate(fraction) improves the surrogate
+    and keeps the KL within max_kl. Returns (fraction or None if none qualified, tries)."""
+    for i in range(max_iter):
+        fraction = shrink**i
+        improvement, kl = evaluate(fraction)
+        if kl <= max_kl and improvement > 0:  # NaN fails both, so it is never accepted
+            return fraction, i + 1
+    return None, max_iter

@@ -1,0 +1,138 @@
+"""Trust Region Policy Optimization (Schulman et al. 2015, appendix C).
+
+    maximize  L(θ) = E[ π_θ(a|s) / π_old(a|s) · Â ]   subject to   KL(π_old ‖ π_θ) ≤ δ
+
+1. g = ∇L at θ_old; F = Hessian of the mean KL at θ_old (the Fisher), applied as F·v.
+2. Conjugate gradient solves F x = g; the full step s = √(2δ / xᵀF x) · x.
+3. Backtracking line search over s·shrinkᵏ accepts the first step that improves L and keeps
+   the exact mean KL ≤ δ; if none does, θ stays θ_old exactly. (npg: s, no line search.)
+4. The value function is fitted separately, n_critic_updates epochs of minibatches.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from rl_trust import divergence
+from rl_trust.config import TRPOConfig
+from rl_trust.policies import ActorCritic
+from rl_trust.rollout import Batch
+from rl_trust.trust_region import conjugate_gradient, fisher_vector_product, line_search
+
+# trpo/reject_reason: why the policy was kept (0: a step was accepted)
+ACCEPTED, NO_IMPROVING_STEP, NOT_POSITIVE_CURVATURE, NON_FINITE_STEP = 0, 1, 2, 3
+
+
+class TRPO:
+    def __init__(self, cfg: TRPOConfig, policy: ActorCritic, generator: torch.Generator):
+        self.cfg, self.policy, self.generator = cfg, policy, generator
+        self.critic_optimizer = torch.optim.Adam(policy.value_parameters(), lr=cfg.learning_rate)
+
+    def constraint_kl(self, old, new):
+        """Per-state KL that δ bounds: KL(π_old‖π_θ) as the paper, or reversed as sb3-contrib."""
+        fam = self.policy.family
+        return fam.kl(old, new) if self.cfg.kl_direction == "forward" else fam.kl(new, old)
+
+    def update(self, batch: Batch, progress_remaining: float = 1.0) -> dict:
+        cfg, pi, fam = self.cfg, self.policy, self.policy.family
+        params = pi.policy_parameters()
+        theta_old = parameters_to_vector(params).detach().clone()
+        adv = batch.advantages
+        if cfg.normalize_advantage:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        old = batch.dist_params
+
+        def surrogate(new):  # L(θ) = E[r Â]
+            return (torch.exp(fam.log_prob(new, batch.actions) - batch.log_probs) * adv).mean()
+
+        # 1. gradient of the surrogate and the Fisher-vector product at θ_old
+        loss_old = surrogate(pi.dist_params(batch.obs))
+        g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss_old, params)])
+        sub = slice(None, None, cfg.sub_sampling_factor)
+        kl_at_old = self.constraint_kl(old[sub], pi.dist_params(batch.obs[sub])).mean()
+        Fv = fisher_vector_product(kl_at_old, params, cfg.cg_damping)
+
+        # 2. x ≈ F⁻¹g by conjugate gradient; the step to the edge of the trust region
+        x, cg_iters, cg_residual = conjugate_gradient(Fv, g, cfg.cg_max_steps, cfg.cg_tol)
+        xFx = float(x @ Fv(x))
+        full_step = math.sqrt(2 * cfg.target_kl / xFx) * x if xFx > 0 else x * float("nan")
+        expected = float(g @ full_step) if xFx > 0 else 0.0  # the linear model's L gain
+
+        # 3. backtracking line search on the exact KL and the surrogate
+        @torch.no_grad()
+        def evaluate(fraction: float) -> tuple[float, float]:
+            vector_to_parameters(theta_old + fraction * full_step, params)
+            new = pi.dist_params(batch.obs)
+            return float(surrogate(new) - loss_old), float(self.constraint_kl(old, new).mean())
+
+        fraction, tries, reason = None, 0, ACCEPTED
+        if xFx <= 0 or not math.isfinite(xFx):
+            reason = NOT_POSITIVE_CURVATURE
+        elif not bool(torch.isfinite(full_step).all()):
+            reason = NON_FINITE_STEP
+        elif cfg.line_search:
+            fraction, tries = line_search(
+                evaluate, cfg.target_kl, cfg.line_search_shrinking_factor, cfg.line_search_max_iter
+            )
+            reason = ACCEPTED if fraction is not None else NO_IMPROVING_STEP
+        else:  # natural policy gradient: the full step, unchecked
+            fraction = 1.0
+        actual = float("nan")
+        with torch.no_grad():
+            if fraction is None:
+                vector_to_parameters(theta_old, params)  # θ stays θ_old, bit for bit
+            else:
+                actual = evaluate(fraction)[0]
+        step_norm = float(fraction * full_step.norm()) if fraction is not None else 0.0
+
+        # 4. the critic, on its own parameters only
+        value_loss = self.fit_critic(batch)
+
+        with torch.no_grad():
+            metrics = divergence.kl_stats(
+                fam, old, pi.dist_params(batch.obs), batch.actions, batch.log_probs
+            )
+        metrics.update(
+            {
+                "kl/target": cfg.target_kl,
+                "kl/target_low": 0.0,
+                "kl/target_high": cfg.target_kl,
+                "trpo/cg_iters": cg_iters,
+                "trpo/cg_residual": cg_residual,
+                "trpo/linesearch_steps": tries,
+                "trpo/accepted": float(fraction is not None),
+                "trpo/reject_reason": reason,
+                "trpo/step_fraction": fraction if fraction is not None else 0.0,
+                "trpo/expected_improve": expected * (fraction if fraction is not None else 1.0),
+                "trpo/actual_improve": actual if fraction is not None else 0.0,
+                "trpo/step_norm": step_norm,
+                "trpo/xFx": xFx,
+                "train/policy_objective": float(loss_old),
+                "train/is_line_search_success": float(fraction is not None),
+                "train/value_loss": value_loss,
+                "train/entropy_loss": -metrics["kl/entropy"],
+                "train/learning_rate": cfg.learning_rate,
+            }
+        )
+        return metrics
+
+    def fit_critic(self, batch: Batch) -> float:
+        cfg, losses = self.cfg, []
+        for _ in range(cfg.n_critic_updates):
+            for idx in torch.randperm(len(batch), generator=self.generator).split(cfg.batch_size):
+                loss = F.mse_loss(self.policy.value(batch.obs[idx]), batch.returns[idx])
+                self.critic_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.critic_optimizer.step()
+                losses.append(loss.item())
+        return sum(losses) / len(losses)
+
+    def state_dict(self) -> dict:
+        return {"critic_optimizer": self.critic_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
