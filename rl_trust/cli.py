@@ -101,12 +101,9 @@ def _load(args) -> config.RunConfig:
 
 def cmd_train(args) -> int:
     from rl_trust import train
-    from rl_trust.envs import check_id
 
     cfg = _load(args)
-    check_id(cfg.env.env_id)
-    run_dir = train.claim_run_dir(args.run_dir or train.new_run_dir(cfg, args.runs_root))
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    run_dir = train.prepare(cfg, args.run_dir, args.runs_root)
     return _train(cfg, run_dir, resume=False, progress=not args.no_progress)
 
 

@@ -12,15 +12,17 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 import yaml
 
 from rl_trust import __version__, agents, checkpoint, config
 from rl_trust.config import RunConfig
-from rl_trust.envs import Normalizer, make_vec
+from rl_trust.envs import Normalizer, check_id, make_vec
 from rl_trust.errors import Diverged, UserError
 from rl_trust.logging import RunWriter
+from rl_trust.policies import family_for, obs_dim
 from rl_trust.rollout import Collector
 
 
@@ -51,6 +53,21 @@ def claim_run_dir(path: Path) -> Path:
         )
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def prepare(cfg: RunConfig, run_dir: Path | None, runs_root: Path) -> Path:
+    """Check that the env exists and its spaces are supported, then claim the run folder
+    and write the resolved config.yaml into it. Nothing is created when a check fails."""
+    check_id(cfg.env.env_id)
+    probe = gym.make(cfg.env.env_id.rpartition(":")[2], **cfg.env.env_kwargs)
+    try:
+        obs_dim(probe.observation_space)
+        family_for(probe.action_space)
+    finally:
+        probe.close()
+    run_dir = claim_run_dir(run_dir or new_run_dir(cfg, runs_root))
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    return run_dir
 
 
 def load_run_config(run_dir: Path, steps: int | None = None) -> RunConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -67,6 +68,22 @@ def fisher_vector_product(
         return torch.cat([h.reshape(-1) for h in hv]) + damping * v
 
     return product
+
+
+def natural_step(
+    g: Tensor, Fvp: Callable[[Tensor], Tensor], delta: float, max_iters: int, tol: float
+) -> tuple[Tensor, dict[str, float]]:
+    """The step to the edge of the trust region along the natural gradient:
+
+        x ≈ F⁻¹ g (conjugate gradient),   s = √(2δ / xᵀF x) · x,
+
+    so that the quadratic model of the KL, ½ sᵀF s, equals δ. Returns s (NaN where
+    xᵀF x ≤ 0, which no line search accepts) and the CG and curvature diagnostics.
+    """
+    x, iters, residual = conjugate_gradient(Fvp, g, max_iters, tol)
+    xFx = float(x @ Fvp(x))
+    scale = math.sqrt(2 * delta / xFx) if xFx > 0 else float("nan")
+    return scale * x, {"cg_iters": iters, "cg_residual": residual, "xFx": xFx}
 
 
 def line_search(

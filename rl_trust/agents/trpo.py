@@ -21,7 +21,7 @@ from rl_trust import divergence
 from rl_trust.config import TRPOConfig
 from rl_trust.policies import ActorCritic
 from rl_trust.rollout import Batch
-from rl_trust.trust_region import conjugate_gradient, fisher_vector_product, line_search
+from rl_trust.trust_region import fisher_vector_product, line_search, natural_step
 
 # trpo/reject_reason: why the policy was kept (0: a step was accepted)
 ACCEPTED, NO_IMPROVING_STEP, NOT_POSITIVE_CURVATURE, NON_FINITE_STEP = 0, 1, 2, 3
@@ -56,11 +56,10 @@ class TRPO:
         kl_at_old = self.constraint_kl(old[sub], pi.dist_params(batch.obs[sub])).mean()
         Fv = fisher_vector_product(kl_at_old, params, cfg.cg_damping)
 
-        # 2. x ≈ F⁻¹g by conjugate gradient; the step to the edge of the trust region
-        x, cg_iters, cg_residual = conjugate_gradient(Fv, g, cfg.cg_max_steps, cfg.cg_tol)
-        xFx = float(x @ Fv(x))
-        full_step = math.sqrt(2 * cfg.target_kl / xFx) * x if xFx > 0 else x * float("nan")
-        expected = float(g @ full_step) if xFx > 0 else 0.0  # the linear model's L gain
+        # 2. the natural step to the edge of the trust region, s = √(2δ / xᵀFx)·x, F x = g
+        full_step, cg = natural_step(g, Fv, cfg.target_kl, cfg.cg_max_steps, cfg.cg_tol)
+        xFx = cg["xFx"]
+        expected = float(g @ full_step) if xFx > 0 else 0.0  # the linear model's gain in L
 
         # 3. backtracking line search on the exact KL and the surrogate
         @torch.no_grad()
@@ -101,8 +100,8 @@ class TRPO:
                 "kl/target": cfg.target_kl,
                 "kl/target_low": 0.0,
                 "kl/target_high": cfg.target_kl,
-                "trpo/cg_iters": cg_iters,
-                "trpo/cg_residual": cg_residual,
+                "trpo/cg_iters": cg["cg_iters"],
+                "trpo/cg_residual": cg["cg_residual"],
                 "trpo/linesearch_steps": tries,
                 "trpo/accepted": float(fraction is not None),
                 "trpo/reject_reason": reason,
