@@ -23,7 +23,6 @@ def layout(algo: str) -> dict:
             "Margin",
             ["kl/forward_mean", "kl/target_low", "kl/target_high"],
         ],
-        "β, the penalty coefficient": ["Multiline", ["^kl/beta$"]],
         "KL estimators k1, k2, k3 beside the exact KL": [
             "Multiline",
             ["^kl/forward_mean$", "^kl/k[123]$"],
@@ -34,6 +33,8 @@ def layout(algo: str) -> dict:
         ],
         "KL spread: mean, p95, max": ["Multiline", ["^kl/forward_(mean|p95|max)$"]],
     }
+    if algo == "ppo":
+        charts["β, the penalty coefficient"] = ["Multiline", ["^kl/beta$"]]
     if algo == "trpo":
         charts["TRPO: post-update KL against δ"] = [
             "Multiline",

@@ -1,0 +1,84 @@
+"""Shared test helpers: the CLI in a subprocess, and event files read back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing import event_accumulator as ea
+
+RL_TRUST = str(Path(sys.executable).parent / "rl-trust")
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `rl-trust ARGS` as a user would, in a subprocess."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [RL_TRUST, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def events(run_dir: Path) -> ea.EventAccumulator:
+    """The run's event file, every scalar and histogram kept."""
+    acc = ea.EventAccumulator(
+        str(run_dir), size_guidance={ea.SCALARS: 0, ea.HISTOGRAMS: 0, ea.TENSORS: 0}
+    )
+    acc.Reload()
+    return acc
+
+
+def scalars(acc: ea.EventAccumulator, tag: str) -> dict[int, float]:
+    return {e.step: e.value for e in acc.Scalars(tag)}
+
+
+@pytest.fixture(scope="session")
+def ppo_run(tmp_path_factory) -> Path:
+    """One short PPO run through the CLI, shared by the tests that read it back."""
+    root = tmp_path_factory.mktemp("runs")
+    res = cli(
+        "train",
+        "--agent",
+        "ppo",
+        "--env",
+        "CartPole-v1",
+        "--steps",
+        "2048",
+        "--seed",
+        "0",
+        "--set",
+        "n_steps=512",
+        "--set",
+        "batch_size=128",
+        "--set",
+        "n_epochs=4",
+        "--runs-root",
+        str(root),
+    )
+    assert res.returncode == 0, res.stderr
+    return Path(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def trpo_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    res = cli(
+        "train",
+        "--agent",
+        "trpo",
+        "--env",
+        "CartPole-v1",
+        "--steps",
+        "16384",
+        "--seed",
+        "0",
+        "--set",
+        "n_steps=1024",
+        "--runs-root",
+        str(root),
+        "--no-progress",
+    )
+    assert res.returncode == 0, res.stderr
+    return Path(res.stdout.strip().splitlines()[-1])
