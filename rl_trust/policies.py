@@ -195,6 +195,9 @@ class ActorCritic(nn.Module):
             return out
         return torch.cat([out, self.log_std.expand_as(out)], dim=-1)
 
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.dist_params(obs)
+
     def value(self, obs: Tensor) -> Tensor:
         return self.vf_head(self.vf_body(obs)).squeeze(-1)
 
