@@ -36,7 +36,7 @@ def pack(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
             tensors[path] = x.detach().contiguous().clone()
             return {"__tensor__": path}
         if isinstance(x, np.ndarray):
-            tensors[path] = torch.from_numpy(np.ascontiguousarray(x)).clone()
+            tensors[path] = torch.from_numpy(np.array(x, order="C"))  # (a copy; keeps 0-d shapes)
             return {"__ndarray__": path}
         if isinstance(x, dict):
             if all(isinstance(k, str) for k in x):

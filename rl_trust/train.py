@@ -196,7 +196,8 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool =
             collector.episode_returns.extend(state["episodes"]["returns"])
             collector.episode_lengths.extend(state["episodes"]["lengths"])
             collector.episodes = int(state["episodes"]["count"])
-        writer = RunWriter(run_dir, cfg, purge_step=step if resume else None)
+        # a resumed run drops what was logged after its checkpoint (TensorBoard purges ≥ step+1)
+        writer = RunWriter(run_dir, cfg, purge_step=step + 1 if resume else None)
 
         def snapshot() -> dict:
             return {
