@@ -9,6 +9,7 @@ Each action space maps to one `Family`, which does the distribution math on such
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -92,6 +93,23 @@ class Family:
         ]
         return torch.cat(cols, dim=-1).to(params.dtype)
 
+    def sample_numpy(self, params: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """`sample` in numpy, for the rollout's per-step path (no torch call per step)."""
+        if self.kind == "gaussian":
+            mean, log_std = np.split(params, 2, axis=-1)
+            return mean + rng.standard_normal(mean.shape, np.float32) * np.exp(log_std)
+        if self.kind == "bernoulli":
+            return (rng.random(params.shape, np.float32) * (1 + np.exp(-params)) < 1).astype(
+                np.float32
+            )
+        cols = []
+        for logits in np.split(params, np.cumsum(self.sizes)[:-1], axis=-1):
+            p = np.exp(logits - logits.max(-1, keepdims=True))
+            cdf = np.cumsum(p, -1)
+            u = rng.random((len(p), 1)) * cdf[:, -1:]  # inverse CDF of the unnormalized weights
+            cols.append(np.minimum((cdf < u).sum(-1), logits.shape[-1] - 1))
+        return np.stack(cols, -1).astype(np.float32)
+
     def mode(self, params: Tensor) -> Tensor:
         if self.kind == "gaussian":
             return params.chunk(2, dim=-1)[0]
@@ -162,6 +180,7 @@ class ActorCritic(nn.Module):
         self.family = family_for(action_space)
         self.n_obs = obs_dim(obs_space)
         self.one_hot = isinstance(obs_space, gym.spaces.Discrete)
+        self.activation = activation
         act = ACTIVATIONS[activation]
         sizes = [self.n_obs, *net_arch]
         self.pi_body, self.vf_body = mlp(sizes, act), mlp(sizes, act)
@@ -194,6 +213,29 @@ class ActorCritic(nn.Module):
         if self.log_std is None:
             return out
         return torch.cat([out, self.log_std.expand_as(out)], dim=-1)
+
+    def numpy_actor(self) -> Callable[[np.ndarray], np.ndarray]:
+        """dist_params in numpy, on views of the current weights: the rollout calls it once per
+        env step, where torch's per-call overhead would cost more than the arithmetic."""
+        linears = [m for m in self.pi_body if isinstance(m, nn.Linear)] + [self.pi_head]
+        weights = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in linears]
+        act = np.tanh if self.activation == "tanh" else (lambda z: np.maximum(z, 0))
+        log_std = None if self.log_std is None else self.log_std.detach().numpy()
+
+        def forward(x: np.ndarray) -> np.ndarray:
+            for W, b in weights[:-1]:
+                x = act(x @ W + b)
+            out = x @ weights[-1][0] + weights[-1][1]
+            if log_std is None:
+                return out
+            return np.concatenate([out, np.broadcast_to(log_std, out.shape)], -1)
+
+        return forward
+
+    def preprocess_numpy(self, obs: np.ndarray) -> np.ndarray:
+        if self.one_hot:
+            return np.eye(self.n_obs, dtype=np.float32)[obs.astype(np.int64).reshape(-1)]
+        return obs.reshape(obs.shape[0], -1).astype(np.float32, copy=False)
 
     def forward(self, obs: Tensor) -> Tensor:
         return self.dist_params(obs)

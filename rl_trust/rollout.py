@@ -66,7 +66,13 @@ class Batch:
 
 class Collector:
     """Steps a vector env with a policy; owns the env's current observation and the
-    episode statistics (on raw, unnormalized rewards), and refills one preallocated batch."""
+    episode statistics (on raw, unnormalized rewards), and refills one preallocated batch.
+
+    Per step, actions are sampled from the policy evaluated in numpy (policies.numpy_actor),
+    which costs a few microseconds where a torch call costs tens. After the last step, one
+    batched torch pass computes what the update needs of p = π_old: its distribution
+    parameters, log p(a|s) and V(s), exactly as the update's own forward pass computes them.
+    """
 
     def __init__(
         self,
@@ -80,17 +86,12 @@ class Collector:
     ):
         self.env, self.policy, self.normalizer = env, policy, normalizer
         self.gamma, self.lam = gamma, lam
-        self.n_envs = env.num_envs
-        self.generator = torch.Generator().manual_seed(seed)
-        fam = policy.family
-        T, N = n_steps, self.n_envs
-        self.obs = torch.zeros(T, N, policy.n_obs)
-        self.actions = torch.zeros(T, N, fam.action_dim)
-        self.log_probs = torch.zeros(T, N)
-        self.values = torch.zeros(T, N)
-        self.dist_params = torch.zeros(T, N, fam.n_params)
+        self.n_envs = N = env.num_envs
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        T, fam = n_steps, policy.family
+        self.obs = np.zeros((T, N, policy.n_obs), np.float32)
+        self.actions = np.zeros((T, N, fam.action_dim), np.float32)
         self.rewards = np.zeros((T, N), np.float32)
-        self.next_values = np.zeros((T, N), np.float32)
         self.terminated = np.zeros((T, N), np.float32)
         self.episode_end = np.zeros((T, N), np.float32)
         self.episode_returns: deque[float] = deque(maxlen=100)
@@ -99,71 +100,60 @@ class Collector:
         self._ep_return = np.zeros(N)
         self._ep_length = np.zeros(N, np.int64)
         obs, _ = env.reset(seed=seed)
-        self.current = self._prep(normalizer.obs(obs))
-
-    def _prep(self, obs: np.ndarray) -> Tensor:
-        return self.policy.preprocess(torch.as_tensor(obs))
-
-    @torch.no_grad()
-    def _values_of(self, obs: np.ndarray) -> np.ndarray:
-        return self.policy.value(self._prep(self.normalizer.obs(obs, update=False))).numpy()
+        self.current = policy.preprocess_numpy(normalizer.obs(obs))
 
     @torch.no_grad()
     def collect(self) -> Batch:
-        policy, fam = self.policy, self.policy.family
-        T = self.obs.shape[0]
+        policy, fam, rng = self.policy, self.policy.family, self.rng
+        actor = policy.numpy_actor()
+        T, N = self.obs.shape[:2]
+        truncated_finals: list[tuple[int, int, np.ndarray]] = []
         for t in range(T):
             x = self.current
-            params = policy.dist_params(x)
-            action = fam.sample(params, self.generator)
-            self.obs[t] = x
-            self.actions[t] = action
-            self.dist_params[t] = params
-            self.log_probs[t] = fam.log_prob(params, action)
-            self.values[t] = policy.value(x)
-
-            obs, reward, term, trunc, info = self.env.step(fam.to_env(action.numpy()))
+            action = fam.sample_numpy(actor(x), rng)
+            self.obs[t], self.actions[t] = x, action
+            obs, reward, term, trunc, info = self.env.step(fam.to_env(action))
             end = term | trunc
             self._track_episodes(reward, end)
-            if trunc.any():  # bootstrap through the time limit from the final observation
-                rows = np.flatnonzero(trunc)
-                final = np.stack([info["final_obs"][i] for i in rows])
-                self.next_values[t, rows] = self._values_of(final)
+            for i in np.flatnonzero(trunc):  # bootstrap through the time limit
+                truncated_finals.append((t, i, info["final_obs"][i]))
             self.rewards[t] = self.normalizer.reward(reward, end)
             self.terminated[t], self.episode_end[t] = term, end
-            self.current = self._prep(self.normalizer.obs(obs))
-            if t > 0:  # the previous step's successor is this step's state, unless it ended
-                prev_cont = self.episode_end[t - 1] == 0
-                self.next_values[t - 1, prev_cont] = self.values[t].numpy()[prev_cont]
-        last_cont = self.episode_end[T - 1] == 0
-        self.next_values[T - 1, last_cont] = policy.value(self.current).numpy()[last_cont]
+            self.current = policy.preprocess_numpy(self.normalizer.obs(obs))
+
+        # p = π_old on the whole batch, one torch pass
+        flat_obs = torch.from_numpy(self.obs.reshape(T * N, -1))
+        flat_actions = torch.from_numpy(self.actions.reshape(T * N, -1))
+        dist_params = policy.dist_params(flat_obs)
+        log_probs = fam.log_prob(dist_params, flat_actions)
+        values = policy.value(flat_obs).numpy().reshape(T, N)
+        next_values = np.empty_like(values)  # V(s_{t+1}) within the episode
+        next_values[:-1] = values[1:]
+        next_values[-1] = policy.value(torch.from_numpy(self.current)).numpy()
+        if truncated_finals:
+            finals = np.stack([o for _, _, o in truncated_finals])
+            x = policy.preprocess_numpy(self.normalizer.obs(finals, update=False))
+            v = policy.value(torch.from_numpy(x)).numpy()
+            for (t, i, _), value in zip(truncated_finals, v, strict=True):
+                next_values[t, i] = value
 
         adv, ret = gae(
-            self.rewards,
-            self.values.numpy(),
-            self.next_values,
-            self.terminated,
-            self.episode_end,
-            self.gamma,
-            self.lam,
-        )
-        flat = lambda x: x.reshape(T * self.n_envs, *x.shape[2:])  # noqa: E731
+            self.rewards, values, next_values, self.terminated, self.episode_end,
+            self.gamma, self.lam,
+        )  # fmt: skip
         return Batch(
-            obs=flat(self.obs),
-            actions=flat(self.actions),
-            log_probs=flat(self.log_probs),
-            values=flat(self.values),
-            dist_params=flat(self.dist_params),
-            advantages=flat(torch.from_numpy(adv)),
-            returns=flat(torch.from_numpy(ret)),
-        )
+            obs=flat_obs, actions=flat_actions, log_probs=log_probs,
+            values=torch.from_numpy(values.reshape(-1)), dist_params=dist_params,
+            advantages=torch.from_numpy(adv.reshape(-1)), returns=torch.from_numpy(ret.reshape(-1)),
+        )  # fmt: skip
 
     def _track_episodes(self, reward: np.ndarray, end: np.ndarray) -> None:
         self._ep_return += reward
         self._ep_length += 1
-        for i in np.flatnonzero(end):
-            self.episode_returns.append(float(self._ep_return[i]))
-            self.episode_lengths.append(int(self._ep_length[i]))
-            self.episodes += 1
-        self._ep_return[end] = 0.0
-        self._ep_length[end] = 0
+        if end.any():
+            for i in np.flatnonzero(end):
+                self.episode_returns.append(float(self._ep_return[i]))
+                self.episode_lengths.append(int(self._ep_length[i]))
+                self.episodes += 1
+            self._ep_return[end] = 0.0
+            self._ep_length[end] = 0

@@ -192,7 +192,7 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool =
             seed if not resume else seed + 7919 * updates,
         )
         if state is not None:
-            collector.generator.set_state(state["rng"]["rollout"])
+            collector.rng.bit_generator.state = state["rng"]["rollout"]
             collector.episode_returns.extend(state["episodes"]["returns"])
             collector.episode_lengths.extend(state["episodes"]["lengths"])
             collector.episodes = int(state["episodes"]["count"])
@@ -207,7 +207,7 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool =
                 "agent": agent.state_dict(),
                 "normalizer": normalizer.state_dict(),
                 "rng": {
-                    "rollout": collector.generator.get_state(),
+                    "rollout": collector.rng.bit_generator.state,
                     "agent": agent.generator.get_state(),
                 },
                 "episodes": {
