@@ -127,6 +127,22 @@ class Family:
         return actions.astype(np.int64 if self.kind == "multicategorical" else np.int8)
 
 
+def flat_parameters(params: list[nn.Parameter]) -> nn.Parameter:
+    """One contiguous Parameter whose slices are `params`, with a .grad whose slices are
+    their .grad: gradients accumulate into it, so the clipping norm is one reduction and
+    the optimizer one fused step over one tensor. Never set the parameters' .grad to None
+    afterwards (zero flat.grad instead), or autograd would replace the views."""
+    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+    flat.grad = torch.zeros_like(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.data = flat.data[offset : offset + n].view_as(p)
+        p.grad = flat.grad[offset : offset + n].view_as(p)
+        offset += n
+    return flat
+
+
 def family_for(space: gym.Space) -> Family:
     if isinstance(space, gym.spaces.Discrete):
         return Family("categorical", (int(space.n),))

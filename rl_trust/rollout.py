@@ -8,6 +8,7 @@ GAE bootstraps through the cut; when it ends by termination, nothing follows.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass
 
@@ -62,6 +63,28 @@ class Batch:
 
     def __len__(self) -> int:
         return self.obs.shape[0]
+
+    def shuffled(self, generator: torch.Generator) -> Batch:
+        """The batch in a random order: one gather per field, so minibatches are views."""
+        perm = torch.randperm(len(self), generator=generator)
+        return Batch(*(getattr(self, f.name)[perm] for f in dataclasses.fields(self)))
+
+    def minibatches(self, size: int) -> list[Batch]:
+        """Consecutive slices of `size` (the last may be shorter), as stable-baselines3's."""
+        fields = [getattr(self, f.name).split(size) for f in dataclasses.fields(self)]
+        return [Batch(*parts) for parts in zip(*fields, strict=True)]
+
+
+def normalize_per_minibatch(adv: Tensor, size: int) -> Tensor:
+    """(Â − mean) / (std + 1e-8) within each consecutive minibatch of `size`, as SB3 does
+    per minibatch, in one vectorized pass; a last minibatch of one sample is left as is."""
+    full = len(adv) - len(adv) % size
+    head = adv[:full].view(-1, size)
+    parts = [((head - head.mean(1, keepdim=True)) / (head.std(1, keepdim=True) + 1e-8)).view(-1)]
+    tail = adv[full:]
+    if len(tail) > 1:
+        tail = (tail - tail.mean()) / (tail.std() + 1e-8)
+    return torch.cat([*parts, tail])
 
 
 class Collector:

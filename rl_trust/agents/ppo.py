@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from rl_trust import divergence, trust_region
 from rl_trust.config import PPOConfig
 from rl_trust.errors import Diverged
-from rl_trust.policies import ActorCritic
-from rl_trust.rollout import Batch
+from rl_trust.policies import ActorCritic, flat_parameters
+from rl_trust.rollout import Batch, normalize_per_minibatch
 
 
 class PPO:
     def __init__(self, cfg: PPOConfig, policy: ActorCritic, generator: torch.Generator):
         self.cfg, self.policy, self.generator = cfg, policy, generator
-        self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
+        self.params = flat_parameters(list(policy.parameters()))  # policy and value, one vector
+        self.optimizer = torch.optim.Adam([self.params], lr=cfg.learning_rate, eps=1e-5, fused=True)
         self.beta = cfg.kl_beta if cfg.kl_penalty != "off" else 0.0
         self.grad_steps = 0
 
@@ -42,64 +44,58 @@ class PPO:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         eps = cfg.clip_range
-        sums = {"pg": 0.0, "vf": 0.0, "ent": 0.0, "kl_pen": 0.0, "approx_kl": 0.0, "clip": 0.0}
+        logged: list[Tensor] = []  # per minibatch: pg, vf, entropy, kl penalty, k3, clip fraction
         steps, stopped = 0, False
-        n_minibatches = -(-len(batch) // cfg.batch_size)
 
         for _ in range(cfg.n_epochs):
-            perm = torch.randperm(len(batch), generator=self.generator)
-            for idx in perm.split(cfg.batch_size):
-                obs, old = batch.obs[idx], batch.dist_params[idx]
-                adv = batch.advantages[idx]
-                if cfg.normalize_advantage and len(idx) > 1:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-
-                params = pi.dist_params(obs)
-                log_ratio = fam.log_prob(params, batch.actions[idx]) - batch.log_probs[idx]
+            epoch = batch.shuffled(self.generator)
+            if cfg.normalize_advantage:
+                epoch.advantages = normalize_per_minibatch(epoch.advantages, cfg.batch_size)
+            for mb in epoch.minibatches(cfg.batch_size):
+                params = pi.dist_params(mb.obs)
+                log_ratio = fam.log_prob(params, mb.actions) - mb.log_probs
                 ratio = log_ratio.exp()
-                surrogate = ratio * adv
+                surrogate = ratio * mb.advantages
                 if cfg.clip:
-                    surrogate = torch.min(surrogate, ratio.clamp(1 - eps, 1 + eps) * adv)
+                    surrogate = torch.min(surrogate, ratio.clamp(1 - eps, 1 + eps) * mb.advantages)
                 pg_loss = -surrogate.mean()
-                kl_pen = (
-                    self.penalty_kl(old, params).mean() if self.beta > 0 else pg_loss.new_zeros(())
-                )
+                kl_pen = self.penalty_kl(mb.dist_params, params).mean() if self.beta > 0 else None
 
-                values = pi.value(obs)
+                values = pi.value(mb.obs)
                 if cfg.clip_range_vf is not None:
-                    old_v = batch.values[idx]
-                    values = old_v + (values - old_v).clamp(-cfg.clip_range_vf, cfg.clip_range_vf)
-                vf_loss = F.mse_loss(batch.returns[idx], values)
+                    values = mb.values + (values - mb.values).clamp(
+                        -cfg.clip_range_vf, cfg.clip_range_vf
+                    )
+                vf_loss = F.mse_loss(mb.returns, values)
                 entropy = fam.entropy(params).mean()
 
                 with torch.no_grad():
-                    approx_kl = (torch.expm1(log_ratio) - log_ratio).mean().item()  # k3
-                if cfg.target_kl is not None and approx_kl > 1.5 * cfg.target_kl:
+                    approx_kl = (torch.expm1(log_ratio) - log_ratio).mean()  # k3
+                if cfg.target_kl is not None and approx_kl.item() > 1.5 * cfg.target_kl:
                     stopped = True  # before this minibatch's gradient step
                     break
 
-                loss = pg_loss + self.beta * kl_pen + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy
-                self.optimizer.zero_grad(set_to_none=True)
+                loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy
+                if kl_pen is not None:
+                    loss = loss + self.beta * kl_pen
+                self.params.grad.zero_()
                 loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(pi.parameters(), cfg.max_grad_norm)
-                if not torch.isfinite(loss) or not torch.isfinite(grad_norm):
+                grad_norm = self.params.grad.norm()  # clip the global norm, as clip_grad_norm_
+                if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
                     raise Diverged(
                         f"non-finite {'loss' if not torch.isfinite(loss) else 'gradient norm'} "
                         f"at gradient step {self.grad_steps + 1} "
                         f"(minibatch {steps + 1} of this update)"
                     )
+                self.params.grad.mul_((cfg.max_grad_norm / (grad_norm + 1e-6)).clamp(max=1.0))
                 self.optimizer.step()
                 steps += 1
                 self.grad_steps += 1
-                for key, value in (
-                    ("pg", pg_loss),
-                    ("vf", vf_loss),
-                    ("ent", entropy),
-                    ("kl_pen", kl_pen),
-                    ("approx_kl", approx_kl),
-                    ("clip", ((ratio - 1).abs() > eps).float().mean()),
-                ):
-                    sums[key] += float(value.detach()) if torch.is_tensor(value) else value
+                with torch.no_grad():
+                    clip_fraction = ((ratio - 1).abs() > eps).float().mean()
+                    pen = kl_pen.detach() if kl_pen is not None else torch.zeros(())
+                    logged.append(torch.stack([pg_loss.detach(), vf_loss.detach(), entropy.detach(),
+                                               pen, approx_kl, clip_fraction]))  # fmt: skip
             if stopped:
                 break
 
@@ -113,26 +109,27 @@ class PPO:
             self.beta = trust_region.adapt_beta(
                 self.beta, d, cfg.kl_target, cfg.kl_band, cfg.kl_factor
             )
-        n = max(steps, 1)
-        metrics.update(
-            {
-                "kl/beta": beta_used,
-                "kl/target": cfg.kl_target,
-                "kl/target_low": cfg.kl_target / cfg.kl_band,
-                "kl/target_high": cfg.kl_target * cfg.kl_band,
-                "kl/penalty": sums["kl_pen"] / n,
-                "train/policy_gradient_loss": sums["pg"] / n,
-                "train/value_loss": sums["vf"] / n,
-                "train/entropy_loss": -sums["ent"] / n,
-                "train/approx_kl": sums["approx_kl"] / n,
-                "train/clip_fraction": sums["clip"] / n,
-                "train/learning_rate": lr,
-                "train/grad_steps": steps,
-                "train/epochs": steps / n_minibatches,
-                "train/early_stopped": float(stopped),
-                "train/n_updates": self.grad_steps,
-            }
+        pg, vf, ent, pen, approx_kl, clip_fraction = (
+            torch.stack(logged).mean(0).tolist() if logged else [0.0] * 6
         )
+        n_minibatches = -(-len(batch) // cfg.batch_size)
+        metrics.update({
+            "kl/beta": beta_used,
+            "kl/target": cfg.kl_target,
+            "kl/target_low": cfg.kl_target / cfg.kl_band,
+            "kl/target_high": cfg.kl_target * cfg.kl_band,
+            "kl/penalty": pen,
+            "train/policy_gradient_loss": pg,
+            "train/value_loss": vf,
+            "train/entropy_loss": -ent,
+            "train/approx_kl": approx_kl,
+            "train/clip_fraction": clip_fraction,
+            "train/learning_rate": lr,
+            "train/grad_steps": steps,
+            "train/epochs": steps / n_minibatches,
+            "train/early_stopped": float(stopped),
+            "train/n_updates": self.grad_steps,
+        })  # fmt: skip
         return metrics
 
     def state_dict(self) -> dict:

@@ -22,10 +22,13 @@ class RunningMeanStd:
         self.count = 1e-4
 
     def update(self, batch: np.ndarray) -> None:
-        b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
-        delta, total = b_mean - self.mean, self.count + b_count
-        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
-        self.mean, self.var, self.count = self.mean + delta * b_count / total, m2 / total, total
+        # the same arithmetic as mean/var of the batch, in fewer numpy calls (once per env step)
+        n = batch.shape[0]
+        b_mean = batch.sum(0, dtype=np.float64) / n
+        b_m2 = np.square(batch - b_mean).sum(0)  # n · var of the batch
+        delta, total = b_mean - self.mean, self.count + n
+        m2 = self.var * self.count + b_m2 + np.square(delta) * (self.count * n / total)
+        self.mean, self.var, self.count = self.mean + delta * (n / total), m2 / total, total
 
 
 class Normalizer:
@@ -53,7 +56,7 @@ class Normalizer:
         if update and self.training:
             self.obs_rms.update(o)
         z = (o - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + EPS)
-        return np.clip(z, -self.clip_obs, self.clip_obs).astype(np.float32)
+        return np.minimum(np.maximum(z, -self.clip_obs), self.clip_obs).astype(np.float32)
 
     def reward(self, r: np.ndarray, done: np.ndarray) -> np.ndarray:
         if not self.norm_reward:
@@ -62,7 +65,8 @@ class Normalizer:
             self.returns = self.returns * self.gamma + r
             self.ret_rms.update(self.returns)
             self.returns[done] = 0.0
-        return np.clip(r / np.sqrt(self.ret_rms.var + EPS), -self.clip_reward, self.clip_reward)
+        z = r / np.sqrt(self.ret_rms.var + EPS)
+        return np.minimum(np.maximum(z, -self.clip_reward), self.clip_reward)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {
