@@ -15,11 +15,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from rl_trust import divergence
 from rl_trust.config import TRPOConfig
-from rl_trust.policies import ActorCritic
+from rl_trust.policies import ActorCritic, flat_parameters
 from rl_trust.rollout import Batch
 from rl_trust.trust_region import fisher_vector_product, line_search, natural_step
 
@@ -30,7 +29,9 @@ ACCEPTED, NO_IMPROVING_STEP, NOT_POSITIVE_CURVATURE, NON_FINITE_STEP = 0, 1, 2, 
 class TRPO:
     def __init__(self, cfg: TRPOConfig, policy: ActorCritic, generator: torch.Generator):
         self.cfg, self.policy, self.generator = cfg, policy, generator
-        self.critic_optimizer = torch.optim.Adam(policy.value_parameters(), lr=cfg.learning_rate)
+        self.theta = flat_parameters(policy.policy_parameters())  # θ, one vector
+        self.phi = flat_parameters(policy.value_parameters())  # the critic's, one vector
+        self.critic_optimizer = torch.optim.Adam([self.phi], lr=cfg.learning_rate, fused=True)
 
     def constraint_kl(self, old, new):
         """Per-state KL that δ bounds: KL(π_old‖π_θ) as the paper, or reversed as sb3-contrib."""
@@ -40,7 +41,7 @@ class TRPO:
     def update(self, batch: Batch, progress_remaining: float = 1.0) -> dict:
         cfg, pi, fam = self.cfg, self.policy, self.policy.family
         params = pi.policy_parameters()
-        theta_old = parameters_to_vector(params).detach().clone()
+        theta_old = self.theta.detach().clone()
         adv = batch.advantages
         if cfg.normalize_advantage:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
@@ -64,7 +65,7 @@ class TRPO:
         # 3. backtracking line search on the exact KL and the surrogate
         @torch.no_grad()
         def evaluate(fraction: float) -> tuple[float, float]:
-            vector_to_parameters(theta_old + fraction * full_step, params)
+            self.theta.copy_(theta_old + fraction * full_step)
             new = pi.dist_params(batch.obs)
             return float(surrogate(new) - loss_old), float(self.constraint_kl(old, new).mean())
 
@@ -83,7 +84,7 @@ class TRPO:
         actual = float("nan")
         with torch.no_grad():
             if fraction is None:
-                vector_to_parameters(theta_old, params)  # θ stays θ_old, bit for bit
+                self.theta.copy_(theta_old)  # θ stays θ_old, bit for bit
             else:
                 actual = evaluate(fraction)[0]
         step_norm = float(fraction * full_step.norm()) if fraction is not None else 0.0
@@ -124,11 +125,11 @@ class TRPO:
         for _ in range(cfg.n_critic_updates):
             for idx in torch.randperm(len(batch), generator=self.generator).split(cfg.batch_size):
                 loss = F.mse_loss(self.policy.value(batch.obs[idx]), batch.returns[idx])
-                self.critic_optimizer.zero_grad(set_to_none=True)
+                self.phi.grad.zero_()  # not None: the critic's .grad are views of it
                 loss.backward()
                 self.critic_optimizer.step()
-                losses.append(loss.item())
-        return sum(losses) / len(losses)
+                losses.append(loss.detach())
+        return float(torch.stack(losses).mean())
 
     def state_dict(self) -> dict:
         return {"critic_optimizer": self.critic_optimizer.state_dict()}
