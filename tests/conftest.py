@@ -82,3 +82,14 @@ def trpo_run(tmp_path_factory) -> Path:
     )
     assert res.returncode == 0, res.stderr
     return Path(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def float64():
+    """Double precision for numeric comparisons, restored afterwards for the other tests."""
+    import torch
+
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)

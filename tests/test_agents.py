@@ -57,6 +57,20 @@ def test_ppo_early_stop_happens_before_the_offending_step():
     assert m2["train/n_updates"] == 1 + m2["train/grad_steps"] == len(steps)
 
 
+def test_adaptive_rule_on_a_constructed_sequence():
+    """Section 4 of the PPO paper with d_targ 0.01: halve below 0.01/1.5, double above
+    1.5·0.01, keep inside the band; a non-finite KL says nothing and keeps β."""
+    kls = [0.001, 0.02, 0.01, float("nan"), 0.0067, 0.0066, 0.0151, 0.015, float("inf"), 0.03]
+    expected = [0.5, 1.0, 1.0, 1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 2.0]
+    beta, seen = 1.0, []
+    for d in kls:
+        beta = trust_region.adapt_beta(beta, d, 0.01)
+        seen.append(beta)
+    assert seen == expected
+    assert trust_region.adapt_beta(1.0, 0.5, 0.1, band=2.0, factor=3.0) == 3.0
+    assert trust_region.adapt_beta(1.0, 0.04, 0.1, band=2.0, factor=3.0) == pytest.approx(1 / 3)
+
+
 def test_beta_changes_once_per_update_never_per_minibatch(monkeypatch):
     cfg, agent, collector = setup("ppo", batch_size=64, n_epochs=4, kl_beta=3.0)
     calls: list[tuple[float, float]] = []

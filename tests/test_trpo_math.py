@@ -17,14 +17,7 @@ from rl_trust.trust_region import (
     natural_step,
 )
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    """Double precision for these comparisons, restored afterwards for the other tests."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
+pytestmark = pytest.mark.usefixtures("float64")  # numbers compared in double (conftest)
 
 
 def random_spd(n: int, seed: int, cond: float = 50.0) -> torch.Tensor:
