@@ -9,6 +9,7 @@ GAE bootstraps through the cut; when it ends by termination, nothing follows.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -120,6 +121,7 @@ class Collector:
         self.episode_returns: deque[float] = deque(maxlen=100)
         self.episode_lengths: deque[int] = deque(maxlen=100)
         self.episodes = 0
+        self.seconds = {"env": 0.0, "policy": 0.0}  # where the rollout's time went
         self._ep_return = np.zeros(N)
         self._ep_length = np.zeros(N, np.int64)
         obs, _ = env.reset(seed=seed)
@@ -131,11 +133,14 @@ class Collector:
         actor = policy.numpy_actor()
         T, N = self.obs.shape[:2]
         truncated_finals: list[tuple[int, int, np.ndarray]] = []
+        start, in_env = time.perf_counter(), 0.0
         for t in range(T):
             x = self.current
             action = fam.sample_numpy(actor(x), rng)
             self.obs[t], self.actions[t] = x, action
+            t_env = time.perf_counter()
             obs, reward, term, trunc, info = self.env.step(fam.to_env(action))
+            in_env += time.perf_counter() - t_env
             end = term | trunc
             self._track_episodes(reward, end)
             for i in np.flatnonzero(trunc):  # bootstrap through the time limit
@@ -164,6 +169,8 @@ class Collector:
             self.rewards, values, next_values, self.terminated, self.episode_end,
             self.gamma, self.lam,
         )  # fmt: skip
+        self.seconds["env"] += in_env
+        self.seconds["policy"] += time.perf_counter() - start - in_env
         return Batch(
             obs=flat_obs, actions=flat_actions, log_probs=log_probs,
             values=torch.from_numpy(values.reshape(-1)), dist_params=dist_params,

@@ -227,7 +227,7 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool =
 
         total, per_batch = cfg.run.steps, a.n_steps * env.num_envs
         every = cfg.run.checkpoint_every
-        start_step, t0 = step, time.perf_counter()
+        start_step, t0, update_seconds = step, time.perf_counter(), 0.0
         bar = Progress(total, step, progress)
         metrics: dict = {}
         try:
@@ -236,7 +236,9 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool =
                     checkpoint.save(run_dir, step, snapshot(), cfg.run.keep_checkpoints)
                     raise Interrupted(130 if stop[0] == signal.SIGINT else 143, run_dir, step)
                 batch = collector.collect()
+                t_update = time.perf_counter()
                 metrics = agent.update(batch, progress_remaining=1.0 - step / total)
+                update_seconds += time.perf_counter() - t_update
                 step, updates = step + per_batch, updates + 1
                 fps = (step - start_step) / (time.perf_counter() - t0)
                 metrics.update(rollout_metrics(collector, batch, agent.policy))
@@ -260,6 +262,7 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool =
             "episodes": collector.episodes,
             "wall_time_s": time.perf_counter() - t0,
             "fps": (step - start_step) / (time.perf_counter() - t0),
+            "seconds": {**collector.seconds, "update": update_seconds},  # of this segment
             "final": {k: v for k, v in metrics.items() if isinstance(v, float | int)},
             "versions": versions(),
         }

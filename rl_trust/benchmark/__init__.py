@@ -1,0 +1,1 @@
+"""Measuring rl-trust against stable-baselines3."""

@@ -1,0 +1,205 @@
+"""The stable-baselines3 side of every comparison: one adapter from an rl-trust config.
+
+`sb3_kwargs` translates a resolved rl-trust config (RunConfig.to_dict, or the YAML of
+`rl-trust config`) into SB3's PPO or sb3-contrib's TRPO arguments and the env set-up
+(make_vec_env, VecNormalize); `sb3_caveats` lists what cannot be translated; `train`
+runs it and returns steps, wall time, steps/s and the mean return of the last 100
+episodes. `python -m rl_trust.benchmark.sb3 CONFIG RESULT` does that in its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """An rl-trust config (RunConfig.to_dict / `rl-trust config` YAML) as SB3 arguments.
+
+    Returns (algo_name, kwargs, env_kwargs):
+      algo_name  "PPO" (stable_baselines3.PPO) or "TRPO" (sb3_contrib.TRPO);
+      kwargs     constructor arguments except `policy` and `env` ("MlpPolicy" and the
+                 vec env), including seed, device and policy_kwargs;
+      env_kwargs how to build the env: env_id, n_envs, seed, env_kwargs and vec_env
+                 ("dummy" or "subproc") for make_vec_env, then `normalize`, the
+                 VecNormalize arguments, or None for no VecNormalize.
+    """
+    import torch
+
+    run, env, agent = cfg["run"], cfg["env"], cfg["agent"]
+    algo = agent["algo"]
+    lr = float(agent["learning_rate"])
+    if agent.get("lr_schedule", "constant") == "linear":
+        learning_rate: Any = _LinearSchedule(lr)
+    else:
+        learning_rate = lr
+    arch = [int(n) for n in agent["net_arch"]]
+    policy_kwargs = {
+        "net_arch": {"pi": list(arch), "vf": list(arch)},
+        "activation_fn": {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[agent["activation"]],
+        "log_std_init": float(agent["log_std_init"]),
+        "ortho_init": bool(agent["ortho_init"]),
+    }
+    common = {
+        "learning_rate": learning_rate,
+        "n_steps": int(agent["n_steps"]),
+        "batch_size": int(agent["batch_size"]),
+        "gamma": float(agent["gamma"]),
+        "gae_lambda": float(agent["gae_lambda"]),
+        "normalize_advantage": bool(agent["normalize_advantage"]),
+        "target_kl": agent["target_kl"],
+        "policy_kwargs": policy_kwargs,
+        "seed": int(run["seed"]),
+        "device": "cpu",
+        "verbose": 0,
+    }
+    if algo == "ppo":
+        name = "PPO"
+        kwargs = {
+            **common,
+            "n_epochs": int(agent["n_epochs"]),
+            "clip_range": float(agent["clip_range"]),
+            "clip_range_vf": agent["clip_range_vf"],
+            "ent_coef": float(agent["ent_coef"]),
+            "vf_coef": float(agent["vf_coef"]),
+            "max_grad_norm": float(agent["max_grad_norm"]),
+        }
+    elif algo == "trpo":
+        name = "TRPO"
+        kwargs = {
+            **common,
+            "target_kl": float(agent["target_kl"]),
+            "cg_max_steps": int(agent["cg_max_steps"]),
+            "cg_damping": float(agent["cg_damping"]),
+            "line_search_shrinking_factor": float(agent["line_search_shrinking_factor"]),
+            "line_search_max_iter": int(agent["line_search_max_iter"]),
+            "n_critic_updates": int(agent["n_critic_updates"]),
+            "sub_sampling_factor": int(agent["sub_sampling_factor"]),
+        }
+    else:
+        raise ValueError(f"no SB3 counterpart for algo {algo!r}")
+
+    normalize = None
+    if env["normalize_obs"] or env["normalize_reward"]:
+        normalize = {
+            "norm_obs": bool(env["normalize_obs"]),
+            "norm_reward": bool(env["normalize_reward"]),
+            "clip_obs": float(env["clip_obs"]),
+            "clip_reward": float(env["clip_reward"]),
+            "gamma": float(agent["gamma"]),
+        }
+    env_kwargs = {
+        "env_id": env["env_id"],
+        "n_envs": int(env["n_envs"]),
+        "seed": int(run["seed"]),
+        "env_kwargs": dict(env.get("env_kwargs") or {}),
+        "vec_env": "subproc" if env["vectorization"] == "async" else "dummy",
+        "normalize": normalize,
+    }
+    return name, kwargs, env_kwargs
+
+
+class _LinearSchedule:
+    """lr · progress_remaining, as rl-trust's lr_schedule: linear (picklable)."""
+
+    def __init__(self, lr: float):
+        self.lr = lr
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.lr * progress_remaining
+
+
+def sb3_caveats(cfg: dict) -> list[str]:
+    """Where the SB3 run cannot do what the rl-trust config asks (empty: a faithful copy)."""
+    agent, env = cfg["agent"], cfg["env"]
+    out = []
+    if agent["algo"] == "ppo":
+        if not agent["clip"]:
+            out.append(
+                f"clip=false: SB3 PPO always clips, so it runs clipped PPO (clip_range="
+                f"{agent['clip_range']})"
+            )
+        if agent["kl_penalty"] != "off":
+            out.append(
+                f"kl_penalty={agent['kl_penalty']} (β₀={agent['kl_beta']}): SB3 PPO has no KL "
+                "penalty; the SB3 column is clipped PPO, a reference point, not the same agent"
+            )
+    else:
+        if not agent["line_search"]:
+            out.append("line_search=false (NPG): sb3-contrib TRPO always runs its line search")
+        if agent["kl_direction"] == "forward":
+            out.append(
+                "kl_direction=forward: sb3-contrib TRPO bounds KL(π_θ‖π_old) (reverse); "
+                "rl-trust bounds KL(π_old‖π_θ)"
+            )
+        if not math.isclose(float(agent["cg_tol"]), 1e-10):
+            out.append(f"cg_tol={agent['cg_tol']}: sb3-contrib TRPO's CG tolerance is fixed 1e-10")
+        out.append(
+            "n_epochs/ent_coef/vf_coef/max_grad_norm have no sb3-contrib TRPO counterpart "
+            "(unused by either side's TRPO)"
+        )
+    if env["normalize_obs"] or env["normalize_reward"]:
+        out.append("normalization: SB3 VecNormalize, rl-trust its own Normalizer (same stats rule)")
+    return out
+
+
+def train(cfg: dict) -> dict:
+    """Train SB3's counterpart of `cfg` with its torch threads; returns what was measured."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(int(cfg["run"].get("torch_threads", 1)))
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+
+    name, kwargs, env_kw = sb3_kwargs(cfg)
+    if name == "PPO":
+        from stable_baselines3 import PPO as Algo
+    else:
+        from sb3_contrib import TRPO as Algo
+
+    venv = make_vec_env(
+        env_kw["env_id"].rpartition(":")[2],
+        n_envs=env_kw["n_envs"],
+        seed=env_kw["seed"],
+        env_kwargs=env_kw["env_kwargs"],
+        vec_env_cls=SubprocVecEnv if env_kw["vec_env"] == "subproc" else DummyVecEnv,
+    )
+    if env_kw["normalize"] is not None:
+        venv = VecNormalize(venv, **env_kw["normalize"])
+    model = Algo("MlpPolicy", venv, **kwargs)
+    total = int(cfg["run"]["steps"])
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=total, progress_bar=False)
+    wall = time.perf_counter() - t0
+    episodes = [float(ep["r"]) for ep in model.ep_info_buffer]
+    result = {
+        "algo": name,
+        "steps": int(model.num_timesteps),
+        "wall_time_s": wall,
+        "fps": model.num_timesteps / wall,
+        "ep_rew_mean": float(np.mean(episodes)) if episodes else float("nan"),
+        "episodes_in_buffer": len(episodes),
+        "torch_threads": torch.get_num_threads(),
+    }
+    venv.close()
+    return result
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m rl_trust.benchmark.sb3 CONFIG.yaml RESULT.json", file=sys.stderr)
+        return 2
+    cfg = yaml.safe_load(Path(argv[0]).read_text())
+    Path(argv[1]).write_text(json.dumps(train(cfg), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,178 @@
+"""Steps per second of rl-trust against stable-baselines3, same hyperparameters, one thread.
+
+    python scripts/bench_throughput.py [--agents ppo-clip,ppo,trpo]
+        [--envs CartPole-v1,Pendulum-v1,Hopper-v5] [--updates 22] [--out bench/throughput]
+
+Every trial is a whole process: `rl-trust train` for ours, `python -m rl_trust.benchmark.sb3`
+for SB3's PPO or sb3-contrib's TRPO with the same resolved config (one adapter,
+rl_trust/benchmark/sb3.py). Both train at SB3's defaults (n_envs 1, n_steps 2048; PPO batch
+64 and 10 epochs, TRPO its own) for --updates rollouts. For ours the table splits the time
+into env stepping, the policy during the rollout, and the update; the ceiling is the env
+alone with random actions. Trials already measured in --out are not rerun (--fresh to redo).
+The last line is `min ratio X.XX`, the smallest ours/SB3 ratio in the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+SB3_DEFAULTS = {  # the hyperparameters of SB3's PPO / sb3-contrib's TRPO that set the cost
+    "ppo": {"n_envs": 1, "n_steps": 2048, "batch_size": 64, "n_epochs": 10},
+    "trpo": {"n_envs": 1, "n_steps": 2048, "batch_size": 128, "n_critic_updates": 10},
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
+
+
+def run_process(cmd: list[str], logfile: Path) -> tuple[int, float]:
+    """Run cmd to completion; returns its exit status and peak RSS in MiB."""
+    with logfile.open("w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024
+
+
+def rl_trust_cmd() -> str:
+    return str(Path(sys.executable).parent / "rl-trust")
+
+
+def resolve(agent: str, env: str, steps: int) -> tuple[dict, list[str]]:
+    algo = "trpo" if agent in ("trpo", "npg") else "ppo"
+    args = ["--agent", agent, "--env", env, "--steps", str(steps), "--seed", "0"]
+    for key, value in SB3_DEFAULTS[algo].items():
+        args += ["--set", f"{key}={value}"]
+    out = subprocess.run([rl_trust_cmd(), "config", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"bench_throughput: rl-trust config {' '.join(args)}: {out.stderr.strip()}")
+    return yaml.safe_load(out.stdout), args
+
+
+def ceiling(env_id: str, steps: int) -> float:
+    """Steps/s of the env alone (our vector env, one copy, random actions)."""
+    from rl_trust.config import EnvConfig
+    from rl_trust.envs import make_vec
+
+    vec = make_vec(EnvConfig(env_id=env_id, n_envs=1), 0)
+    vec.action_space.seed(0)
+    actions = [vec.action_space.sample() for _ in range(steps)]
+    vec.reset(seed=0)
+    t0 = time.perf_counter()
+    for a in actions:
+        vec.step(a)
+    elapsed = time.perf_counter() - t0
+    vec.close()
+    return steps / elapsed
+
+
+def trial(agent: str, env: str, steps: int, out: Path, fresh: bool) -> dict:
+    name = f"{agent}-{env}"
+    result_path = out / f"{name}.json"
+    if result_path.exists() and not fresh:
+        log(f"{name}: measured before, kept ({result_path})")
+        return json.loads(result_path.read_text())
+    cfg, args = resolve(agent, env, steps)
+    config_path = out / f"{name}.yaml"
+    config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run_dir = out / "ours" / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+    log(f"{name}: rl-trust, {steps} steps")
+    cmd = [rl_trust_cmd(), "train", *args, "--run-dir", str(run_dir), "--no-progress"]
+    status, ours_rss = run_process(cmd, out / f"{name}.ours.log")
+    if status != 0:
+        sys.exit(f"bench_throughput: rl-trust failed ({status}); see {out / f'{name}.ours.log'}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+
+    log(f"{name}: SB3, {steps} steps")
+    sb3_result = out / f"{name}.sb3.json"
+    cmd = [sys.executable, "-m", "rl_trust.benchmark.sb3", str(config_path), str(sb3_result)]
+    status, sb3_rss = run_process(cmd, out / f"{name}.sb3.log")
+    if status != 0:
+        sys.exit(f"bench_throughput: SB3 failed ({status}); see {out / f'{name}.sb3.log'}")
+    sb3 = json.loads(sb3_result.read_text())
+
+    row = {
+        "agent": agent,
+        "env": env,
+        "steps": summary["steps"],
+        "ours_fps": summary["fps"],
+        "sb3_fps": sb3["fps"],
+        "ratio": summary["fps"] / sb3["fps"],
+        "seconds": summary["seconds"],
+        "wall_time_s": summary["wall_time_s"],
+        "ours_rss_mib": ours_rss,
+        "sb3_rss_mib": sb3_rss,
+        "ours_return": summary["final"].get("rollout/ep_rew_mean"),
+        "sb3_return": sb3["ep_rew_mean"],
+    }
+    result_path.write_text(json.dumps(row, indent=2))
+    log(f"{name}: ours {row['ours_fps']:.0f}, SB3 {row['sb3_fps']:.0f}: ×{row['ratio']:.2f}")
+    return row
+
+
+def table(rows: list[dict], ceilings: dict[str, float]) -> str:
+    head = "| agent | env | rl-trust steps/s | SB3 steps/s | ratio | env | policy | update |"
+    head += " env alone steps/s | rl-trust / env alone | peak RSS MiB (ours / SB3) |"
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        s, wall = r["seconds"], r["wall_time_s"]
+        share = {k: f"{100 * s[k] / wall:.0f}%" for k in ("env", "policy", "update")}
+        top = ceilings[r["env"]]
+        lines.append(
+            f"| {r['agent']} | {r['env']} | {r['ours_fps']:.0f} | {r['sb3_fps']:.0f} "
+            f"| {r['ratio']:.2f} | {share['env']} | {share['policy']} | {share['update']} "
+            f"| {top:.0f} | {r['ours_fps'] / top:.2f} "
+            f"| {r['ours_rss_mib']:.0f} / {r['sb3_rss_mib']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--agents", default="ppo-clip,ppo,trpo")
+    p.add_argument("--envs", default="CartPole-v1,Pendulum-v1,Hopper-v5")
+    p.add_argument("--updates", type=int, default=22, help="rollouts of 2048 steps per trial")
+    p.add_argument("--out", type=Path, default=Path("bench/throughput"))
+    p.add_argument("--fresh", action="store_true", help="rerun trials measured before")
+    args = p.parse_args()
+    out = args.out.resolve()
+    (out / "ours").mkdir(parents=True, exist_ok=True)
+    steps = args.updates * 2048
+    agents = [a for a in args.agents.split(",") if a]
+    envs = [e for e in args.envs.split(",") if e]
+
+    ceilings = {}
+    for env in envs:
+        ceilings[env] = ceiling(env, min(steps, 20_000))
+        log(f"{env}: the env alone steps {ceilings[env]:.0f}/s")
+    rows = [trial(a, e, steps, out, args.fresh) for e in envs for a in agents]
+
+    import stable_baselines3
+    import torch
+
+    text = (
+        f"{datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"(1 thread), stable-baselines3 {stable_baselines3.__version__}, {steps} steps per "
+        "trial, seed 0. env / policy / update: shares of rl-trust's training wall time.\n\n"
+        + table(rows, ceilings)
+    )
+    (out / "throughput.md").write_text(text + "\n")
+    (out / "throughput.json").write_text(json.dumps({"rows": rows, "ceilings": ceilings}))
+    print(text)
+    print(f"min ratio {min(r['ratio'] for r in rows):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
