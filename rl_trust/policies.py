@@ -79,6 +79,65 @@ class Family:
             for a, b in zip(self._components(p), self._components(q), strict=True)
         )
 
+    # Derivatives with respect to the (new) distribution parameters, in closed form: the
+    # update applies them through the networks by hand (ActorCritic.backward) instead of
+    # building an autograd graph per minibatch. tests/test_policies.py checks each against
+    # autograd of the function above it.
+
+    def log_prob_grad(self, params: Tensor, actions: Tensor) -> Tensor:
+        """∂ log π(a|s) / ∂params."""
+        if self.kind == "gaussian":
+            mean, log_std = params.chunk(2, dim=-1)
+            z = (actions - mean) * torch.exp(-log_std)
+            return torch.cat([z * torch.exp(-log_std), z.square() - 1], dim=-1)
+        if self.kind == "bernoulli":
+            return actions - torch.sigmoid(params)
+        parts = [c.softmax(-1).neg_() for c in self._components(params)]
+        for i, g in enumerate(parts):  # one-hot(a) − softmax, per component
+            g.scatter_add_(-1, actions[:, i : i + 1].long(), torch.ones_like(g[:, :1]))
+        return torch.cat(parts, dim=-1)
+
+    def entropy_grad(self, params: Tensor) -> Tensor:
+        """∂H(π)/∂params."""
+        if self.kind == "gaussian":
+            mean, log_std = params.chunk(2, dim=-1)
+            return torch.cat([torch.zeros_like(mean), torch.ones_like(log_std)], dim=-1)
+        if self.kind == "bernoulli":
+            q = torch.sigmoid(params)
+            return -params * q * (1 - q)
+        parts = []
+        for c in self._components(params):
+            logq = c.log_softmax(-1)
+            q = logq.exp()
+            parts.append(-q * (logq - (q * logq).sum(-1, keepdim=True)))  # −q (log q + H)
+        return torch.cat(parts, dim=-1)
+
+    def kl_grad(self, old: Tensor, new: Tensor, reverse: bool = False) -> Tensor:
+        """∂/∂new of KL(old‖new), or of KL(new‖old) when reverse."""
+        if self.kind == "gaussian":
+            mu_p, s_p = old.chunk(2, dim=-1)
+            mu_q, s_q = new.chunk(2, dim=-1)
+            if reverse:  # KL(q‖p) = s_p − s_q + (σ_q² + (μ_q − μ_p)²) / 2σ_p² − ½
+                inv_var_p = torch.exp(-2 * s_p)
+                return torch.cat(
+                    [(mu_q - mu_p) * inv_var_p, torch.exp(2 * s_q) * inv_var_p - 1], dim=-1
+                )
+            inv_var_q = torch.exp(-2 * s_q)  # KL(p‖q) = s_q − s_p + (σ_p² + Δμ²) / 2σ_q² − ½
+            spread = (torch.exp(2 * s_p) + (mu_p - mu_q).square()) * inv_var_q
+            return torch.cat([(mu_q - mu_p) * inv_var_q, 1 - spread], dim=-1)
+        if self.kind == "bernoulli":
+            q = torch.sigmoid(new)
+            return q * (1 - q) * (new - old) if reverse else q - torch.sigmoid(old)
+        parts = []
+        for p_logits, q_logits in zip(self._components(old), self._components(new), strict=True):
+            logq = q_logits.log_softmax(-1)
+            if reverse:  # q (log q − log p − KL(q‖p))
+                q, f = logq.exp(), logq - p_logits.log_softmax(-1)
+                parts.append(q * (f - (q * f).sum(-1, keepdim=True)))
+            else:  # softmax(q) − softmax(p)
+                parts.append(logq.exp() - p_logits.softmax(-1))
+        return torch.cat(parts, dim=-1)
+
     def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if self.kind == "gaussian":
             mean, log_std = params.chunk(2, dim=-1)
@@ -178,6 +237,31 @@ def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
 
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+# each activation as a function, and its backward from the output: ∂L/∂z given ∂L/∂h, h = act(z)
+FUNCTIONS = {
+    "tanh": (torch.tanh, torch.ops.aten.tanh_backward),  # (1 − h²) · ∂L/∂h
+    "relu": (torch.relu, lambda g, h: torch.ops.aten.threshold_backward(g, h, 0)),  # [h > 0]
+}
+
+
+def mlp_forward(layers: list[nn.Linear], act: Callable, x: Tensor) -> list[Tensor]:
+    """Every layer's input, then the last layer's output (no activation after it)."""
+    outs = [x]
+    for i, m in enumerate(layers):
+        z = torch.addmm(m.bias, outs[-1], m.weight.t())
+        outs.append(act(z) if i + 1 < len(layers) else z)
+    return outs
+
+
+def mlp_backward(layers: list[nn.Linear], act_grad: Callable, outs: list[Tensor], d: Tensor):
+    """Backpropagation by hand: adds ∂L/∂W = dᵀ·input and ∂L/∂b = Σ d of every layer into
+    its .grad, given d = ∂L/∂output and mlp_forward's `outs`. Call it without autograd."""
+    for i in reversed(range(len(layers))):
+        m = layers[i]
+        m.weight.grad.addmm_(d.t(), outs[i])
+        m.bias.grad.add_(d.sum(0))
+        if i > 0:
+            d = act_grad(d.mm(m.weight), outs[i])
 
 
 class ActorCritic(nn.Module):
@@ -204,6 +288,9 @@ class ActorCritic(nn.Module):
         n_out = fam.sizes[0] if fam.kind == "gaussian" else fam.n_params
         self.pi_head = nn.Linear(sizes[-1], n_out)
         self.vf_head = nn.Linear(sizes[-1], 1)
+        self.pi_layers = [m for m in self.pi_body if isinstance(m, nn.Linear)] + [self.pi_head]
+        self.vf_layers = [m for m in self.vf_body if isinstance(m, nn.Linear)] + [self.vf_head]
+        self.act, self.act_grad = FUNCTIONS[activation]
         self.log_std = (
             nn.Parameter(torch.full((fam.sizes[0],), float(log_std_init)))
             if fam.kind == "gaussian"
@@ -233,8 +320,7 @@ class ActorCritic(nn.Module):
     def numpy_actor(self) -> Callable[[np.ndarray], np.ndarray]:
         """dist_params in numpy, on views of the current weights: the rollout calls it once per
         env step, where torch's per-call overhead would cost more than the arithmetic."""
-        linears = [m for m in self.pi_body if isinstance(m, nn.Linear)] + [self.pi_head]
-        weights = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in linears]
+        weights = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in self.pi_layers]
         act = np.tanh if self.activation == "tanh" else (lambda z: np.maximum(z, 0))
         log_std = None if self.log_std is None else self.log_std.detach().numpy()
 
@@ -255,6 +341,27 @@ class ActorCritic(nn.Module):
 
     def forward(self, obs: Tensor) -> Tensor:
         return self.dist_params(obs)
+
+    def forward_train(self, obs: Tensor) -> tuple[Tensor, Tensor, tuple]:
+        """dist_params and values, with the activations `backward` needs (no autograd)."""
+        pi = mlp_forward(self.pi_layers, self.act, obs)
+        vf = mlp_forward(self.vf_layers, self.act, obs)
+        out = pi[-1]
+        if self.log_std is not None:
+            out = torch.cat([out, self.log_std.expand_as(out)], dim=-1)
+        return out, vf[-1].squeeze(-1), (pi, vf)
+
+    def backward(self, cache: tuple, d_params: Tensor | None, d_values: Tensor | None) -> None:
+        """Add ∂L/∂(every parameter) into the .grad, given ∂L/∂dist_params (per state) and
+        ∂L/∂values from forward_train; None skips that network."""
+        pi, vf = cache
+        if d_params is not None:
+            if self.log_std is not None:  # one log-std shared by every state
+                d_params, d_log_std = d_params.chunk(2, dim=-1)
+                self.log_std.grad.add_(d_log_std.sum(0))
+            mlp_backward(self.pi_layers, self.act_grad, pi, d_params)
+        if d_values is not None:
+            mlp_backward(self.vf_layers, self.act_grad, vf, d_values.unsqueeze(-1))
 
     def value(self, obs: Tensor) -> Tensor:
         return self.vf_head(self.vf_body(obs)).squeeze(-1)

@@ -70,6 +70,11 @@ class Batch:
         perm = torch.randperm(len(self), generator=generator)
         return Batch(*(getattr(self, f.name)[perm] for f in dataclasses.fields(self)))
 
+    @staticmethod
+    def cat(batches) -> Batch:
+        fields = [f.name for f in dataclasses.fields(Batch)]
+        return Batch(*(torch.cat([getattr(b, f) for b in batches]) for f in fields))
+
     def minibatches(self, size: int) -> list[Batch]:
         """Consecutive slices of `size` (the last may be shorter), as stable-baselines3's."""
         fields = [getattr(self, f.name).split(size) for f in dataclasses.fields(self)]

@@ -38,95 +38,124 @@ class PPO:
         fam = self.policy.family
         return fam.kl(old, new) if self.cfg.kl_direction == "forward" else fam.kl(new, old)
 
+    def objective(self, mb: Batch, params: Tensor, values: Tensor) -> dict[str, Tensor]:
+        """The terms of L on minibatch mb, where the networks output (params, values)."""
+        cfg, fam, eps = self.cfg, self.policy.family, self.cfg.clip_range
+        log_ratio = fam.log_prob(params, mb.actions) - mb.log_probs
+        ratio = log_ratio.exp()
+        surrogate = ratio * mb.advantages
+        if cfg.clip:
+            surrogate = torch.min(surrogate, ratio.clamp(1 - eps, 1 + eps) * mb.advantages)
+        return {
+            "pg": -surrogate.mean(),
+            "vf": F.mse_loss(mb.returns, self.clipped_values(mb, values)),
+            "entropy": fam.entropy(params).mean(),
+            "penalty": self.penalty_kl(mb.dist_params, params).mean(),
+            "approx_kl": (torch.expm1(log_ratio) - log_ratio).mean(),  # k3
+            "clip_fraction": ((ratio - 1).abs() > eps).float().mean(),
+        }
+
+    def loss(self, terms: dict[str, Tensor]) -> Tensor:
+        c = self.cfg
+        return (
+            terms["pg"]
+            + c.vf_coef * terms["vf"]
+            - c.ent_coef * terms["entropy"]
+            + (self.beta * terms["penalty"] if self.beta > 0 else 0.0)
+        )
+
+    def clipped_values(self, mb: Batch, values: Tensor) -> Tensor:
+        if self.cfg.clip_range_vf is None:
+            return values
+        c = self.cfg.clip_range_vf
+        return mb.values + (values - mb.values).clamp(-c, c)
+
+    def gradient(self, mb: Batch, params: Tensor, values: Tensor, log_ratio: Tensor):
+        """∂L/∂params and ∂L/∂values per state: the derivative of loss(objective) in closed
+        form, so no autograd graph is built per minibatch (tests compare the two)."""
+        cfg, fam, eps, n = self.cfg, self.policy.family, self.cfg.clip_range, len(mb)
+        ratio, adv = log_ratio.exp(), mb.advantages
+        weight = ratio * adv  # ∂(r Â)/∂log π
+        if cfg.clip:  # only where the unclipped term is the min does r carry a gradient
+            weight = weight * (weight <= ratio.clamp(1 - eps, 1 + eps) * adv)
+        d_params = fam.log_prob_grad(params, mb.actions).mul_(weight.unsqueeze(-1) / -n)
+        if self.beta > 0:
+            reverse = cfg.kl_direction == "reverse"
+            d_params.add_(fam.kl_grad(mb.dist_params, params, reverse), alpha=self.beta / n)
+        if cfg.ent_coef:
+            d_params.add_(fam.entropy_grad(params), alpha=-cfg.ent_coef / n)
+        d_values = (self.clipped_values(mb, values) - mb.returns).mul_(2 * cfg.vf_coef / n)
+        if cfg.clip_range_vf is not None:  # the clamp passes no gradient outside its band
+            d_values.mul_((values - mb.values).abs() <= cfg.clip_range_vf)
+        return d_params, d_values
+
+    @torch.no_grad()
     def update(self, batch: Batch, progress_remaining: float = 1.0) -> dict:
         cfg, pi, fam = self.cfg, self.policy, self.policy.family
         lr = cfg.learning_rate * (progress_remaining if cfg.lr_schedule == "linear" else 1.0)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        eps = cfg.clip_range
-        logged: list[Tensor] = []  # per minibatch: pg, vf, entropy, kl penalty, k3, clip fraction
-        steps, stopped = 0, False
+        stepped: list[tuple[Batch, Tensor, Tensor]] = []  # minibatch, params, values
+        stopped = False
 
         for _ in range(cfg.n_epochs):
             epoch = batch.shuffled(self.generator)
             if cfg.normalize_advantage:
                 epoch.advantages = normalize_per_minibatch(epoch.advantages, cfg.batch_size)
             for mb in epoch.minibatches(cfg.batch_size):
-                params = pi.dist_params(mb.obs)
+                params, values, cache = pi.forward_train(mb.obs)
                 log_ratio = fam.log_prob(params, mb.actions) - mb.log_probs
-                ratio = log_ratio.exp()
-                surrogate = ratio * mb.advantages
-                if cfg.clip:
-                    surrogate = torch.min(surrogate, ratio.clamp(1 - eps, 1 + eps) * mb.advantages)
-                pg_loss = -surrogate.mean()
-                kl_pen = self.penalty_kl(mb.dist_params, params).mean() if self.beta > 0 else None
-
-                values = pi.value(mb.obs)
-                if cfg.clip_range_vf is not None:
-                    values = mb.values + (values - mb.values).clamp(
-                        -cfg.clip_range_vf, cfg.clip_range_vf
-                    )
-                vf_loss = F.mse_loss(mb.returns, values)
-                entropy = fam.entropy(params).mean()
-
-                with torch.no_grad():
+                if cfg.target_kl is not None:
                     approx_kl = (torch.expm1(log_ratio) - log_ratio).mean()  # k3
-                if cfg.target_kl is not None and approx_kl.item() > 1.5 * cfg.target_kl:
-                    stopped = True  # before this minibatch's gradient step
-                    break
-
-                loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy
-                if kl_pen is not None:
-                    loss = loss + self.beta * kl_pen
+                    if approx_kl.item() > 1.5 * cfg.target_kl:
+                        stopped = True  # before this minibatch's gradient step
+                        break
                 self.params.grad.zero_()
-                loss.backward()
+                pi.backward(cache, *self.gradient(mb, params, values, log_ratio))
                 grad_norm = self.params.grad.norm()  # clip the global norm, as clip_grad_norm_
-                if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                if not torch.isfinite(grad_norm):
                     raise Diverged(
-                        f"non-finite {'loss' if not torch.isfinite(loss) else 'gradient norm'} "
-                        f"at gradient step {self.grad_steps + 1} "
-                        f"(minibatch {steps + 1} of this update)"
+                        f"non-finite gradient at gradient step {self.grad_steps + 1} "
+                        f"(minibatch {len(stepped) + 1} of this update)"
                     )
                 self.params.grad.mul_((cfg.max_grad_norm / (grad_norm + 1e-6)).clamp(max=1.0))
                 self.optimizer.step()
-                steps += 1
                 self.grad_steps += 1
-                with torch.no_grad():
-                    clip_fraction = ((ratio - 1).abs() > eps).float().mean()
-                    pen = kl_pen.detach() if kl_pen is not None else torch.zeros(())
-                    logged.append(torch.stack([pg_loss.detach(), vf_loss.detach(), entropy.detach(),
-                                               pen, approx_kl, clip_fraction]))  # fmt: skip
+                stepped.append((mb, params, values))
             if stopped:
                 break
 
-        with torch.no_grad():
-            metrics = divergence.kl_stats(
-                fam, batch.dist_params, pi.dist_params(batch.obs), batch.actions, batch.log_probs
-            )
+        # what the gradient steps saw, on every sample they used, before each step
+        terms = {"pg": 0.0, "vf": 0.0, "entropy": 0.0, "penalty": 0.0}
+        terms.update(approx_kl=0.0, clip_fraction=0.0)
+        if stepped:
+            mbs, params, values = zip(*stepped, strict=True)
+            terms = self.objective(Batch.cat(mbs), torch.cat(params), torch.cat(values))
+            terms = {k: v.item() for k, v in terms.items()}
+        metrics = divergence.kl_stats(
+            fam, batch.dist_params, pi.dist_params(batch.obs), batch.actions, batch.log_probs
+        )
         d = metrics["kl/forward_mean" if cfg.kl_direction == "forward" else "kl/reverse_mean"]
         beta_used = self.beta
         if cfg.kl_penalty == "adaptive":
             self.beta = trust_region.adapt_beta(
                 self.beta, d, cfg.kl_target, cfg.kl_band, cfg.kl_factor
             )
-        pg, vf, ent, pen, approx_kl, clip_fraction = (
-            torch.stack(logged).mean(0).tolist() if logged else [0.0] * 6
-        )
         n_minibatches = -(-len(batch) // cfg.batch_size)
         metrics.update({
             "kl/beta": beta_used,
             "kl/target": cfg.kl_target,
             "kl/target_low": cfg.kl_target / cfg.kl_band,
             "kl/target_high": cfg.kl_target * cfg.kl_band,
-            "kl/penalty": pen,
-            "train/policy_gradient_loss": pg,
-            "train/value_loss": vf,
-            "train/entropy_loss": -ent,
-            "train/approx_kl": approx_kl,
-            "train/clip_fraction": clip_fraction,
+            "kl/penalty": terms["penalty"] if beta_used > 0 else 0.0,
+            "train/policy_gradient_loss": terms["pg"],
+            "train/value_loss": terms["vf"],
+            "train/entropy_loss": -terms["entropy"],
+            "train/approx_kl": terms["approx_kl"],
+            "train/clip_fraction": terms["clip_fraction"],
             "train/learning_rate": lr,
-            "train/grad_steps": steps,
-            "train/epochs": steps / n_minibatches,
+            "train/grad_steps": len(stepped),
+            "train/epochs": len(stepped) / n_minibatches,
             "train/early_stopped": float(stopped),
             "train/n_updates": self.grad_steps,
         })  # fmt: skip
