@@ -21,6 +21,7 @@ from torch import Tensor
 from rl_trust import divergence, trust_region
 from rl_trust.config import PPOConfig
 from rl_trust.errors import Diverged
+from rl_trust.optim import Adam
 from rl_trust.policies import ActorCritic, flat_parameters
 from rl_trust.rollout import Batch, normalize_per_minibatch
 
@@ -29,7 +30,7 @@ class PPO:
     def __init__(self, cfg: PPOConfig, policy: ActorCritic, generator: torch.Generator):
         self.cfg, self.policy, self.generator = cfg, policy, generator
         self.params = flat_parameters(list(policy.parameters()))  # policy and value, one vector
-        self.optimizer = torch.optim.Adam([self.params], lr=cfg.learning_rate, eps=1e-5, fused=True)
+        self.optimizer = Adam(self.params, lr=cfg.learning_rate, eps=1e-5)
         self.beta = cfg.kl_beta if cfg.kl_penalty != "off" else 0.0
         self.grad_steps = 0
 
@@ -93,8 +94,7 @@ class PPO:
     def update(self, batch: Batch, progress_remaining: float = 1.0) -> dict:
         cfg, pi, fam = self.cfg, self.policy, self.policy.family
         lr = cfg.learning_rate * (progress_remaining if cfg.lr_schedule == "linear" else 1.0)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.optimizer.lr = lr
         stepped: list[tuple[Batch, Tensor, Tensor]] = []  # minibatch, params, values
         stopped = False
 

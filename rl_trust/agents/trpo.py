@@ -14,11 +14,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from rl_trust import divergence
 from rl_trust.config import TRPOConfig
-from rl_trust.policies import ActorCritic, flat_parameters
+from rl_trust.optim import Adam
+from rl_trust.policies import ActorCritic, flat_parameters, mlp_backward, mlp_forward
 from rl_trust.rollout import Batch
 from rl_trust.trust_region import fisher_vector_product, line_search, natural_step
 
@@ -31,7 +31,7 @@ class TRPO:
         self.cfg, self.policy, self.generator = cfg, policy, generator
         self.theta = flat_parameters(policy.policy_parameters())  # θ, one vector
         self.phi = flat_parameters(policy.value_parameters())  # the critic's, one vector
-        self.critic_optimizer = torch.optim.Adam([self.phi], lr=cfg.learning_rate, fused=True)
+        self.critic_optimizer = Adam(self.phi, lr=cfg.learning_rate)
 
     def constraint_kl(self, old, new):
         """Per-state KL that δ bounds: KL(π_old‖π_θ) as the paper, or reversed as sb3-contrib."""
@@ -120,15 +120,18 @@ class TRPO:
         )
         return metrics
 
+    @torch.no_grad()
     def fit_critic(self, batch: Batch) -> float:
-        cfg, losses = self.cfg, []
+        """Minimize (V(s) − R̂)² by minibatch Adam, backpropagating 2(V − R̂)/n by hand."""
+        cfg, pi, losses = self.cfg, self.policy, []
         for _ in range(cfg.n_critic_updates):
             for idx in torch.randperm(len(batch), generator=self.generator).split(cfg.batch_size):
-                loss = F.mse_loss(self.policy.value(batch.obs[idx]), batch.returns[idx])
+                outs = mlp_forward(pi.vf_layers, pi.act, batch.obs[idx])
+                error = outs[-1] - batch.returns[idx].unsqueeze(-1)
                 self.phi.grad.zero_()  # not None: the critic's .grad are views of it
-                loss.backward()
+                mlp_backward(pi.vf_layers, pi.act_grad, outs, error * (2 / len(idx)))
                 self.critic_optimizer.step()
-                losses.append(loss.detach())
+                losses.append(error.square().mean())
         return float(torch.stack(losses).mean())
 
     def state_dict(self) -> dict:

@@ -10,6 +10,7 @@ import gymnasium as gym
 from rl_trust.config import EnvConfig
 from rl_trust.envs import probes
 from rl_trust.envs.normalize import Normalizer, RunningMeanStd
+from rl_trust.envs.sync import SyncVectorEnv
 from rl_trust.errors import UserError
 
 __all__ = ["make_vec", "Normalizer", "RunningMeanStd", "check_id"]
@@ -33,17 +34,22 @@ def check_id(env_id: str) -> None:
 
 
 def make_vec(cfg: EnvConfig, seed: int) -> gym.vector.VectorEnv:
-    """`n_envs` copies of the env, sync or async, resetting in the step that ends an episode
-    (the final observation comes in info["final_obs"]), seeded seed, seed+1, ..."""
+    """`n_envs` copies of the env, sync (ours, envs/sync.py) or async (gymnasium's), resetting
+    in the step that ends an episode (the final observation comes in info["final_obs"]),
+    seeded seed, seed+1, ..."""
     check_id(cfg.env_id)
+    env_id = cfg.env_id.rpartition(":")[2]
     try:
-        env = gym.make_vec(
-            cfg.env_id.rpartition(":")[2],
-            num_envs=cfg.n_envs,
-            vectorization_mode=cfg.vectorization,
-            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-            **cfg.env_kwargs,
-        )
+        if cfg.vectorization == "sync":
+            env = SyncVectorEnv([lambda: gym.make(env_id, **cfg.env_kwargs)] * cfg.n_envs)
+        else:
+            env = gym.make_vec(
+                env_id,
+                num_envs=cfg.n_envs,
+                vectorization_mode="async",
+                vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+                **cfg.env_kwargs,
+            )
     except gym.error.DependencyNotInstalled as e:
         raise UserError(f"env {cfg.env_id!r} needs a package that is not installed: {e}") from None
     except TypeError as e:

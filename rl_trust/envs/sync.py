@@ -1,0 +1,57 @@
+"""A lean synchronous vector env: gymnasium's SyncVectorEnv with AutoresetMode.SAME_STEP,
+minus what rl-trust never reads.
+
+gymnasium's version stacks every key of every sub-env's info dict at every step (≈ 17 µs
+per step on Hopper's six keys, ~15% of the env itself) and deep-copies the observations.
+This one steps the same envs in the same order with the same seeds, so trajectories are
+identical (tests/test_envs.py), and returns only info["final_obs"] (an object array, the
+final observation where an episode ended in this step, None elsewhere).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector.utils import batch_space
+
+
+class SyncVectorEnv(gym.vector.VectorEnv):
+    def __init__(self, env_fns: list[Callable[[], gym.Env]]):
+        self.envs = [fn() for fn in env_fns]
+        self.num_envs = n = len(self.envs)
+        first = self.envs[0]
+        self.metadata = first.metadata
+        self.single_observation_space = first.observation_space
+        self.single_action_space = first.action_space
+        self.observation_space = batch_space(first.observation_space, n)
+        self.action_space = batch_space(first.action_space, n)
+        space = first.observation_space
+        self._obs = np.zeros((n, *space.shape), space.dtype)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        seeds = [None] * self.num_envs if seed is None else [seed + i for i in range(self.num_envs)]
+        for i, (env, s) in enumerate(zip(self.envs, seeds, strict=True)):
+            self._obs[i], _ = env.reset(seed=s, options=options)
+        return self._obs.copy(), {}
+
+    def step(self, actions):
+        n = self.num_envs
+        rewards = np.zeros(n)
+        terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)
+        final_obs = None
+        for i, env in enumerate(self.envs):  # actions: one row per env (rl-trust's spaces)
+            obs, rewards[i], terminated[i], truncated[i], _ = env.step(actions[i])
+            if terminated[i] or truncated[i]:
+                if final_obs is None:
+                    final_obs = np.full(n, None, dtype=object)
+                final_obs[i] = obs
+                obs, _ = env.reset()
+            self._obs[i] = obs
+        info = {} if final_obs is None else {"final_obs": final_obs}
+        return self._obs.copy(), rewards, terminated, truncated, info
+
+    def close_extras(self, **kwargs):
+        for env in self.envs:
+            env.close()

@@ -1,0 +1,43 @@
+"""Our lean SyncVectorEnv steps exactly as gymnasium's SyncVectorEnv (SAME_STEP autoreset)."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from rl_trust.config import EnvConfig
+from rl_trust.envs import make_vec
+
+
+@pytest.mark.parametrize(
+    "env_id,steps", [("CartPole-v1", 400), ("Pendulum-v1", 450), ("MountainCarContinuous-v0", 1100)]
+)
+def test_sync_vector_env_matches_gymnasium(env_id, steps):
+    """Same seeds, same actions: identical observations, rewards, terminations, truncations
+    (time limits included) and final observations of the ended episodes."""
+    ours = make_vec(EnvConfig(env_id=env_id, n_envs=3), 0)
+    theirs = gym.make_vec(
+        env_id, 3, vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+    )  # fmt: skip
+    assert type(ours).__module__ == "rl_trust.envs.sync"
+    assert ours.single_action_space == theirs.single_action_space
+    o1, _ = ours.reset(seed=5)
+    o2, _ = theirs.reset(seed=5)
+    np.testing.assert_array_equal(o1, o2)
+    theirs.action_space.seed(1)
+    ends = {"terminated": 0, "truncated": 0}
+    for _ in range(steps):
+        a = theirs.action_space.sample()
+        r1, r2 = ours.step(a), theirs.step(a)
+        for x, y in zip(r1[:4], r2[:4], strict=True):
+            np.testing.assert_array_equal(x, y)
+        ends["terminated"] += int(r1[2].sum())
+        ends["truncated"] += int(r1[3].sum())
+        for i in np.flatnonzero(r1[2] | r1[3]):
+            np.testing.assert_array_equal(r1[4]["final_obs"][i], r2[4]["final_obs"][i])
+        assert ("final_obs" in r1[4]) == bool((r1[2] | r1[3]).any())
+    assert sum(ends.values()) > 0
+    if env_id == "Pendulum-v1":
+        assert ends["truncated"] == 6  # 3 envs × 2 time limits of 200 steps
+    ours.close()
+    theirs.close()
