@@ -155,19 +155,22 @@ class Family:
     def sample_numpy(self, params: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """`sample` in numpy, for the rollout's per-step path (no torch call per step)."""
         if self.kind == "gaussian":
-            mean, log_std = np.split(params, 2, axis=-1)
-            return mean + rng.standard_normal(mean.shape, np.float32) * np.exp(log_std)
+            d = self.sizes[0]
+            return params[:, :d] + rng.standard_normal((len(params), d), np.float32) * np.exp(
+                params[:, d:]
+            )
         if self.kind == "bernoulli":
             return (rng.random(params.shape, np.float32) * (1 + np.exp(-params)) < 1).astype(
                 np.float32
             )
-        cols = []
-        for logits in np.split(params, np.cumsum(self.sizes)[:-1], axis=-1):
-            p = np.exp(logits - logits.max(-1, keepdims=True))
-            cdf = np.cumsum(p, -1)
-            u = rng.random((len(p), 1)) * cdf[:, -1:]  # inverse CDF of the unnormalized weights
-            cols.append(np.minimum((cdf < u).sum(-1), logits.shape[-1] - 1))
-        return np.stack(cols, -1).astype(np.float32)
+        out, start = np.empty((len(params), len(self.sizes)), np.float32), 0
+        for j, k in enumerate(self.sizes):  # inverse CDF of each component's softmax weights
+            logits = params[:, start : start + k]
+            start += k
+            cdf = np.exp(logits - logits.max(-1, keepdims=True)).cumsum(-1)
+            u = rng.random((len(params), 1)) * cdf[:, -1:]
+            out[:, j] = np.minimum((cdf < u).sum(-1), k - 1)
+        return out
 
     def mode(self, params: Tensor) -> Tensor:
         if self.kind == "gaussian":
@@ -317,22 +320,25 @@ class ActorCritic(nn.Module):
             return out
         return torch.cat([out, self.log_std.expand_as(out)], dim=-1)
 
-    def numpy_actor(self) -> Callable[[np.ndarray], np.ndarray]:
-        """dist_params in numpy, on views of the current weights: the rollout calls it once per
-        env step, where torch's per-call overhead would cost more than the arithmetic."""
+    def numpy_sampler(self, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+        """Actions sampled from the current policy, computed in numpy on views of the weights:
+        the rollout calls it once per env step, where torch's per-call overhead would cost
+        more than the arithmetic. Draws as family.sample_numpy does (Gaussian: with σ = e^s
+        computed once per rollout instead of once per step)."""
         weights = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in self.pi_layers]
         act = np.tanh if self.activation == "tanh" else (lambda z: np.maximum(z, 0))
-        log_std = None if self.log_std is None else self.log_std.detach().numpy()
+        std = None if self.log_std is None else np.exp(self.log_std.detach().numpy())
+        fam, (W_out, b_out) = self.family, weights[-1]
 
-        def forward(x: np.ndarray) -> np.ndarray:
+        def sample(x: np.ndarray) -> np.ndarray:
             for W, b in weights[:-1]:
                 x = act(x @ W + b)
-            out = x @ weights[-1][0] + weights[-1][1]
-            if log_std is None:
-                return out
-            return np.concatenate([out, np.broadcast_to(log_std, out.shape)], -1)
+            out = x @ W_out + b_out
+            if std is None:
+                return fam.sample_numpy(out, rng)
+            return out + rng.standard_normal(out.shape, np.float32) * std
 
-        return forward
+        return sample
 
     def preprocess_numpy(self, obs: np.ndarray) -> np.ndarray:
         if self.one_hot:

@@ -97,7 +97,7 @@ class Collector:
     """Steps a vector env with a policy; owns the env's current observation and the
     episode statistics (on raw, unnormalized rewards), and refills one preallocated batch.
 
-    Per step, actions are sampled from the policy evaluated in numpy (policies.numpy_actor),
+    Per step, actions are sampled from the policy evaluated in numpy (policies.numpy_sampler),
     which costs a few microseconds where a torch call costs tens. After the last step, one
     batched torch pass computes what the update needs of p = π_old: its distribution
     parameters, log p(a|s) and V(s), exactly as the update's own forward pass computes them.
@@ -135,13 +135,13 @@ class Collector:
     @torch.no_grad()
     def collect(self) -> Batch:
         policy, fam, rng = self.policy, self.policy.family, self.rng
-        actor = policy.numpy_actor()
+        sample = policy.numpy_sampler(rng)
         T, N = self.obs.shape[:2]
         truncated_finals: list[tuple[int, int, np.ndarray]] = []
         start, in_env = time.perf_counter(), 0.0
         for t in range(T):
             x = self.current
-            action = fam.sample_numpy(actor(x), rng)
+            action = sample(x)
             self.obs[t], self.actions[t] = x, action
             t_env = time.perf_counter()
             obs, reward, term, trunc, info = self.env.step(fam.to_env(action))
