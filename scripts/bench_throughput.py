@@ -60,19 +60,22 @@ def resolve(agent: str, env: str, steps: int) -> tuple[dict, list[str]]:
 
 
 def ceiling(env_id: str, steps: int) -> float:
-    """Steps/s of the env alone (our vector env, one copy, random actions)."""
-    from rl_trust.config import EnvConfig
-    from rl_trust.envs import make_vec
+    """Steps/s of the env alone: gymnasium.make's env, random actions, reset when done."""
+    import gymnasium as gym
 
-    vec = make_vec(EnvConfig(env_id=env_id, n_envs=1), 0)
-    vec.action_space.seed(0)
-    actions = [vec.action_space.sample() for _ in range(steps)]
-    vec.reset(seed=0)
+    import rl_trust.envs  # noqa: F401  (registers the probe envs)
+
+    env = gym.make(env_id)
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(steps)]
+    env.reset(seed=0)
     t0 = time.perf_counter()
     for a in actions:
-        vec.step(a)
+        _, _, terminated, truncated, _ = env.step(a)
+        if terminated or truncated:
+            env.reset()
     elapsed = time.perf_counter() - t0
-    vec.close()
+    env.close()
     return steps / elapsed
 
 
