@@ -67,6 +67,14 @@ def build_parser() -> Parser:
     p.add_argument("--steps", type=_steps, help="new total env steps")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("eval", help="evaluate a run's policy; writes eval.json (and videos)")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--deterministic", action="store_true", help="the mode, not a sample")
+    p.add_argument("--video", action="store_true", help="an mp4 per episode in RUN_DIR/videos/")
+    p.add_argument("--seed", type=int, help="first episode's seed (default: run seed + 10000)")
+
     p = sub.add_parser("config", help="print the resolved config as YAML")
     _add_config_args(p)
 
@@ -138,6 +146,23 @@ def _train(cfg, run_dir: Path, resume: bool, progress: bool) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from rl_trust.evaluate import evaluate
+
+    r = evaluate(
+        args.run_dir, args.checkpoint, args.episodes, args.deterministic, args.video, args.seed
+    )
+    print(
+        f"{r['checkpoint']} ({'deterministic' if r['deterministic'] else 'sampled'} actions, "
+        f"{r['episodes']} episodes): return {r['mean_return']:.1f} ± {r['std_return']:.1f}, "
+        f"length {r['mean_length']:.1f} ± {r['std_length']:.1f}"
+    )
+    for path in r["videos"]:
+        print(f"video: {path}")
+    print(Path(args.run_dir) / "eval.json")
+    return 0
+
+
 def cmd_config(args) -> int:
     print(_load(args).to_yaml(), end="")
     return 0
@@ -179,6 +204,7 @@ def cmd_board(args) -> int:
 COMMANDS = {
     "train": cmd_train,
     "resume": cmd_resume,
+    "eval": cmd_eval,
     "config": cmd_config,
     "list": cmd_list,
     "board": cmd_board,

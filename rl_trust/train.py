@@ -70,16 +70,21 @@ def prepare(cfg: RunConfig, run_dir: Path | None, runs_root: Path) -> Path:
     return run_dir
 
 
-def load_run_config(run_dir: Path, steps: int | None = None) -> RunConfig:
-    """The config of an existing run, with a new step total for `resume`."""
-    run_dir = Path(run_dir)
-    path = run_dir / "config.yaml"
+def read_run_config(run_dir: Path) -> RunConfig:
+    """The resolved config a run was trained with (its config.yaml)."""
+    path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise UserError(f"{run_dir} is not an rl-trust run folder (no config.yaml)")
     try:
-        cfg = config.from_dict(yaml.safe_load(path.read_text()))
+        return config.from_dict(yaml.safe_load(path.read_text()))
     except yaml.YAMLError:
         raise UserError(f"{path} is not valid YAML") from None
+
+
+def load_run_config(run_dir: Path, steps: int | None = None) -> RunConfig:
+    """The config of an existing run, with a new step total for `resume`."""
+    run_dir = Path(run_dir)
+    cfg, path = read_run_config(run_dir), run_dir / "config.yaml"
     done = checkpoint.list_checkpoints(run_dir)
     done_steps = int(done[-1].name.removeprefix("step_")) if done else 0
     total = steps if steps is not None else cfg.run.steps

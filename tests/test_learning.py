@@ -11,17 +11,27 @@ from conftest import cli
 pytestmark = pytest.mark.slow
 
 
-def final_return(tmp_path: Path, agent: str, env: str, steps: int, seed: int = 0) -> float:
+def train(tmp_path: Path, agent: str, env: str, steps: int, seed: int = 0) -> Path:
     res = cli("train", "--agent", agent, "--env", env, "--steps", str(steps), "--seed", str(seed),
               "--runs-root", str(tmp_path), "--no-progress", timeout=1800)  # fmt: skip
     assert res.returncode == 0, res.stderr
-    summary = json.loads((Path(res.stdout.split()[-1]) / "summary.json").read_text())
+    return Path(res.stdout.split()[-1])
+
+
+def final_return(tmp_path: Path, agent: str, env: str, steps: int, seed: int = 0) -> float:
+    summary = json.loads((train(tmp_path, agent, env, steps, seed) / "summary.json").read_text())
     return summary["final"]["rollout/ep_rew_mean"]
 
 
 @pytest.mark.parametrize("agent", ["ppo", "ppo-clip", "trpo"])
 def test_cartpole_solved_within_100k_steps(tmp_path, agent):
-    assert final_return(tmp_path, agent, "CartPole-v1", 100_000) >= 475
+    run = train(tmp_path, agent, "CartPole-v1", 100_000)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final"]["rollout/ep_rew_mean"] >= 475
+    # the saved policy, evaluated on fresh episodes with its most likely actions
+    res = cli("eval", str(run), "--episodes", "10", "--deterministic")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((run / "eval.json").read_text())["mean_return"] >= 475
 
 
 @pytest.mark.parametrize("agent", ["trpo", "ppo-clip"])

@@ -1,0 +1,65 @@
+"""`rl-trust eval` as a user runs it: episodes from a checkpoint, eval.json, videos, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import cli
+
+
+@pytest.fixture
+def run(ppo_run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(ppo_run, tmp_path / "run"))
+
+
+def test_eval_writes_what_it_prints_and_is_reproducible(run):
+    res = cli("eval", str(run), "--episodes", "4", "--deterministic")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == str(run / "eval.json")
+    first = json.loads((run / "eval.json").read_text())
+    assert first["episodes"] == len(first["returns"]) == len(first["lengths"]) == 4
+    assert first["mean_return"] == pytest.approx(sum(first["returns"]) / 4)
+    assert first["returns"] == [float(n) for n in first["lengths"]]  # CartPole: +1 per step
+    assert f"return {first['mean_return']:.1f} ± {first['std_return']:.1f}" in res.stdout
+    assert first["step"] == 2048 and first["checkpoint"].startswith("step_")
+
+    again = cli("eval", str(run), "--episodes", "4", "--deterministic")
+    assert json.loads((run / "eval.json").read_text())["returns"] == first["returns"], again.stderr
+    other = cli("eval", str(run), "--episodes", "4", "--seed", "123")
+    assert other.returncode == 0
+    assert json.loads((run / "eval.json").read_text())["seed"] == 123
+
+
+def test_eval_records_one_video_per_episode(run):
+    assert cli("eval", str(run), "--episodes", "3", "--video").returncode == 0
+    res = cli("eval", str(run), "--episodes", "2", "--video")  # the same folder, fewer episodes
+    assert res.returncode == 0, res.stderr
+    videos = json.loads((run / "eval.json").read_text())["videos"]
+    assert len(videos) == 2
+    for path in map(Path, videos):
+        data = path.read_bytes()
+        assert path.suffix == ".mp4" and len(data) > 1000 and data[4:8] == b"ftyp"
+        assert f"video: {path}" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--checkpoint", "7"], "no checkpoint at step 7"),
+        (["--checkpoint", "best"], "no best checkpoint"),
+        (["--checkpoint", "newest"], "use latest, best or a step number"),
+        (["--episodes", "0"], "must be ≥ 1"),
+    ],
+)
+def test_eval_bad_input_is_one_line_status_2(run, args, message):
+    res = cli("eval", str(run), *args)
+    assert res.returncode == 2
+    assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_eval_of_a_folder_that_is_not_a_run(tmp_path):
+    res = cli("eval", str(tmp_path))
+    assert res.returncode == 2 and "not an rl-trust run folder" in res.stderr
