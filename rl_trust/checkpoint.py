@@ -74,6 +74,8 @@ def save(run_dir: Path, step: int, state: dict, keep: int) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:012d}"
     tensors, tree = pack(state)
+    for stale in root.glob(".tmp-*"):  # left by a process killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
         save_file(tensors, str(tmp / TENSORS))

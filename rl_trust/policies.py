@@ -205,6 +205,13 @@ def flat_parameters(params: list[nn.Parameter]) -> nn.Parameter:
     return flat
 
 
+def non_finite_grads(module: nn.Module) -> str:
+    """The names of the parameters whose gradient holds a NaN or an infinity."""
+    params = [(n, p) for n, p in module.named_parameters() if p.grad is not None]
+    names = [n for n, p in params if not bool(torch.isfinite(p.grad).all())]
+    return "every parameter" if len(names) == len(params) else ", ".join(names) or "no parameter"
+
+
 def family_for(space: gym.Space) -> Family:
     if isinstance(space, gym.spaces.Discrete):
         return Family("categorical", (int(space.n),))

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import platform
+import random
 import signal
 import sys
 import time
@@ -154,75 +155,154 @@ def _check_finite(metrics: dict, update: int) -> None:
         raise Diverged(f"update {update} produced non-finite {', '.join(sorted(bad))}")
 
 
+class Learner:
+    """Everything a checkpoint holds: the agent (policy, optimizer, β), normalization
+    statistics, counters, every random state, and the rollout's episode statistics."""
+
+    def __init__(self, cfg: RunConfig, env, state: dict | None = None):
+        self.cfg, self.env, a = cfg, env, cfg.agent
+        self.spaces = {
+            "observation": str(env.single_observation_space),
+            "action": str(env.single_action_space),
+        }
+        seed = cfg.run.seed
+        self.agent = agents.build(a, env.single_observation_space, env.single_action_space, seed)
+        self.normalizer = Normalizer(
+            env.single_observation_space.shape, env.num_envs,
+            obs=cfg.env.normalize_obs, reward=cfg.env.normalize_reward, gamma=a.gamma,
+            clip_obs=cfg.env.clip_obs, clip_reward=cfg.env.clip_reward,
+        )  # fmt: skip
+        self.step, self.updates = 0, 0
+        if state is not None:
+            self._check_spaces(state)
+            self.step, self.updates = int(state["step"]), int(state["updates"])
+        # a resumed run starts fresh episodes, from env seeds no earlier segment used
+        self.env_seed = seed + 7919 * self.updates
+        self.collector = Collector(
+            env, self.agent.policy, self.normalizer, a.n_steps, a.gamma, a.gae_lambda,
+            self.env_seed,
+        )  # fmt: skip
+        if state is not None:
+            self.load_state_dict(state)
+
+    def _check_spaces(self, state: dict) -> None:
+        saved = state.get("spaces", {})
+        if saved and saved != self.spaces:
+            raise UserError(
+                f"the checkpoint was saved for observation space {saved['observation']} and "
+                f"action space {saved['action']}; {self.cfg.env.env_id} has "
+                f"{self.spaces['observation']} and {self.spaces['action']}"
+            )
+
+    def state_dict(self) -> dict:
+        c = self.collector
+        return {
+            "step": self.step,
+            "updates": self.updates,
+            "policy": self.agent.policy.state_dict(),
+            "agent": self.agent.state_dict(),
+            "normalizer": self.normalizer.state_dict(),
+            "rng": {
+                "rollout": c.rng.bit_generator.state,
+                "agent": self.agent.generator.get_state(),
+                "torch": torch.get_rng_state(),
+                "numpy": list(np.random.get_state()),
+                "python": list(random.getstate()),
+                "env_seed": self.env_seed,
+            },
+            "episodes": {
+                "returns": list(c.episode_returns),
+                "lengths": list(c.episode_lengths),
+                "count": c.episodes,
+            },
+            "spaces": self.spaces,
+            "config": self.cfg.to_dict(),
+            "versions": versions(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        c, rng = self.collector, state["rng"]
+        try:
+            self.agent.policy.load_state_dict(state["policy"])
+            self.agent.load_state_dict(state["agent"])
+            self.normalizer.load_state_dict(state["normalizer"])
+        except (RuntimeError, KeyError) as e:
+            first = str(e).strip().splitlines()[0]
+            raise UserError(f"the checkpoint does not fit this run's agent: {first}") from None
+        self.agent.generator.set_state(rng["agent"])
+        c.rng.bit_generator.state = rng["rollout"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(tuple(rng["numpy"]))
+        version, internal, gauss = rng["python"]
+        random.setstate((version, tuple(internal), gauss))
+        c.episode_returns.clear()
+        c.episode_returns.extend(state["episodes"]["returns"])
+        c.episode_lengths.clear()
+        c.episode_lengths.extend(state["episodes"]["lengths"])
+        c.episodes = int(state["episodes"]["count"])
+
+
+def save(run_dir: Path, learner: Learner) -> None:
+    """A checkpoint, or a UserError (exit 2) when the disk refuses it; older ones stay."""
+    try:
+        checkpoint.save(
+            run_dir, learner.step, learner.state_dict(), learner.cfg.run.keep_checkpoints
+        )
+    except OSError as e:
+        raise UserError(
+            f"cannot write a checkpoint at step {learner.step} in {run_dir}/checkpoints: "
+            f"{e.strerror or e}; earlier checkpoints are intact"
+        ) from None
+
+
+def diagnose(run_dir: Path, error: Diverged, learner: Learner, batch) -> Path:
+    """diverged.json: what was non-finite, in which update, and the batch's statistics."""
+
+    def stats(x: torch.Tensor) -> dict:
+        x = x.double()
+        finite = x[torch.isfinite(x)]
+        return {
+            "non_finite": int((~torch.isfinite(x)).sum()),
+            **({k: float(getattr(finite, k)()) for k in ("mean", "std", "min", "max")}
+               if finite.numel() > 1 else {}),
+        }  # fmt: skip
+
+    report = {
+        "error": str(error),
+        "update": learner.updates + 1,
+        "step": learner.step,
+        "batch": {
+            name: stats(getattr(batch, name))
+            for name in ("obs", "actions", "log_probs", "values", "advantages", "returns")
+        },
+        "last_checkpoint": (found[-1].name if (found := checkpoint.list_checkpoints(run_dir))
+                            else None),
+    }  # fmt: skip
+    path = Path(run_dir) / "diverged.json"
+    path.write_text(json.dumps(report, indent=2))
+    return path
+
+
 def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool = True) -> dict:
     """Train `cfg` into `run_dir` (or continue the run there); returns the summary."""
     run_dir = Path(run_dir)
     torch.set_num_threads(cfg.run.torch_threads)
-    seed, a = cfg.run.seed, cfg.agent
-    env = make_vec(cfg.env, seed)
+    a = cfg.agent
+    env = make_vec(cfg.env, cfg.run.seed)
     writer = None
     stop: list[int] = []
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        agent = agents.build(a, env.single_observation_space, env.single_action_space, seed)
-        normalizer = Normalizer(
-            env.single_observation_space.shape,
-            env.num_envs,
-            obs=cfg.env.normalize_obs,
-            reward=cfg.env.normalize_reward,
-            gamma=a.gamma,
-            clip_obs=cfg.env.clip_obs,
-            clip_reward=cfg.env.clip_reward,
-        )
-        step, updates = 0, 0
         state = None
         if resume:
             found = checkpoint.list_checkpoints(run_dir)
             if not found:
                 raise UserError(f"{run_dir} has no complete checkpoint to resume from")
             state = checkpoint.load(found[-1])
-            step, updates = int(state["step"]), int(state["updates"])
-            agent.policy.load_state_dict(state["policy"])
-            agent.load_state_dict(state["agent"])
-            agent.generator.set_state(state["rng"]["agent"])
-            normalizer.load_state_dict(state["normalizer"])
-        # a resumed run starts fresh episodes, from seeds no earlier segment used
-        collector = Collector(
-            env,
-            agent.policy,
-            normalizer,
-            a.n_steps,
-            a.gamma,
-            a.gae_lambda,
-            seed if not resume else seed + 7919 * updates,
-        )
-        if state is not None:
-            collector.rng.bit_generator.state = state["rng"]["rollout"]
-            collector.episode_returns.extend(state["episodes"]["returns"])
-            collector.episode_lengths.extend(state["episodes"]["lengths"])
-            collector.episodes = int(state["episodes"]["count"])
+        learner = Learner(cfg, env, state)
+        agent, collector = learner.agent, learner.collector
         # a resumed run drops what was logged after its checkpoint (TensorBoard purges ≥ step+1)
-        writer = RunWriter(run_dir, cfg, purge_step=step + 1 if resume else None)
-
-        def snapshot() -> dict:
-            return {
-                "step": step,
-                "updates": updates,
-                "policy": agent.policy.state_dict(),
-                "agent": agent.state_dict(),
-                "normalizer": normalizer.state_dict(),
-                "rng": {
-                    "rollout": collector.rng.bit_generator.state,
-                    "agent": agent.generator.get_state(),
-                },
-                "episodes": {
-                    "returns": list(collector.episode_returns),
-                    "lengths": list(collector.episode_lengths),
-                    "count": collector.episodes,
-                },
-                "config": cfg.to_dict(),
-                "versions": versions(),
-            }
+        writer = RunWriter(run_dir, cfg, purge_step=learner.step + 1 if resume else None)
 
         def request_stop(signum, _frame):
             stop.append(signum)
@@ -232,41 +312,47 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool =
 
         total, per_batch = cfg.run.steps, a.n_steps * env.num_envs
         every = cfg.run.checkpoint_every
-        start_step, t0, update_seconds = step, time.perf_counter(), 0.0
-        bar = Progress(total, step, progress)
+        start_step, t0, update_seconds = learner.step, time.perf_counter(), 0.0
+        bar = Progress(total, learner.step, progress)
         metrics: dict = {}
         try:
-            while step < total:
+            while learner.step < total:
                 if stop:
-                    checkpoint.save(run_dir, step, snapshot(), cfg.run.keep_checkpoints)
-                    raise Interrupted(130 if stop[0] == signal.SIGINT else 143, run_dir, step)
+                    save(run_dir, learner)
+                    code = 130 if stop[0] == signal.SIGINT else 143
+                    raise Interrupted(code, run_dir, learner.step)
                 batch = collector.collect()
                 t_update = time.perf_counter()
-                metrics = agent.update(batch, progress_remaining=1.0 - step / total)
+                try:
+                    metrics = agent.update(batch, progress_remaining=1.0 - learner.step / total)
+                    metrics.update(rollout_metrics(collector, batch, agent.policy))
+                    _check_finite(metrics, learner.updates + 1)
+                except Diverged as e:
+                    path = diagnose(run_dir, e, learner, batch)
+                    raise Diverged(f"{e} (diagnostic: {path})") from None
                 update_seconds += time.perf_counter() - t_update
-                step, updates = step + per_batch, updates + 1
-                fps = (step - start_step) / (time.perf_counter() - t0)
-                metrics.update(rollout_metrics(collector, batch, agent.policy))
+                learner.step, learner.updates = learner.step + per_batch, learner.updates + 1
+                fps = (learner.step - start_step) / (time.perf_counter() - t0)
                 metrics["time/fps"] = fps
-                metrics["time/updates"] = updates
-                _check_finite(metrics, updates)
-                writer.write(metrics, step)
+                metrics["time/updates"] = learner.updates
+                writer.write(metrics, learner.step)
+                step = learner.step
                 if every and step // every > (step - per_batch) // every and step < total:
-                    checkpoint.save(run_dir, step, snapshot(), cfg.run.keep_checkpoints)
+                    save(run_dir, learner)
                 bar.update(step, progress_fields(metrics), fps)
         finally:
             bar.close()
-        checkpoint.save(run_dir, step, snapshot(), cfg.run.keep_checkpoints)
+        save(run_dir, learner)
         summary = {
             "agent": cfg.agent_name,
             "algo": a.algo,
             "env": cfg.env.env_id,
-            "seed": seed,
-            "steps": step,
-            "updates": updates,
+            "seed": cfg.run.seed,
+            "steps": learner.step,
+            "updates": learner.updates,
             "episodes": collector.episodes,
             "wall_time_s": time.perf_counter() - t0,
-            "fps": (step - start_step) / (time.perf_counter() - t0),
+            "fps": (learner.step - start_step) / (time.perf_counter() - t0),
             "seconds": {**collector.seconds, "update": update_seconds},  # of this segment
             "final": {k: v for k, v in metrics.items() if isinstance(v, float | int)},
             "versions": versions(),

@@ -22,7 +22,7 @@ from rl_trust import divergence, trust_region
 from rl_trust.config import PPOConfig
 from rl_trust.errors import Diverged
 from rl_trust.optim import Adam
-from rl_trust.policies import ActorCritic, flat_parameters
+from rl_trust.policies import ActorCritic, flat_parameters, non_finite_grads
 from rl_trust.rollout import Batch, normalize_per_minibatch
 
 
@@ -113,10 +113,10 @@ class PPO:
                 self.params.grad.zero_()
                 pi.backward(cache, *self.gradient(mb, params, values, log_ratio))
                 grad_norm = self.params.grad.norm()  # clip the global norm, as clip_grad_norm_
-                if not torch.isfinite(grad_norm):
+                if not torch.isfinite(grad_norm):  # stop before the step is applied
                     raise Diverged(
-                        f"non-finite gradient at gradient step {self.grad_steps + 1} "
-                        f"(minibatch {len(stepped) + 1} of this update)"
+                        f"non-finite gradient of {non_finite_grads(pi)} at gradient step "
+                        f"{self.grad_steps + 1} (minibatch {len(stepped) + 1} of this update)"
                     )
                 self.params.grad.mul_((cfg.max_grad_norm / (grad_norm + 1e-6)).clamp(max=1.0))
                 self.optimizer.step()

@@ -17,8 +17,15 @@ import torch
 
 from rl_trust import divergence
 from rl_trust.config import TRPOConfig
+from rl_trust.errors import Diverged
 from rl_trust.optim import Adam
-from rl_trust.policies import ActorCritic, flat_parameters, mlp_backward, mlp_forward
+from rl_trust.policies import (
+    ActorCritic,
+    flat_parameters,
+    mlp_backward,
+    mlp_forward,
+    non_finite_grads,
+)
 from rl_trust.rollout import Batch
 from rl_trust.trust_region import fisher_vector_product, line_search, natural_step
 
@@ -130,6 +137,8 @@ class TRPO:
                 error = outs[-1] - batch.returns[idx].unsqueeze(-1)
                 self.phi.grad.zero_()  # not None: the critic's .grad are views of it
                 mlp_backward(pi.vf_layers, pi.act_grad, outs, error * (2 / len(idx)))
+                if not torch.isfinite(self.phi.grad).all():  # stop before the step is applied
+                    raise Diverged(f"non-finite critic gradient of {non_finite_grads(pi)}")
                 self.critic_optimizer.step()
                 losses.append(error.square().mean())
         return float(torch.stack(losses).mean())
