@@ -68,11 +68,12 @@ def unpack(tensors: dict[str, torch.Tensor], tree: Any) -> Any:
     return walk(tree)
 
 
-def save(run_dir: Path, step: int, state: dict, keep: int) -> Path:
-    """Write `state` as checkpoints/step_<step>/ atomically; prune to the newest `keep`."""
+def save(run_dir: Path, step: int, state: dict, keep: int, name: str | None = None) -> Path:
+    """Write `state` as checkpoints/step_<step>/ atomically; prune to the newest `keep`.
+    With `name` (e.g. "best"), write checkpoints/<name>/ instead, outside the rotation."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:012d}"
+    final = root / (name or f"step_{step:012d}")
     tensors, tree = pack(state)
     for stale in root.glob(".tmp-*"):  # left by a process killed while saving
         shutil.rmtree(stale, ignore_errors=True)

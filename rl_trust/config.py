@@ -103,6 +103,8 @@ class RunSettings:
     checkpoint_every: int = 50_000  # env steps; a checkpoint is also written at the end
     keep_checkpoints: int = 3
     log_histograms: bool = True
+    eval_every: int = 0  # env steps between evaluations (eval/mean_reward, a best checkpoint)
+    eval_episodes: int = 10  # deterministic episodes per evaluation, as SB3's EvalCallback
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,8 @@ RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "torch_threads": _positive_int,
     "checkpoint_every": (lambda v: v >= 0, "an integer ≥ 0 (0: only at the end)"),
     "keep_checkpoints": _positive_int,
+    "eval_every": (lambda v: v >= 0, "an integer ≥ 0 (0: no evaluation during training)"),
+    "eval_episodes": _positive_int,
     "n_envs": _positive_int,
     "clip_obs": _positive,
     "clip_reward": _positive,

@@ -14,7 +14,7 @@ import torch
 from rl_trust import agents, checkpoint
 from rl_trust.envs import Normalizer, check_id
 from rl_trust.errors import UserError
-from rl_trust.train import read_run_config
+from rl_trust.policies import ActorCritic
 
 
 def find_checkpoint(run_dir: Path, which: str) -> Path:
@@ -38,6 +38,36 @@ def find_checkpoint(run_dir: Path, which: str) -> Path:
     raise UserError(f"{run_dir} has no checkpoint at step {which} (kept: {steps})")
 
 
+@torch.no_grad()
+def run_episodes(
+    env: gym.Env,
+    policy: ActorCritic,
+    normalizer: Normalizer,
+    episodes: int,
+    deterministic: bool,
+    seed: int,
+    generator: torch.Generator,
+) -> tuple[list[float], list[int]]:
+    """Whole episodes of `policy` (its mode, or samples), observations normalized with
+    the statistics frozen; episode k starts from seed + k. Returns returns and lengths."""
+    fam, training = policy.family, normalizer.training
+    normalizer.training = False
+    returns, lengths = [], []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        done, total, length = False, 0.0, 0
+        while not done:
+            x = policy.preprocess_numpy(normalizer.obs(np.asarray(obs)[None], update=False))
+            params = policy.dist_params(torch.from_numpy(x))
+            action = fam.mode(params) if deterministic else fam.sample(params, generator)
+            obs, reward, terminated, truncated, _ = env.step(fam.to_env(action.numpy())[0])
+            total, length, done = total + float(reward), length + 1, terminated or truncated
+        returns.append(total)
+        lengths.append(length)
+    normalizer.training = training
+    return returns, lengths
+
+
 def evaluate(
     run_dir: Path,
     which: str = "latest",
@@ -47,6 +77,8 @@ def evaluate(
     seed: int | None = None,
 ) -> dict:
     """Run `episodes` episodes of the checkpoint's policy; returns (and writes) eval.json."""
+    from rl_trust.train import read_run_config  # (train imports run_episodes from here)
+
     if episodes < 1:
         raise UserError(f"--episodes {episodes}: must be ≥ 1")
     run_dir = Path(run_dir)
@@ -70,29 +102,17 @@ def evaluate(
             env, str(videos), lambda _: True, name_prefix="eval", disable_logger=True
         )
     agent = agents.build(cfg.agent, env.observation_space, env.action_space, seed)
-    policy, fam = agent.policy, agent.policy.family
+    policy = agent.policy
     policy.load_state_dict(state["policy"])
     normalizer = Normalizer(
         env.observation_space.shape, 1, obs=cfg.env.normalize_obs, reward=False,
         gamma=cfg.agent.gamma, clip_obs=cfg.env.clip_obs, clip_reward=cfg.env.clip_reward,
     )  # fmt: skip
     normalizer.load_state_dict(state["normalizer"])
-    normalizer.training = False
-    generator = torch.Generator().manual_seed(seed)
 
-    returns, lengths = [], []
-    with torch.no_grad():
-        for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            done, total, length = False, 0.0, 0
-            while not done:
-                x = policy.preprocess_numpy(normalizer.obs(np.asarray(obs)[None], update=False))
-                params = policy.dist_params(torch.from_numpy(x))
-                action = fam.mode(params) if deterministic else fam.sample(params, generator)
-                obs, reward, terminated, truncated, _ = env.step(fam.to_env(action.numpy())[0])
-                total, length, done = total + float(reward), length + 1, terminated or truncated
-            returns.append(total)
-            lengths.append(length)
+    returns, lengths = run_episodes(
+        env, policy, normalizer, episodes, deterministic, seed, torch.Generator().manual_seed(seed)
+    )
     env.close()
 
     result = {

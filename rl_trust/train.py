@@ -22,6 +22,7 @@ from rl_trust import __version__, agents, checkpoint, config
 from rl_trust.config import RunConfig
 from rl_trust.envs import Normalizer, check_id, make_vec
 from rl_trust.errors import Diverged, UserError
+from rl_trust.evaluate import run_episodes
 from rl_trust.logging import RunWriter
 from rl_trust.policies import family_for, obs_dim
 from rl_trust.rollout import Collector
@@ -173,9 +174,11 @@ class Learner:
             clip_obs=cfg.env.clip_obs, clip_reward=cfg.env.clip_reward,
         )  # fmt: skip
         self.step, self.updates = 0, 0
+        self.best_eval: float | None = None  # the best eval/mean_reward so far
         if state is not None:
             self._check_spaces(state)
             self.step, self.updates = int(state["step"]), int(state["updates"])
+            self.best_eval = state.get("best_eval")
         # a resumed run starts fresh episodes, from env seeds no earlier segment used
         self.env_seed = seed + 7919 * self.updates
         self.collector = Collector(
@@ -199,6 +202,7 @@ class Learner:
         return {
             "step": self.step,
             "updates": self.updates,
+            "best_eval": self.best_eval,
             "policy": self.agent.policy.state_dict(),
             "agent": self.agent.state_dict(),
             "normalizer": self.normalizer.state_dict(),
@@ -242,17 +246,48 @@ class Learner:
         c.episodes = int(state["episodes"]["count"])
 
 
-def save(run_dir: Path, learner: Learner) -> None:
+def save(run_dir: Path, learner: Learner, name: str | None = None) -> None:
     """A checkpoint, or a UserError (exit 2) when the disk refuses it; older ones stay."""
     try:
-        checkpoint.save(
-            run_dir, learner.step, learner.state_dict(), learner.cfg.run.keep_checkpoints
-        )
+        keep = learner.cfg.run.keep_checkpoints
+        checkpoint.save(run_dir, learner.step, learner.state_dict(), keep, name)
     except OSError as e:
         raise UserError(
             f"cannot write a checkpoint at step {learner.step} in {run_dir}/checkpoints: "
             f"{e.strerror or e}; earlier checkpoints are intact"
         ) from None
+
+
+class Evaluator:
+    """Every `eval_every` steps: `eval_episodes` deterministic episodes on an env of its own
+    (the same start states each time, seeds from the run's seed + 10000), logged as SB3's
+    EvalCallback does; a new best mean return is saved as checkpoints/best/."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg, r = cfg, cfg.run
+        self.every, self.episodes, self.seed = r.eval_every, r.eval_episodes, r.seed + 10_000
+        self.env = None
+        if self.every:
+            self.env = gym.make(cfg.env.env_id.rpartition(":")[2], **cfg.env.env_kwargs)
+
+    def due(self, step: int, per_batch: int) -> bool:
+        return bool(self.every) and step // self.every > (step - per_batch) // self.every
+
+    def __call__(self, run_dir: Path, learner: Learner) -> dict[str, float]:
+        returns, lengths = run_episodes(
+            self.env, learner.agent.policy, learner.normalizer, self.episodes, True, self.seed,
+            torch.Generator().manual_seed(self.seed),
+        )  # fmt: skip
+        mean = float(np.mean(returns))
+        if learner.best_eval is None or mean > learner.best_eval:
+            learner.best_eval = mean
+            save(run_dir, learner, name="best")
+        return {"eval/mean_reward": mean, "eval/mean_ep_length": float(np.mean(lengths)),
+                "eval/best_mean_reward": learner.best_eval}  # fmt: skip
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
 
 
 def diagnose(run_dir: Path, error: Diverged, learner: Learner, batch) -> Path:
@@ -289,7 +324,7 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool =
     torch.set_num_threads(cfg.run.torch_threads)
     a = cfg.agent
     env = make_vec(cfg.env, cfg.run.seed)
-    writer = None
+    writer, evaluator = None, Evaluator(cfg)
     stop: list[int] = []
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -335,8 +370,10 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool =
                 fps = (learner.step - start_step) / (time.perf_counter() - t0)
                 metrics["time/fps"] = fps
                 metrics["time/updates"] = learner.updates
-                writer.write(metrics, learner.step)
                 step = learner.step
+                if evaluator.due(step, per_batch):
+                    metrics.update(evaluator(run_dir, learner))
+                writer.write(metrics, step)
                 if every and step // every > (step - per_batch) // every and step < total:
                     save(run_dir, learner)
                 bar.update(step, progress_fields(metrics), fps)
@@ -366,6 +403,7 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool =
             signal.signal(s, h)
         if writer is not None:
             writer.close()
+        evaluator.close()
         env.close()
 
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli, events, scalars
 
 
 @pytest.fixture
@@ -63,3 +63,24 @@ def test_eval_bad_input_is_one_line_status_2(run, args, message):
 def test_eval_of_a_folder_that_is_not_a_run(tmp_path):
     res = cli("eval", str(tmp_path))
     assert res.returncode == 2 and "not an rl-trust run folder" in res.stderr
+
+
+def test_periodic_evaluation_logs_sb3_tags_and_keeps_the_best_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    res = cli("train", "--agent", "ppo-clip", "--steps", "4096", "--run-dir", str(run),
+              "--no-progress", "--set", "n_steps=512", "--set", "eval_every=1024",
+              "--set", "eval_episodes=2")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    acc = events(run)
+    rewards = scalars(acc, "eval/mean_reward")
+    assert sorted(rewards) == [1024, 2048, 3072, 4096]
+    best = json.loads((run / "checkpoints" / "best" / "state.json").read_text())
+    assert best["best_eval"] == pytest.approx(max(rewards.values()))
+    assert best["step"] == min(s for s, r in rewards.items() if r == max(rewards.values()))
+    assert scalars(acc, "eval/best_mean_reward")[4096] == pytest.approx(max(rewards.values()))
+    res = cli("eval", str(run), "--checkpoint", "best", "--deterministic", "--episodes", "2")
+    assert res.returncode == 0, res.stderr
+    evaluated = json.loads((run / "eval.json").read_text())
+    assert evaluated["checkpoint"] == "best" and evaluated["step"] == best["step"]
+    # the same episodes (seeds) and the same deterministic policy: the same mean return
+    assert evaluated["mean_return"] == pytest.approx(best["best_eval"])
