@@ -177,28 +177,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_board(args) -> int:
-    import subprocess
+    from rl_trust.board import serve
 
-    root = args.runs_root
-    if not root.is_dir() or not any(root.rglob("events.out.tfevents.*")):
-        raise UserError(f"{root} holds no runs (no TensorBoard event files): train first")
-    url = f"http://{args.host}:{args.port}/"
-    print(f"TensorBoard on {root} at {url} (Ctrl-C stops it)", file=sys.stderr)
-    cmd = [
-        sys.executable,
-        "-m",
-        "tensorboard.main",
-        "--logdir",
-        str(root),
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+    return serve(args.runs_root, args.host, args.port)
 
 
 COMMANDS = {

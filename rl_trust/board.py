@@ -1,0 +1,97 @@
+"""`rl-trust board`: TensorBoard's own server on a runs folder, and what checks it.
+
+The server runs as a child process (`python -m tensorboard.main`); `serve` refuses a folder
+without runs and a busy port before starting it, and stops it on Ctrl-C or SIGTERM.
+`wait_until_up` and `screenshot` are how the tests (and the README's pictures) look at it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from rl_trust.errors import UserError
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def serve(runs_root: Path, host: str, port: int) -> int:
+    """Start TensorBoard on runs_root, print its URL, return when it stops (0 on Ctrl-C)."""
+    root = Path(runs_root)
+    if not root.is_dir() or not any(root.rglob("events.out.tfevents.*")):
+        raise UserError(f"{root} holds no runs (no TensorBoard event files): train first")
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port {port}: must be in 1..65535")
+    if port_in_use(host, port):
+        raise UserError(f"port {port} on {host} is in use: choose another with --port")
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(root),
+           "--host", host, "--port", str(port), "--reload_interval", "5"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    print(f"http://{host}:{port}/", flush=True)
+    print(f"TensorBoard on {root} (Ctrl-C stops it)", file=sys.stderr, flush=True)
+
+    def stop(signum, _frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def wait_until_up(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url + "data/plugins_listing", timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"TensorBoard did not answer at {url}") from None
+            time.sleep(0.3)
+
+
+def chromium() -> str | None:
+    return next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
+
+
+def screenshot(url: str, path: Path, size: tuple[int, int] = (1400, 1000)) -> Path:
+    """A PNG of `url` in headless Chromium, after its scripts have had 15 s to draw."""
+    browser = chromium()
+    if browser is None:
+        raise UserError("no chromium on PATH (Debian: apt-get install chromium)")
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--window-size={size[0]},{size[1]}", "--virtual-time-budget=15000",
+         f"--screenshot={path}", url],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return Path(path)

@@ -1,0 +1,155 @@
+"""`rl-trust board` as a user meets it: TensorBoard's HTTP API over a ppo and a trpo run,
+clean stops, one-line errors, and (with Chromium) the dashboards as a browser draws them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import RL_TRUST, cli, events
+
+from rl_trust.board import chromium, free_port, port_in_use, wait_until_up
+
+
+@pytest.fixture(scope="module")
+def runs_root(ppo_run: Path, trpo_run: Path, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("board")
+    shutil.copytree(ppo_run, root / "ppo")
+    shutil.copytree(trpo_run, root / "trpo")
+    return root
+
+
+@pytest.fixture(scope="module")
+def board(runs_root: Path):
+    """The server on a free loopback port; stopped at the end whatever happens."""
+    port = free_port()
+    proc = subprocess.Popen([RL_TRUST, "board", str(runs_root), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        url = proc.stdout.readline().strip()
+        assert url == f"http://127.0.0.1:{port}/"
+        wait_until_up(url)
+        yield url, proc, port
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def get(url: str):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def post(url: str, body: dict):
+    req = urllib.request.Request(url, json.dumps(body).encode(), method="POST", headers={
+        "X-XSRF-Protected": "1", "Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_scalars_plugin_serves_every_tag_of_each_run(board, runs_root):
+    url = board[0]
+    plugins = get(url + "data/plugins_listing")
+    assert all(plugins[p]["enabled"] for p in ("scalars", "custom_scalars", "hparams"))
+    tags = get(url + "data/plugin/scalars/tags")
+    assert sorted(tags) == ["ppo", "trpo"]
+    for run in ("ppo", "trpo"):
+        written = set(events(runs_root / run).Tags()["scalars"])
+        assert set(tags[run]) == written  # what the server serves is what the run wrote
+    assert {"kl/forward_mean", "kl/reverse_mean", "kl/k3", "kl/beta"} <= set(tags["ppo"])
+    trpo = {t for t in tags["trpo"] if t.startswith("trpo/")}
+    assert {"trpo/accepted", "trpo/cg_iters", "trpo/linesearch_steps"} <= trpo
+    assert not any(t.startswith("trpo/") for t in tags["ppo"])
+    series = get(url + "data/plugin/scalars/scalars?run=trpo&tag=kl%2Fforward_mean")
+    assert len(series) == 16 and all(len(point) == 3 for point in series)
+
+
+def test_custom_scalars_plugin_serves_the_trust_region_layout(board):
+    layout = get(board[0] + "data/plugin/custom_scalars/layout")
+    (category,) = layout["category"]
+    assert category["title"] == "Trust region"
+    charts = {c["title"]: c for c in category["chart"]}
+    margin = charts["KL(π_old‖π_new) against the target band"]["margin"]["series"][0]
+    assert margin == {"value": "kl/forward_mean", "lower": "kl/target_low",
+                      "upper": "kl/target_high"}  # fmt: skip
+    for title in (
+        "β, the penalty coefficient",
+        "KL estimators k1, k2, k3 beside the exact KL",
+        "forward KL(p‖q) against reverse KL(q‖p)",
+        "TRPO: post-update KL against δ",
+    ):
+        assert title in charts, sorted(charts)
+
+
+def test_hparams_plugin_lists_both_runs_with_config_and_final_metrics(board):
+    url = board[0] + "data/plugin/hparams/"
+    experiment = post(url + "experiment", {"experimentName": ""})
+    names = {h["name"] for h in experiment["hparamInfos"]}
+    assert {"agent", "algo", "env_id", "n_steps", "target_kl", "learning_rate"} <= names
+    metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
+    assert {"rollout/ep_rew_mean", "kl/forward_mean", "trpo/accepted"} <= metrics
+    groups = post(url + "session_groups", {
+        "experimentName": "", "startIndex": 0, "sliceSize": 10, "colParams": [],
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
+                            "STATUS_RUNNING"]})["sessionGroups"]  # fmt: skip
+    assert sorted(g["hparams"]["agent"] for g in groups) == ["ppo", "trpo"]
+    for g in groups:
+        values = {m["name"]["tag"]: m["value"] for m in g["metricValues"]}
+        assert "kl/forward_mean" in values and "rollout/ep_rew_mean" in values
+
+
+def test_a_busy_port_and_a_folder_without_runs_are_one_line_errors(board, runs_root, tmp_path):
+    port = board[2]
+    assert port_in_use("127.0.0.1", port)
+    res = cli("board", str(tmp_path), "--port", str(free_port()))
+    assert res.returncode == 2 and "holds no runs" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    res = cli("board", str(runs_root), "--port", str(port))
+    assert res.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_stops_the_server(runs_root):
+    port = free_port()
+    proc = subprocess.Popen([RL_TRUST, "board", str(runs_root), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_until_up(proc.stdout.readline().strip())
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+        with socket.socket() as s:  # nothing listens there any more
+            assert s.connect_ex(("127.0.0.1", port)) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.skipif(
+    chromium() is None,
+    reason="no chromium on PATH (Debian: apt-get install "
+    "chromium); the dashboards are checked through the HTTP API above",
+)
+def test_dashboards_in_headless_chromium_are_not_blank(runs_root, tmp_path):
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    from dashboard_screenshots import shoot
+
+    for path in shoot(runs_root, tmp_path):
+        image = Image.open(path).convert("RGB")
+        assert image.size[0] == 1400
+        colors = image.getcolors(maxcolors=1 << 20)
+        assert len(colors) > 50, f"{path.name} looks blank ({len(colors)} colours)"
+        orange = sum(n for n, (r, g, b) in colors if r > 200 and 80 < g < 160 and b < 60)
+        assert orange > 0.01 * image.size[0] * image.size[1]  # TensorBoard's header is drawn
