@@ -75,6 +75,24 @@ def build_parser() -> Parser:
     p.add_argument("--video", action="store_true", help="an mp4 per episode in RUN_DIR/videos/")
     p.add_argument("--seed", type=int, help="first episode's seed (default: run seed + 10000)")
 
+    p = sub.add_parser("benchmark", help="rl-trust against SB3 over agents × envs × seeds")
+    p.add_argument("--agents", default="ppo,ppo-clip,trpo", help="comma-separated presets")
+    p.add_argument("--envs", default="CartPole-v1,Pendulum-v1", help="comma-separated env ids")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    p.add_argument("--steps", type=_steps, help="env steps per trial (default: env preset's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key for every trial, both libraries")  # fmt: skip
+    p.add_argument("--workers", type=int, default=1, help="trials at once (local backend)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local")
+    p.add_argument("--ray-address", help="an existing Ray cluster (default: start one here)")
+    p.add_argument("--out", type=Path, default=Path("bench/benchmark"), help="results folder")
+
+    p = sub.add_parser("plot", help="PNG curves of runs (mean and band over runs per label)")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--tags", default="rollout/ep_rew_mean,kl/forward_mean",
+                   help="comma-separated tags; a|b plots the first of a, b a run has")  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("plot.png"))
+
     p = sub.add_parser("config", help="print the resolved config as YAML")
     _add_config_args(p)
 
@@ -163,6 +181,36 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_benchmark(args) -> int:
+    from rl_trust.benchmark import matrix, report
+
+    if args.seeds < 1 or args.workers < 1:
+        raise UserError("--seeds and --workers must be ≥ 1")
+    split = lambda text: [x.strip() for x in text.split(",") if x.strip()]  # noqa: E731
+    trials = matrix.matrix(split(args.agents), split(args.envs), args.seeds, args.steps,
+                           tuple(args.overrides))  # fmt: skip
+    out = args.out
+    rows = matrix.run_matrix(trials, out, args.workers, args.backend, args.ray_address)
+    report.write_csv(rows, out / "results.csv")
+    plots = report.benchmark_plots(rows, out)
+    command = " ".join(["rl-trust", *sys.argv[1:]])
+    print(report.write_report(rows, out / "report.md", command, plots), end="")
+    print(out / "report.md")
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def cmd_plot(args) -> int:
+    from rl_trust.benchmark.report import plot_groups
+
+    for run in args.run_dirs:
+        if not any(Path(run).rglob("events.out.tfevents.*")):
+            raise UserError(f"{run} holds no TensorBoard event files")
+    groups = {str(run): [run] for run in args.run_dirs}
+    tags = [t.strip() for t in args.tags.split(",") if t.strip()]
+    print(plot_groups(groups, tags, args.out))
+    return 0
+
+
 def cmd_config(args) -> int:
     print(_load(args).to_yaml(), end="")
     return 0
@@ -186,6 +234,8 @@ COMMANDS = {
     "train": cmd_train,
     "resume": cmd_resume,
     "eval": cmd_eval,
+    "benchmark": cmd_benchmark,
+    "plot": cmd_plot,
     "config": cmd_config,
     "list": cmd_list,
     "board": cmd_board,

@@ -13,9 +13,11 @@ from tensorboard.backend.event_processing import event_accumulator as ea
 RL_TRUST = str(Path(sys.executable).parent / "rl-trust")
 
 
-def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `rl-trust ARGS` as a user would, in a subprocess."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def cli(
+    *args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run `rl-trust ARGS` as a user would, in a subprocess (`env`: extra variables)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run(
         [RL_TRUST, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
     )

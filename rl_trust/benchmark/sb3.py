@@ -149,8 +149,9 @@ def sb3_caveats(cfg: dict) -> list[str]:
     return out
 
 
-def train(cfg: dict) -> dict:
-    """Train SB3's counterpart of `cfg` with its torch threads; returns what was measured."""
+def train(cfg: dict, tb_dir: Path | None = None) -> dict:
+    """Train SB3's counterpart of `cfg` with its torch threads; returns what was measured.
+    With tb_dir, SB3's own logger writes its TensorBoard events there (SB3's tag names)."""
     import numpy as np
     import torch
 
@@ -174,6 +175,10 @@ def train(cfg: dict) -> dict:
     if env_kw["normalize"] is not None:
         venv = VecNormalize(venv, **env_kw["normalize"])
     model = Algo("MlpPolicy", venv, **kwargs)
+    if tb_dir is not None:
+        from stable_baselines3.common.logger import configure
+
+        model.set_logger(configure(str(tb_dir), ["tensorboard"]))
     total = int(cfg["run"]["steps"])
     t0 = time.perf_counter()
     model.learn(total_timesteps=total, progress_bar=False)
@@ -193,11 +198,13 @@ def train(cfg: dict) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m rl_trust.benchmark.sb3 CONFIG.yaml RESULT.json", file=sys.stderr)
+    if len(argv) not in (2, 3):
+        print("usage: python -m rl_trust.benchmark.sb3 CONFIG.yaml RESULT.json [TB_DIR]",
+              file=sys.stderr)  # fmt: skip
         return 2
     cfg = yaml.safe_load(Path(argv[0]).read_text())
-    Path(argv[1]).write_text(json.dumps(train(cfg), indent=2))
+    result = train(cfg, Path(argv[2]) if len(argv) == 3 else None)
+    Path(argv[1]).write_text(json.dumps(result, indent=2))
     return 0
 
 

@@ -1,0 +1,235 @@
+"""`rl-trust benchmark`: every (agent, env, seed) for rl-trust and its SB3 counterpart.
+
+Each trial is its own process — `rl-trust train`, or `python -m rl_trust.benchmark.sb3` with
+the same resolved config — writing TensorBoard events under OUT/tb/<trial> (SB3 through its
+own logger, so the tags overlay) and its row to OUT/trials/<trial>.json. A trial with a row
+of status "ok" is complete and skipped on a rerun; a crashed one is retried, and reported
+if it crashes again. Backends: a local pool of worker threads each driving one trial
+process, or Ray tasks (one CPU each) whose trial folders travel back to OUT as tar archives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import yaml
+
+from rl_trust import config
+from rl_trust.errors import UserError
+
+SB3_OF = {"ppo": "PPO", "trpo": "TRPO"}  # by algo: stable_baselines3.PPO, sb3_contrib.TRPO
+FINAL_FRACTION = 0.1  # the final return: mean episode return over the last 10% of steps
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    library: str  # "rl-trust" or "sb3"
+    agent: str
+    env: str
+    seed: int
+    steps: int | None = None
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.library}-{self.agent}-{self.env.replace('/', '_')}-s{self.seed}"
+
+    def config(self) -> config.RunConfig:
+        return config.load(
+            self.agent,
+            self.env,
+            config.parse_overrides(list(self.overrides)),
+            self.steps,
+            self.seed,
+        )
+
+
+def matrix(agents, envs, seeds, steps, overrides=()) -> list[Trial]:
+    """Every trial, ours beside SB3's, after checking every agent and env resolves."""
+    trials = []
+    for env in envs:
+        for agent in agents:
+            config.load(agent, env, config.parse_overrides(list(overrides)), steps, 0)
+            for seed in range(seeds):
+                for library in ("rl-trust", "sb3"):
+                    trials.append(Trial(library, agent, env, seed, steps, tuple(overrides)))
+    return trials
+
+
+def final_return(tb_dir: Path, total: int) -> float:
+    """Mean of rollout/ep_rew_mean over the points logged in the last 10% of the steps."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    acc = ea.EventAccumulator(str(tb_dir), size_guidance={ea.SCALARS: 0})
+    acc.Reload()
+    if "rollout/ep_rew_mean" not in acc.Tags()["scalars"]:
+        return float("nan")
+    points = acc.Scalars("rollout/ep_rew_mean")
+    last = [p.value for p in points if p.step >= (1 - FINAL_FRACTION) * total] or [points[-1].value]
+    return sum(last) / len(last)
+
+
+def run_trial(trial: Trial, tb_dir: Path) -> dict:
+    """Run one trial in its own process, its events into tb_dir; returns its row."""
+    cfg = trial.config()
+    row = {
+        "library": trial.library,
+        "agent": trial.agent,
+        "env": trial.env,
+        "seed": trial.seed,
+        "steps": None,
+        "final_return": None,
+        "wall_time_s": None,
+        "fps": None,
+        "status": "ok",
+        "error": "",
+    }
+    tb_dir.mkdir(parents=True, exist_ok=True)
+    log = tb_dir / "trial.log"
+    with tempfile.TemporaryDirectory() as tmp:
+        if trial.library == "rl-trust":
+            run_dir = tb_dir / "run"
+            cmd = [
+                sys.executable,
+                "-m",
+                "rl_trust.cli",
+                "train",
+                "--agent",
+                trial.agent,
+                "--env",
+                trial.env,
+                "--seed",
+                str(trial.seed),
+                "--run-dir",
+                str(run_dir),
+                "--no-progress",
+                *(a for o in trial.overrides for a in ("--set", o)),
+            ]
+            if trial.steps is not None:
+                cmd += ["--steps", str(trial.steps)]
+            result_path = run_dir / "summary.json"
+        else:
+            config_path, result_path = Path(tmp) / "config.yaml", Path(tmp) / "result.json"
+            config_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            cmd = [
+                sys.executable,
+                "-m",
+                "rl_trust.benchmark.sb3",
+                str(config_path),
+                str(result_path),
+                str(tb_dir / "run"),
+            ]
+        with log.open("w") as fh:
+            status = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
+        if status != 0 or not result_path.exists():
+            lines = log.read_text(errors="replace").strip().splitlines() or ["(no output)"]
+            row.update(status="crashed", error=f"exit {status}: {lines[-1]}")
+            return row
+        result = json.loads(result_path.read_text())
+    row.update(
+        steps=result["steps"],
+        wall_time_s=result["wall_time_s"],
+        fps=result["fps"],
+        final_return=final_return(tb_dir / "run", result["steps"]),
+    )
+    return row
+
+
+def _remote_trial(trial: Trial) -> tuple[dict, bytes]:
+    """The Ray task: run the trial in a scratch folder on whichever node, return the row and
+    the trial folder as a tar archive (nothing assumes a filesystem shared with the driver)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        row = run_trial(trial, Path(tmp) / trial.name)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            tar.add(Path(tmp) / trial.name, arcname=trial.name)
+        return row, buf.getvalue()
+
+
+def _local(trials: list[Trial], out: Path, workers: int) -> Iterator[tuple[Trial, dict]]:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(run_trial, t, out / "tb" / t.name): t for t in trials}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _ray(
+    trials: list[Trial], out: Path, address: str | None, workers: int
+) -> Iterator[tuple[Trial, dict]]:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--backend ray needs Ray: pip install 'rl-trust[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:  # an existing cluster, or one here with `workers` CPUs
+        local = {} if address else {"num_cpus": workers}
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, **local)
+    try:
+        task = ray.remote(num_cpus=1)(_remote_trial)
+        pending = {task.remote(t): t for t in trials}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            trial = pending.pop(done[0])
+            row, archive = ray.get(done[0])
+            with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+                tar.extractall(out / "tb", filter="data")
+            yield trial, row
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def run_matrix(
+    trials: list[Trial],
+    out: Path,
+    workers: int = 1,
+    backend: str = "local",
+    ray_address: str | None = None,
+    progress: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
+) -> list[dict]:
+    """Run what is not complete yet; returns every trial's row (complete ones read back)."""
+    rows_dir = out / "trials"
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    rows, todo = {}, []
+    for t in trials:
+        path = rows_dir / f"{t.name}.json"
+        row = json.loads(path.read_text()) if path.exists() else None
+        if row is not None and row["status"] == "ok":
+            rows[t] = row
+        else:
+            todo.append(t)
+    progress(
+        f"{len(trials)} trials: {len(rows)} complete before, {len(todo)} to run "
+        f"({backend}, {workers if backend == 'local' else 'one CPU per'} worker(s))"
+    )
+    t0, done = time.monotonic(), 0
+    runs = (
+        _local(todo, out, workers) if backend == "local" else _ray(todo, out, ray_address, workers)
+    )
+    for trial, row in runs:
+        done += 1
+        rows[trial] = row
+        tmp = rows_dir / f"{trial.name}.json.tmp"
+        tmp.write_text(json.dumps(row, indent=2))
+        tmp.replace(rows_dir / f"{trial.name}.json")
+        elapsed = time.monotonic() - t0
+        eta = elapsed / done * (len(todo) - done)
+        what = (
+            f"return {row['final_return']:.1f}, {row['fps']:.0f} steps/s"
+            if row["status"] == "ok"
+            else f"CRASHED ({row['error']})"
+        )
+        progress(
+            f"[{done}/{len(todo)}] {trial.name}: {what} | elapsed {elapsed:.0f}s, ETA {eta:.0f}s"
+        )
+    return [rows[t] for t in trials]

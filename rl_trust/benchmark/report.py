@@ -1,0 +1,229 @@
+"""What a benchmark writes: results.csv, report.md (interquartile means with bootstrap
+confidence intervals, steps/s ratios) and PNG learning and KL curves; `rl-trust plot`
+draws the same curves for any runs."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import platform
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = [
+    "library",
+    "agent",
+    "env",
+    "seed",
+    "steps",
+    "final_return",
+    "wall_time_s",
+    "fps",
+    "status",
+    "error",
+]
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: r.get(k) for k in COLUMNS} for r in rows)
+
+
+def iqm(x: np.ndarray) -> float:
+    """Interquartile mean: the mean of the middle 50% (rliable's aggregate)."""
+    x = np.sort(np.asarray(x, float))
+    n = len(x)
+    lo, hi = int(math.floor(0.25 * n)), int(math.ceil(0.75 * n))
+    return float(x[lo:hi].mean()) if hi > lo else float(x.mean())
+
+
+def bootstrap_ci(x, stat=iqm, reps: int = 2000, level: float = 0.95, seed: int = 0):
+    """Percentile bootstrap over seeds (with one task, rliable's stratified bootstrap)."""
+    x = np.asarray(x, float)
+    if len(x) < 2:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    stats = [stat(x[rng.integers(0, len(x), len(x))]) for _ in range(reps)]
+    return tuple(float(q) for q in np.quantile(stats, [(1 - level) / 2, (1 + level) / 2]))
+
+
+def _versions() -> str:
+    out = []
+    for pkg in ("rl-trust", "torch", "stable-baselines3", "sb3-contrib", "gymnasium"):
+        try:
+            out.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            pass
+    return ", ".join(out)
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One line per (env, agent): IQM and 95% CI of each library's final returns, the
+    steps/s ratio rl-trust / SB3 over seeds paired by seed (median, min, max)."""
+    out = []
+    keys = dict.fromkeys((r["env"], r["agent"]) for r in rows)
+    for env, agent in keys:
+        line: dict = {"env": env, "agent": agent}
+        by = {
+            lib: {
+                r["seed"]: r
+                for r in rows
+                if (r["env"], r["agent"], r["library"]) == (env, agent, lib) and r["status"] == "ok"
+            }
+            for lib in ("rl-trust", "sb3")
+        }
+        for lib, seeds in by.items():
+            returns = [r["final_return"] for r in seeds.values()]
+            line[lib] = (iqm(returns), *bootstrap_ci(returns)) if returns else None
+            line[f"{lib} seeds"] = len(returns)
+        ratios = [
+            by["rl-trust"][s]["fps"] / by["sb3"][s]["fps"] for s in by["rl-trust"] if s in by["sb3"]
+        ]
+        line["ratio"] = (float(np.median(ratios)), min(ratios), max(ratios)) if ratios else None
+        line["crashed"] = sum(
+            1 for r in rows if (r["env"], r["agent"]) == (env, agent) and r["status"] != "ok"
+        )
+        out.append(line)
+    return out
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "–"
+    mid, lo, hi = x
+    return f"{mid:.1f} [{lo:.1f}, {hi:.1f}]" if not math.isnan(lo) else f"{mid:.1f}"
+
+
+def write_report(rows: list[dict], path: Path, command: str, plots: list[Path]) -> str:
+    lines = [
+        "# rl-trust benchmark",
+        "",
+        f"`{command}`",
+        "",
+        f"{datetime.now():%Y-%m-%d %H:%M}; {platform.node()}: {os.cpu_count()} CPU cores, "
+        f"{platform.machine()}, Python {platform.python_version()}; {_versions()}.",
+        "",
+        "Final return: mean episode return over the last 10% of each run's steps; per env and "
+        "agent the interquartile mean over seeds with its 95% bootstrap confidence interval. "
+        "steps/s ratio: rl-trust over SB3 for the same seed, median [min, max] over seeds.",
+        "",
+        "| env | agent | rl-trust IQM [95% CI] | SB3 IQM [95% CI] | seeds | steps/s ratio "
+        "| crashed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in summarize(rows):
+        ratio = (
+            "–"
+            if s["ratio"] is None
+            else f"{s['ratio'][0]:.2f} [{s['ratio'][1]:.2f}, {s['ratio'][2]:.2f}]"
+        )
+        lines.append(
+            f"| {s['env']} | {s['agent']} | {_fmt(s['rl-trust'])} | {_fmt(s['sb3'])} "
+            f"| {s['rl-trust seeds']} / {s['sb3 seeds']} | {ratio} | {s['crashed']} |"
+        )
+    crashed = [r for r in rows if r["status"] != "ok"]
+    if crashed:
+        lines += ["", "Crashed trials:", ""]
+        lines += [
+            f"- {r['library']} {r['agent']} {r['env']} seed {r['seed']}: {r['error']}"
+            for r in crashed
+        ]
+    if plots:
+        lines += ["", *(f"![{p.stem}]({p.name})" for p in plots)]
+    text = "\n".join(lines) + "\n"
+    path.write_text(text)
+    return text
+
+
+# ---------------------------------------------------------------------------- curves
+
+
+def read_curve(run_dir: Path, tag: str) -> tuple[np.ndarray, np.ndarray] | None:
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    acc = ea.EventAccumulator(str(run_dir), size_guidance={ea.SCALARS: 0})
+    acc.Reload()
+    if tag not in acc.Tags()["scalars"]:
+        return None
+    points = acc.Scalars(tag)
+    return np.array([p.step for p in points], float), np.array([p.value for p in points])
+
+
+def band(curves: list[tuple[np.ndarray, np.ndarray]], n: int = 200):
+    """Mean and a 95% bootstrap band of the seeds' curves on a common step grid."""
+    end = min(c[0][-1] for c in curves)
+    grid = np.linspace(max(c[0][0] for c in curves), end, n)
+    ys = np.stack([np.interp(grid, s, v) for s, v in curves])
+    if len(ys) < 2:
+        return grid, ys[0], ys[0], ys[0]
+    rng = np.random.default_rng(0)
+    means = ys[rng.integers(0, len(ys), (1000, len(ys)))].mean(1)
+    lo, hi = np.quantile(means, [0.025, 0.975], axis=0)
+    return grid, ys.mean(0), lo, hi
+
+
+def plot_groups(groups: dict[str, list[Path]], tags: list[str], path: Path, title: str = ""):
+    """One panel per tag; one line (mean over its runs, with a band) per group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tags), figsize=(5.5 * len(tags), 4), squeeze=False)
+    for ax, tag_spec in zip(axes[0], tags, strict=True):
+        for label, runs in groups.items():
+            for tag in tag_spec.split("|"):  # "a|b": the first tag each run has
+                curves = [c for r in runs if (c := read_curve(r, tag)) is not None]
+                if curves:
+                    x, mean, lo, hi = band(curves)
+                    (line,) = ax.plot(x, mean, label=f"{label} ({tag}, {len(curves)} runs)")
+                    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
+                    break
+        ax.set_title(tag_spec.replace("|", " / "))
+        ax.set_xlabel("env steps")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def benchmark_plots(rows: list[dict], out: Path) -> list[Path]:
+    """Per env: learning curves and KL curves, rl-trust against SB3, for every agent."""
+    from rl_trust.benchmark.matrix import Trial
+
+    paths = []
+    for env in dict.fromkeys(r["env"] for r in rows):
+        groups: dict[str, list[Path]] = {}
+        for r in rows:
+            if r["env"] == env and r["status"] == "ok":
+                name = Trial(r["library"], r["agent"], r["env"], r["seed"]).name
+                groups.setdefault(f"{r['library']} {r['agent']}", []).append(
+                    out / "tb" / name / "run"
+                )
+        stem = env.replace("/", "_")
+        paths.append(
+            plot_groups(
+                groups,
+                ["rollout/ep_rew_mean"],
+                out / f"{stem}-return.png",
+                f"{env}: mean episode return",
+            )
+        )
+        paths.append(
+            plot_groups(
+                groups,
+                ["kl/forward_mean|train/approx_kl|train/kl_divergence_loss"],
+                out / f"{stem}-kl.png",
+                f"{env}: KL per update (rl-trust: exact; SB3: approx_kl)",
+            )
+        )
+    return paths

@@ -1,0 +1,125 @@
+"""`rl-trust benchmark` and `rl-trust plot` as a user runs them, and the SB3 adapter."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+from conftest import cli, events
+
+from rl_trust import config
+from rl_trust.benchmark.sb3 import sb3_kwargs
+
+TINY = ["--agents", "ppo-clip,trpo", "--envs", "CartPole-v1", "--seeds", "2",
+        "--steps", "2048", "--set", "n_steps=512", "--workers", "2"]  # fmt: skip
+
+
+@pytest.mark.parametrize("agent", ["ppo-clip", "trpo"])
+def test_the_adapter_maps_every_shared_hyperparameter(agent):
+    """Every constructor argument SB3 shares with our config is either passed through with
+    our value, or dropped only where both defaults agree; overrides reach SB3."""
+    if agent == "trpo":
+        from sb3_contrib import TRPO as Algo
+    else:
+        from stable_baselines3 import PPO as Algo
+    cfg = config.load(agent, "CartPole-v1", {})
+    ours = dataclasses.asdict(cfg.agent)
+    signature = inspect.signature(Algo.__init__).parameters
+    shared = set(signature) & set(ours)
+    assert {"n_steps", "batch_size", "gamma", "gae_lambda", "target_kl"} <= shared
+    _, kwargs, _ = sb3_kwargs(cfg.to_dict())
+    for key in shared:
+        if key in kwargs:
+            assert kwargs[key] == ours[key], key
+        else:
+            assert signature[key].default == ours[key], f"{key} dropped but defaults differ"
+    changed = config.load(agent, "Pendulum-v1", config.parse_overrides(
+        ["n_steps=256", "gamma=0.9", "gae_lambda=0.8", "batch_size=32", "learning_rate=1e-3",
+         "normalize_obs=true", "n_envs=2"]))  # fmt: skip
+    name, kwargs, env = sb3_kwargs(changed.to_dict())
+    assert name == ("TRPO" if agent == "trpo" else "PPO")
+    assert (kwargs["n_steps"], kwargs["gamma"], kwargs["gae_lambda"]) == (256, 0.9, 0.8)
+    assert (kwargs["batch_size"], kwargs["learning_rate"]) == (32, 1e-3)
+    assert env["n_envs"] == 2 and env["normalize"]["norm_obs"] is True
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "local"
+    res = cli("benchmark", *TINY, "--out", str(out), timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == str(out / "report.md")
+    return out
+
+
+def rows(out: Path) -> list[dict]:
+    with (out / "results.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_tiny_benchmark_writes_results_report_plots_and_events(local):
+    table = rows(local)
+    assert len(table) == 8 and {r["status"] for r in table} == {"ok"}
+    assert {(r["library"], r["agent"]) for r in table} == {
+        (lib, a) for lib in ("rl-trust", "sb3") for a in ("ppo-clip", "trpo")}  # fmt: skip
+    for r in table:
+        assert int(r["steps"]) == 2048 and float(r["fps"]) > 0
+        assert 8 < float(r["final_return"]) <= 500  # CartPole episodes last 8 to 500 steps
+    report = (local / "report.md").read_text()
+    assert "| CartPole-v1 | ppo-clip |" in report and "| CartPole-v1 | trpo |" in report
+    assert "2 / 2" in report and "rl-trust benchmark --agents ppo-clip,trpo" in report
+    for png in ("CartPole-v1-return.png", "CartPole-v1-kl.png"):
+        data = (local / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    ours = events(local / "tb" / "rl-trust-trpo-CartPole-v1-s0" / "run").Tags()["scalars"]
+    theirs = events(local / "tb" / "sb3-ppo-clip-CartPole-v1-s1" / "run").Tags()["scalars"]
+    assert {"rollout/ep_rew_mean", "kl/forward_mean", "trpo/accepted"} <= set(ours)
+    assert {"rollout/ep_rew_mean", "train/approx_kl", "train/clip_fraction"} <= set(theirs)
+
+
+def test_a_rerun_skips_finished_trials(local):
+    before = {p.name: p.stat().st_mtime_ns for p in (local / "trials").iterdir()}
+    res = cli("benchmark", *TINY, "--out", str(local))
+    assert res.returncode == 0, res.stderr
+    assert "8 trials: 8 complete before, 0 to run" in res.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (local / "trials").iterdir()} == before
+
+
+def test_a_crashed_trial_is_reported_not_dropped(tmp_path):
+    out = tmp_path / "crash"
+    res = cli("benchmark", "--agents", "ppo", "--envs", "rl_trust/TupleAction-v0", "--seeds", "1",
+              "--steps", "512", "--out", str(out))  # fmt: skip
+    assert res.returncode == 1
+    table = rows(out)
+    assert [r["status"] for r in table] == ["crashed", "crashed"]
+    assert all(r["error"].startswith("exit ") for r in table)
+    assert "Crashed trials:" in (out / "report.md").read_text()
+    assert "CRASHED" in res.stderr
+
+
+def test_the_ray_backend_gives_the_local_results(local, tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    loopback = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    res = cli("benchmark", *TINY, "--backend", "ray", "--out", str(out), timeout=600,
+              env=loopback)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    key = lambda r: (r["library"], r["agent"], r["seed"])  # noqa: E731
+    got = {key(r): (r["steps"], r["final_return"]) for r in rows(out)}
+    assert got == {key(r): (r["steps"], r["final_return"]) for r in rows(local)}
+    assert len(list((out / "tb").glob("*/run/events.out.tfevents.*"))) == 8  # came back
+
+
+def test_plot_draws_any_runs(local, tmp_path):
+    runs = [str(p / "run") for p in sorted((local / "tb").iterdir())[:2]]
+    res = cli("plot", *runs, "--tags", "rollout/ep_rew_mean,kl/forward_mean|train/approx_kl",
+              "--out", str(tmp_path / "curves.png"))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    res = cli("plot", str(tmp_path), "--out", str(tmp_path / "x.png"))
+    assert res.returncode == 2 and "no TensorBoard event files" in res.stderr
+    assert json.loads((local / "trials" / "sb3-trpo-CartPole-v1-s0.json").read_text())["fps"] > 0
