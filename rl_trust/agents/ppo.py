@@ -99,12 +99,14 @@ class PPO:
         stopped = False
 
         for _ in range(cfg.n_epochs):
+            epoch_log_ratios: list[Tensor] = []  # SB3 logs approx_kl of the last epoch only
             epoch = batch.shuffled(self.generator)
             if cfg.normalize_advantage:
                 epoch.advantages = normalize_per_minibatch(epoch.advantages, cfg.batch_size)
             for mb in epoch.minibatches(cfg.batch_size):
                 params, values, cache = pi.forward_train(mb.obs)
                 log_ratio = fam.log_prob(params, mb.actions) - mb.log_probs
+                epoch_log_ratios.append(log_ratio)
                 if cfg.target_kl is not None:
                     approx_kl = (torch.expm1(log_ratio) - log_ratio).mean()  # k3
                     if approx_kl.item() > 1.5 * cfg.target_kl:
@@ -132,6 +134,9 @@ class PPO:
             mbs, params, values = zip(*stepped, strict=True)
             terms = self.objective(Batch.cat(mbs), torch.cat(params), torch.cat(values))
             terms = {k: v.item() for k, v in terms.items()}
+        if epoch_log_ratios:  # k3 per minibatch of the last epoch (the stopping one included)
+            k3 = [(torch.expm1(r) - r).mean() for r in epoch_log_ratios]
+            terms["approx_kl"] = torch.stack(k3).mean().item()
         metrics = divergence.kl_stats(
             fam, batch.dist_params, pi.dist_params(batch.obs), batch.actions, batch.log_probs
         )

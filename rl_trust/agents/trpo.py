@@ -38,7 +38,7 @@ class TRPO:
         self.cfg, self.policy, self.generator = cfg, policy, generator
         self.theta = flat_parameters(policy.policy_parameters())  # θ, one vector
         self.phi = flat_parameters(policy.value_parameters())  # the critic's, one vector
-        self.critic_optimizer = Adam(self.phi, lr=cfg.learning_rate)
+        self.critic_optimizer = Adam(self.phi, lr=cfg.learning_rate, eps=1e-5)  # as SB3's
 
     def constraint_kl(self, old, new):
         """Per-state KL that δ bounds: KL(π_old‖π_θ) as the paper, or reversed as sb3-contrib."""

@@ -1,0 +1,137 @@
+"""One update of ours against stable-baselines3's own code on identical inputs: the same
+weights, the same rollout buffer, the same minibatch order. PPO-clip against SB3's PPO and
+TRPO (constraining KL(π‖π_old), as sb3-contrib does) against sb3-contrib's TRPO."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.env_util import make_vec_env
+
+from rl_trust.agents.ppo import PPO
+from rl_trust.agents.trpo import TRPO
+from rl_trust.config import PPOConfig, TRPOConfig
+from rl_trust.policies import ActorCritic
+from rl_trust.rollout import Batch
+
+N = 256  # one rollout of N steps, one env
+
+# our parameter names → SB3's
+NAMES = {
+    "pi_body.0": "mlp_extractor.policy_net.0", "pi_body.2": "mlp_extractor.policy_net.2",
+    "vf_body.0": "mlp_extractor.value_net.0", "vf_body.2": "mlp_extractor.value_net.2",
+    "pi_head": "action_net", "vf_head": "value_net", "log_std": "log_std",
+}  # fmt: skip
+
+
+def sb3_name(ours: str) -> str:
+    module, _, leaf = ours.rpartition(".")
+    return NAMES[ours] if not module else f"{NAMES[module]}.{leaf}"
+
+
+def rollout(model) -> None:
+    _, callback = model._setup_learn(N, None)
+    callback.on_training_start(locals(), globals())
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, N)
+
+
+def twin(model) -> ActorCritic:
+    """Our network with SB3's weights."""
+    env = model.env
+    policy = ActorCritic(env.observation_space, env.action_space)
+    theirs = dict(model.policy.named_parameters())
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            p.copy_(theirs[sb3_name(name)].reshape(p.shape))
+    return policy
+
+
+def batch_of(model, policy: ActorCritic) -> Batch:
+    buf = model.rollout_buffer
+    obs = torch.as_tensor(buf.observations.reshape(N, -1))
+    actions = torch.as_tensor(buf.actions.reshape(N, -1))
+    with torch.no_grad():
+        params = policy.dist_params(obs)
+    batch = Batch(
+        obs=obs, actions=actions, log_probs=torch.as_tensor(buf.log_probs.reshape(N)),
+        values=torch.as_tensor(buf.values.reshape(N)), dist_params=params,
+        advantages=torch.as_tensor(buf.advantages.reshape(N)),
+        returns=torch.as_tensor(buf.returns.reshape(N)),
+    )  # fmt: skip
+    # the rollout's log-probabilities are what our policy computes on the same weights
+    torch.testing.assert_close(policy.family.log_prob(params, actions), batch.log_probs)
+    return batch
+
+
+def assert_same_parameters(policy: ActorCritic, model, rtol: float, names=None) -> None:
+    theirs = dict(model.policy.named_parameters())
+    for name, p in policy.named_parameters():
+        if names is None or name.split(".")[0] in names:
+            q = theirs[sb3_name(name)].detach().reshape(p.shape)
+            torch.testing.assert_close(p.detach(), q, rtol=rtol, atol=rtol * 1e-2, msg=name)
+
+
+def same_permutations(monkeypatch, seed: int) -> None:
+    """SB3 shuffles with np.random.permutation; make our epochs take the same orders."""
+    np.random.seed(seed)
+    perms = [np.random.permutation(N) for _ in range(20)]
+    np.random.seed(seed)
+    order = iter(perms)
+
+    def shuffled(self, generator):
+        idx = torch.as_tensor(next(order))
+        return Batch(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+
+    monkeypatch.setattr(Batch, "shuffled", shuffled)
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_ppo_clip_update_matches_sb3_ppo(env_id, monkeypatch):
+    from stable_baselines3 import PPO as SB3PPO
+
+    torch.set_num_threads(1)
+    model = SB3PPO("MlpPolicy", make_vec_env(env_id, 1, seed=0), n_steps=N, batch_size=64,
+                   n_epochs=3, seed=0, device="cpu")  # fmt: skip
+    rollout(model)
+    policy = twin(model)
+    batch = batch_of(model, policy)
+    agent = PPO(PPOConfig(clip=True, kl_penalty="off", n_steps=N, batch_size=64, n_epochs=3),
+                policy, torch.Generator())  # fmt: skip
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+
+    same_permutations(monkeypatch, seed=7)
+    metrics = agent.update(batch)
+    model.train()  # SB3 draws the same permutations from numpy's global state
+    assert any(not torch.equal(before[n], p) for n, p in policy.named_parameters())
+    assert_same_parameters(policy, model, rtol=1e-4)
+    logged = model.logger.name_to_value
+    for tag in ("train/clip_fraction", "train/approx_kl", "train/value_loss",
+                "train/policy_gradient_loss"):  # fmt: skip
+        assert metrics[tag] == pytest.approx(logged[tag], rel=1e-3, abs=1e-7), tag
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_trpo_step_matches_sb3_contrib_trpo(env_id):
+    from sb3_contrib import TRPO as SB3TRPO
+
+    torch.set_num_threads(1)
+    # one critic minibatch holding the whole rollout: its order cannot matter
+    model = SB3TRPO("MlpPolicy", make_vec_env(env_id, 1, seed=0), n_steps=N, batch_size=N,
+                    n_critic_updates=1, seed=0, device="cpu")  # fmt: skip
+    rollout(model)
+    policy = twin(model)
+    batch = batch_of(model, policy)
+    cfg = TRPOConfig(kl_direction="reverse", n_steps=N, batch_size=N, n_critic_updates=1)
+    agent = TRPO(cfg, policy, torch.Generator())
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+
+    metrics = agent.update(batch)
+    model.train()
+    assert metrics["trpo/accepted"] == 1.0
+    assert model.logger.name_to_value["train/is_line_search_success"] == 1.0
+    moved = [n for n, p in policy.named_parameters() if not torch.equal(before[n], p)]
+    assert any(n.startswith("pi_") for n in moved) and any(n.startswith("vf_") for n in moved)
+    # the natural step and line search, then one Adam step on the critic (ε 1e-5 as SB3's;
+    # with torch's default 1e-8 the critic's rarely-moved weights took twice SB3's step)
+    assert_same_parameters(policy, model, rtol=1e-4)
