@@ -99,6 +99,10 @@ def test_a_crashed_trial_is_reported_not_dropped(tmp_path):
     assert all(r["error"].startswith("exit ") for r in table)
     assert "Crashed trials:" in (out / "report.md").read_text()
     assert "CRASHED" in res.stderr
+    again = cli("benchmark", "--agents", "ppo", "--envs", "rl_trust/TupleAction-v0", "--seeds",
+                "1", "--steps", "512", "--out", str(out))  # fmt: skip
+    assert again.returncode == 1 and "0 complete before, 2 to run" in again.stderr  # retried
+    assert [r["error"] for r in rows(out)] == [r["error"] for r in table]  # the same failure
 
 
 def test_the_ray_backend_gives_the_local_results(local, tmp_path):

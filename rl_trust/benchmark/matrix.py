@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -94,7 +95,8 @@ def run_trial(trial: Trial, tb_dir: Path) -> dict:
         "status": "ok",
         "error": "",
     }
-    tb_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tb_dir, ignore_errors=True)  # what an incomplete earlier attempt left
+    tb_dir.mkdir(parents=True)
     log = tb_dir / "trial.log"
     with tempfile.TemporaryDirectory() as tmp:
         if trial.library == "rl-trust":
