@@ -129,7 +129,11 @@ def test_trpo_step_matches_sb3_contrib_trpo(env_id):
     metrics = agent.update(batch)
     model.train()
     assert metrics["trpo/accepted"] == 1.0
-    assert model.logger.name_to_value["train/is_line_search_success"] == 1.0
+    logged = model.logger.name_to_value
+    assert logged["train/is_line_search_success"] == 1.0
+    # SB3's train/policy_objective: the surrogate after the accepted step
+    assert metrics["train/policy_objective"] == pytest.approx(logged["train/policy_objective"],
+                                                              rel=1e-4)  # fmt: skip
     moved = [n for n, p in policy.named_parameters() if not torch.equal(before[n], p)]
     assert any(n.startswith("pi_") for n in moved) and any(n.startswith("vf_") for n in moved)
     # the natural step and line search, then one Adam step on the critic (ε 1e-5 as SB3's;

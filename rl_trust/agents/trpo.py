@@ -118,7 +118,8 @@ class TRPO:
                 "trpo/actual_improve": actual if fraction is not None else 0.0,
                 "trpo/step_norm": step_norm,
                 "trpo/xFx": xFx,
-                "train/policy_objective": loss_old.item(),
+                "train/policy_objective": loss_old.item()
+                + (actual if fraction is not None else 0.0),
                 "train/is_line_search_success": float(fraction is not None),
                 "train/value_loss": value_loss,
                 "train/entropy_loss": -metrics["kl/entropy"],
