@@ -49,8 +49,8 @@ def twin(model) -> ActorCritic:
 
 def batch_of(model, policy: ActorCritic) -> Batch:
     buf = model.rollout_buffer
-    obs = torch.as_tensor(buf.observations.reshape(N, -1))
-    actions = torch.as_tensor(buf.actions.reshape(N, -1))
+    obs = torch.as_tensor(buf.observations.reshape(N, -1), dtype=torch.float32)
+    actions = torch.as_tensor(buf.actions.reshape(N, -1), dtype=torch.float32)
     with torch.no_grad():
         params = policy.dist_params(obs)
     batch = Batch(
