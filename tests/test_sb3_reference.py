@@ -139,3 +139,29 @@ def test_trpo_step_matches_sb3_contrib_trpo(env_id):
     # the natural step and line search, then one Adam step on the critic (ε 1e-5 as SB3's;
     # with torch's default 1e-8 the critic's rarely-moved weights took twice SB3's step)
     assert_same_parameters(policy, model, rtol=1e-4)
+
+
+def test_trpo_critic_fit_over_many_minibatches_matches_sb3_contrib(monkeypatch):
+    """10 critic epochs of 2 minibatches each, in SB3's minibatch order: the same critic."""
+    from sb3_contrib import TRPO as SB3TRPO
+
+    from rl_trust.agents import trpo as trpo_module
+
+    torch.set_num_threads(1)
+    model = SB3TRPO("MlpPolicy", make_vec_env("Pendulum-v1", 1, seed=0), n_steps=N,
+                    batch_size=128, n_critic_updates=10, seed=0, device="cpu")  # fmt: skip
+    rollout(model)
+    policy = twin(model)
+    batch = batch_of(model, policy)
+    cfg = TRPOConfig(kl_direction="reverse", n_steps=N, batch_size=128, n_critic_updates=10)
+    agent = TRPO(cfg, policy, torch.Generator())
+
+    np.random.seed(11)
+    perms = [np.random.permutation(N) for _ in range(11)]  # SB3: one for the policy step
+    np.random.seed(11)
+    order = iter(perms[1:])
+    monkeypatch.setattr(trpo_module.torch, "randperm",
+                        lambda n, generator=None: torch.as_tensor(next(order)))  # fmt: skip
+    agent.update(batch)
+    model.train()
+    assert_same_parameters(policy, model, rtol=1e-4)
