@@ -56,15 +56,21 @@ class Trial:
 
 
 def matrix(agents, envs, seeds, steps, overrides=()) -> list[Trial]:
-    """Every trial, ours beside SB3's, after checking every agent and env resolves."""
-    trials = []
+    """Every trial, ours beside SB3's, after checking every agent and env resolves.
+
+    Ordered env by env and, within an env, seed by seed, so that a matrix stopped halfway
+    already holds complete pairs (ours and SB3's, same agent and seed) for a first comparison.
+    """
     for env in envs:
         for agent in agents:
             config.load(agent, env, config.parse_overrides(list(overrides)), steps, 0)
-            for seed in range(seeds):
-                for library in ("rl-trust", "sb3"):
-                    trials.append(Trial(library, agent, env, seed, steps, tuple(overrides)))
-    return trials
+    return [
+        Trial(library, agent, env, seed, steps, tuple(overrides))
+        for env in envs
+        for seed in range(seeds)
+        for agent in agents
+        for library in ("rl-trust", "sb3")
+    ]
 
 
 def final_return(tb_dir: Path, total: int) -> float:
