@@ -86,6 +86,9 @@ def build_parser() -> Parser:
     p.add_argument("--backend", choices=["local", "ray"], default="local")
     p.add_argument("--ray-address", help="an existing Ray cluster (default: start one here)")
     p.add_argument("--out", type=Path, default=Path("bench/benchmark"), help="results folder")
+    p.add_argument("--report-only", action="store_true",
+                   help="write results.csv, report.md and plots of the trials complete so far; "
+                   "run nothing")  # fmt: skip
 
     p = sub.add_parser("plot", help="PNG curves of runs (mean and band over runs per label)")
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
@@ -190,13 +193,17 @@ def cmd_benchmark(args) -> int:
     trials = matrix.matrix(split(args.agents), split(args.envs), args.seeds, args.steps,
                            tuple(args.overrides))  # fmt: skip
     out = args.out
-    rows = matrix.run_matrix(trials, out, args.workers, args.backend, args.ray_address)
+    if args.report_only:  # what is complete so far, without running anything
+        done = matrix.recorded_rows(trials, out)
+        rows = [done.get(t) or matrix.not_run_row(t) for t in trials]
+    else:
+        rows = matrix.run_matrix(trials, out, args.workers, args.backend, args.ray_address)
     report.write_csv(rows, out / "results.csv")
     plots = report.benchmark_plots(rows, out)
     command = " ".join(["rl-trust", *sys.argv[1:]])
     print(report.write_report(rows, out / "report.md", command, plots), end="")
     print(out / "report.md")
-    return 0 if all(r["status"] == "ok" for r in rows) else 1
+    return 0 if all(r["status"] in ("ok", "not run") for r in rows) else 1
 
 
 def cmd_plot(args) -> int:

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import inspect
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,26 @@ def test_a_rerun_skips_finished_trials(local):
     assert res.returncode == 0, res.stderr
     assert "8 trials: 8 complete before, 0 to run" in res.stderr
     assert {p.name: p.stat().st_mtime_ns for p in (local / "trials").iterdir()} == before
+
+
+def test_report_only_summarizes_a_partial_matrix_without_running(local, tmp_path):
+    out = tmp_path / "partial"
+    shutil.copytree(local, out)
+    for lib in ("rl-trust", "sb3"):  # as if the matrix had stopped before trpo's seed 1
+        (out / "trials" / f"{lib}-trpo-CartPole-v1-s1.json").unlink()
+    res = cli("benchmark", *TINY, "--out", str(out), "--report-only")
+    assert res.returncode == 0, res.stderr
+    assert (
+        "to run" not in res.stderr
+        and not (out / "trials" / "sb3-trpo-CartPole-v1-s1.json").exists()
+    )
+    status = {(r["library"], r["agent"], r["seed"]): r["status"] for r in rows(out)}
+    assert status[("sb3", "trpo", "1")] == status[("rl-trust", "trpo", "1")] == "not run"
+    assert sum(s == "ok" for s in status.values()) == 6
+    report = (out / "report.md").read_text()
+    assert "Not run yet: 2 of 8 trials" in report and "Crashed trials" not in report
+    trpo = next(line for line in report.splitlines() if line.startswith("| CartPole-v1 | trpo |"))
+    assert "| 1 / 1 |" in trpo and trpo.endswith("| 0 |")
 
 
 def test_a_crashed_trial_is_reported_not_dropped(tmp_path):

@@ -197,6 +197,27 @@ def _ray(
             ray.shutdown()
 
 
+def recorded_rows(trials: list[Trial], out: Path) -> dict[Trial, dict]:
+    """The rows already written under OUT/trials (complete or crashed), by trial."""
+    paths = {t: out / "trials" / f"{t.name}.json" for t in trials}
+    return {t: json.loads(p.read_text()) for t, p in paths.items() if p.exists()}
+
+
+def not_run_row(trial: Trial) -> dict:
+    return {
+        "library": trial.library,
+        "agent": trial.agent,
+        "env": trial.env,
+        "seed": trial.seed,
+        "steps": None,
+        "final_return": None,
+        "wall_time_s": None,
+        "fps": None,
+        "status": "not run",
+        "error": "",
+    }
+
+
 def run_matrix(
     trials: list[Trial],
     out: Path,
@@ -208,14 +229,8 @@ def run_matrix(
     """Run what is not complete yet; returns every trial's row (complete ones read back)."""
     rows_dir = out / "trials"
     rows_dir.mkdir(parents=True, exist_ok=True)
-    rows, todo = {}, []
-    for t in trials:
-        path = rows_dir / f"{t.name}.json"
-        row = json.loads(path.read_text()) if path.exists() else None
-        if row is not None and row["status"] == "ok":
-            rows[t] = row
-        else:
-            todo.append(t)
+    rows = {t: row for t, row in recorded_rows(trials, out).items() if row["status"] == "ok"}
+    todo = [t for t in trials if t not in rows]
     progress(
         f"{len(trials)} trials: {len(rows)} complete before, {len(todo)} to run "
         f"({backend}, {workers if backend == 'local' else 'one CPU per'} worker(s))"

@@ -87,7 +87,7 @@ def summarize(rows: list[dict]) -> list[dict]:
         ]
         line["ratio"] = (float(np.median(ratios)), min(ratios), max(ratios)) if ratios else None
         line["crashed"] = sum(
-            1 for r in rows if (r["env"], r["agent"]) == (env, agent) and r["status"] != "ok"
+            1 for r in rows if (r["env"], r["agent"]) == (env, agent) and r["status"] == "crashed"
         )
         out.append(line)
     return out
@@ -127,7 +127,10 @@ def write_report(rows: list[dict], path: Path, command: str, plots: list[Path]) 
             f"| {s['env']} | {s['agent']} | {_fmt(s['rl-trust'])} | {_fmt(s['sb3'])} "
             f"| {s['rl-trust seeds']} / {s['sb3 seeds']} | {ratio} | {s['crashed']} |"
         )
-    crashed = [r for r in rows if r["status"] != "ok"]
+    crashed = [r for r in rows if r["status"] == "crashed"]
+    not_run = [r for r in rows if r["status"] == "not run"]
+    if not_run:
+        lines += ["", f"Not run yet: {len(not_run)} of {len(rows)} trials (a partial report)."]
     if crashed:
         lines += ["", "Crashed trials:", ""]
         lines += [
