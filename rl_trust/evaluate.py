@@ -68,6 +68,23 @@ def run_episodes(
     return returns, lengths
 
 
+def follow_camera(env: gym.Env) -> None:
+    """Film a MuJoCo robot through its model's "track" camera, which follows it.
+
+    gymnasium's default view of the v5 locomotion tasks is a free camera whose trackbodyid
+    has no effect, so a hopper that hops leaves the picture within a few seconds. Envs
+    without such a camera, and a camera the user chose through env_kwargs, are left alone.
+    """
+    import mujoco
+
+    renderer = getattr(env.unwrapped, "mujoco_renderer", None)
+    if renderer is None or renderer.camera_id not in (None, -1):
+        return
+    cam = mujoco.mj_name2id(env.unwrapped.model, mujoco.mjtObj.mjOBJ_CAMERA, "track")
+    if cam >= 0:
+        renderer.camera_id = cam
+
+
 def evaluate(
     run_dir: Path,
     which: str = "latest",
@@ -97,6 +114,7 @@ def evaluate(
     )
     videos = run_dir / "videos" / f"{path.name}-{'mode' if deterministic else 'sample'}"
     if video:
+        follow_camera(env)
         shutil.rmtree(videos, ignore_errors=True)  # this evaluation's videos only
         env = gym.wrappers.RecordVideo(
             env, str(videos), lambda _: True, name_prefix="eval", disable_logger=True

@@ -84,3 +84,28 @@ def test_periodic_evaluation_logs_sb3_tags_and_keeps_the_best_checkpoint(tmp_pat
     assert evaluated["checkpoint"] == "best" and evaluated["step"] == best["step"]
     # the same episodes (seeds) and the same deterministic policy: the same mean return
     assert evaluated["mean_return"] == pytest.approx(best["best_eval"])
+
+
+def robot_pixels(frame) -> int:
+    """Pixels of the hopper's brown body (the floor is a grey-green checker, the sky blue)."""
+    r, g, b = (frame[..., i].astype(int) for i in range(3))
+    return int(((r - b > 30) & (r - g > 15)).sum())
+
+
+def test_videos_of_mujoco_robots_follow_the_robot(monkeypatch):
+    import gymnasium as gym
+
+    from rl_trust.evaluate import follow_camera
+
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    env = gym.make("Hopper-v5", render_mode="rgb_array", width=160, height=160)
+    env.reset(seed=0)
+    assert robot_pixels(env.render()) > 100  # at the start it is in view
+    sim = env.unwrapped
+    qpos = sim.data.qpos.copy()
+    qpos[0] += 20.0  # 20 m down the track, as after a few seconds of hopping
+    sim.set_state(qpos, sim.data.qvel)
+    assert robot_pixels(env.render()) == 0  # gymnasium's default view has lost it
+    follow_camera(env)
+    assert robot_pixels(env.render()) > 100  # the model's "track" camera follows it
+    env.close()
