@@ -48,6 +48,19 @@ def test_the_adapter_maps_every_shared_hyperparameter(agent):
     assert env["n_envs"] == 2 and env["normalize"]["norm_obs"] is True
 
 
+def test_the_adapter_gives_sb3_contrib_trpo_the_same_trust_region_on_box_actions():
+    from rl_trust.benchmark.sb3 import kl_dims
+
+    cfg = config.load("trpo", "Hopper-v5", {}, None, 0)  # the preset: rl-zoo's, in our terms
+    assert (cfg.agent.target_kl, cfg.agent.cg_damping) == (0.03, 0.3)
+    _, kwargs, _ = sb3_kwargs(cfg.to_dict())
+    assert kwargs["target_kl"] == pytest.approx(0.01) and kwargs["cg_damping"] == pytest.approx(0.1)
+    assert [kl_dims({"env_id": e}) for e in ("HalfCheetah-v5", "Pendulum-v1", "CartPole-v1")] == [
+        6, 1, 1]  # fmt: skip
+    ppo = sb3_kwargs(config.load("ppo-clip", "Hopper-v5", {}, None, 0).to_dict())[1]
+    assert ppo["target_kl"] is None  # SB3 PPO's early stop estimates the summed KL: as ours
+
+
 @pytest.fixture(scope="module")
 def local(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bench") / "local"

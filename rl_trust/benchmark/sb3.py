@@ -71,12 +71,12 @@ def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
             "max_grad_norm": float(agent["max_grad_norm"]),
         }
     elif algo == "trpo":
-        name = "TRPO"
+        name, d = "TRPO", kl_dims(env)
         kwargs = {
             **common,
-            "target_kl": float(agent["target_kl"]),
+            "target_kl": float(agent["target_kl"]) / d,
             "cg_max_steps": int(agent["cg_max_steps"]),
-            "cg_damping": float(agent["cg_damping"]),
+            "cg_damping": float(agent["cg_damping"]) / d,
             "line_search_shrinking_factor": float(agent["line_search_shrinking_factor"]),
             "line_search_max_iter": int(agent["line_search_max_iter"]),
             "n_critic_updates": int(agent["n_critic_updates"]),
@@ -103,6 +103,31 @@ def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
         "normalize": normalize,
     }
     return name, kwargs, env_kwargs
+
+
+def kl_dims(env: dict) -> int:
+    """What sb3-contrib's TRPO divides the KL by: the number of action dimensions of a
+    diagonal Gaussian (Box) or Bernoulli (MultiBinary) policy, else 1.
+
+    sb3-contrib takes torch's element-wise KL of those distributions, shape (batch, d), and
+    then `.mean()`: it bounds the per-state KL averaged over the d action dimensions, where
+    the paper (and rl-trust) bound the per-state KL itself, the sum over dimensions
+    (Categorical and MultiDiscrete KLs it sums too). Its KL and Fisher are ours divided by
+    d, so the adapter passes δ/d and damping/d for our δ and damping: then the conjugate
+    gradient, the step √(2δ/xᵀ(F+λI)x)·x and the line search's test are the same numbers
+    on both sides (tests/test_sb3_reference.py, Hopper-v5).
+    """
+    import gymnasium as gym
+
+    from rl_trust.envs import check_id
+
+    check_id(env["env_id"])  # imports a "module:Env-v0" id's module, which registers it
+    probe = gym.make(env["env_id"].rpartition(":")[2], **dict(env.get("env_kwargs") or {}))
+    space = probe.action_space
+    probe.close()
+    if isinstance(space, gym.spaces.Box | gym.spaces.MultiBinary):
+        return int(math.prod(space.shape))
+    return 1
 
 
 class _LinearSchedule:
