@@ -13,7 +13,7 @@ import pytest
 from conftest import cli, events
 
 from rl_trust import config
-from rl_trust.benchmark.sb3 import sb3_kwargs
+from rl_trust.benchmark.sb3 import sb3_caveats, sb3_kwargs
 
 TINY = ["--agents", "ppo-clip,trpo", "--envs", "CartPole-v1", "--seeds", "2",
         "--steps", "2048", "--set", "n_steps=512", "--workers", "2"]  # fmt: skip
@@ -55,6 +55,9 @@ def test_the_adapter_gives_sb3_contrib_trpo_the_same_trust_region_on_box_actions
     assert (cfg.agent.target_kl, cfg.agent.cg_damping) == (0.03, 0.3)
     _, kwargs, _ = sb3_kwargs(cfg.to_dict())
     assert kwargs["target_kl"] == pytest.approx(0.01) and kwargs["cg_damping"] == pytest.approx(0.1)
+    assert any(
+        "averages the KL over the 3 action dimensions" in c for c in sb3_caveats(cfg.to_dict())
+    )
     assert [kl_dims({"env_id": e}) for e in ("HalfCheetah-v5", "Pendulum-v1", "CartPole-v1")] == [
         6, 1, 1]  # fmt: skip
     ppo = sb3_kwargs(config.load("ppo-clip", "Hopper-v5", {}, None, 0).to_dict())[1]

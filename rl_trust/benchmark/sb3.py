@@ -163,6 +163,13 @@ def sb3_caveats(cfg: dict) -> list[str]:
                 "kl_direction=forward: sb3-contrib TRPO bounds KL(π_θ‖π_old) (reverse); "
                 "rl-trust bounds KL(π_old‖π_θ)"
             )
+        d = kl_dims(env)
+        if d > 1:
+            out.append(
+                f"sb3-contrib TRPO averages the KL over the {d} action dimensions: it is given "
+                f"target_kl={float(agent['target_kl']) / d:g} and cg_damping="
+                f"{float(agent['cg_damping']) / d:g}, the same trust region as ours"
+            )
         if not math.isclose(float(agent["cg_tol"]), 1e-10):
             out.append(f"cg_tol={agent['cg_tol']}: sb3-contrib TRPO's CG tolerance is fixed 1e-10")
         out.append(
