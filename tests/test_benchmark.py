@@ -126,6 +126,24 @@ def test_report_only_summarizes_a_partial_matrix_without_running(local, tmp_path
     assert "| 1 / 1 |" in trpo and trpo.endswith("| 0 |")
 
 
+def test_sb3_runs_once_for_presets_it_cannot_tell_apart(tmp_path):
+    out = tmp_path / "shared"
+    args = ["--agents", "ppo,ppo-clip", "--envs", "CartPole-v1", "--seeds", "1", "--steps",
+            "1024", "--set", "n_steps=512", "--out", str(out)]  # fmt: skip
+    res = cli("benchmark", *args)
+    assert res.returncode == 0, res.stderr
+    assert "3 to run" in res.stderr and "1 SB3 trials share another's identical run" in res.stderr
+    sb3 = {r["agent"]: r for r in rows(out) if r["library"] == "sb3"}
+    assert (
+        sb3["ppo-clip"]["same_run_as"] == "sb3-ppo-CartPole-v1-s0" and not sb3["ppo"]["same_run_as"]
+    )
+    assert sb3["ppo-clip"]["final_return"] == sb3["ppo"]["final_return"] != ""
+    assert (out / "tb" / "sb3-ppo-clip-CartPole-v1-s0" / "run").is_dir()  # the plots find it
+    assert "1 SB3 rows repeat another's identical run" in (out / "report.md").read_text()
+    again = cli("benchmark", *args)
+    assert "4 complete before, 0 to run" in again.stderr
+
+
 def test_a_crashed_trial_is_reported_not_dropped(tmp_path):
     out = tmp_path / "crash"
     res = cli("benchmark", "--agents", "ppo", "--envs", "rl_trust/TupleAction-v0", "--seeds", "1",

@@ -197,6 +197,42 @@ def _ray(
             ray.shutdown()
 
 
+def sb3_identity(trial: Trial) -> str | None:
+    """What an SB3 trial runs (algorithm, arguments, env set-up, steps); None for ours.
+
+    SB3 has no KL penalty, so the SB3 side of `ppo` and `ppo-clip` (and `ppo-fixed`) is the
+    same clipped PPO: trials with equal identities are one run, not two."""
+    if trial.library != "sb3":
+        return None
+    from rl_trust.benchmark.sb3 import sb3_kwargs
+
+    cfg = trial.config().to_dict()
+    return repr((sb3_kwargs(cfg), cfg["run"]["steps"]))
+
+
+def shared_runs(trials: list[Trial], complete: set[Trial]) -> dict[Trial, Trial]:
+    """For every SB3 trial that repeats another's run: the trial whose run it shares (a
+    complete one where there is one, else the first in order)."""
+    groups: dict[str, list[Trial]] = {}
+    for t in trials:
+        key = sb3_identity(t)
+        if key is not None:
+            groups.setdefault(key, []).append(t)
+    out = {}
+    for group in groups.values():
+        rep = next((t for t in group if t in complete), group[0])
+        out.update({t: rep for t in group if t is not rep})
+    return out
+
+
+def copy_shared(trial: Trial, rep: Trial, row: dict, out: Path) -> dict:
+    """`trial`'s row and TensorBoard folder from the run of `rep` (see sb3_identity)."""
+    shutil.rmtree(out / "tb" / trial.name, ignore_errors=True)
+    if (out / "tb" / rep.name).exists():
+        shutil.copytree(out / "tb" / rep.name, out / "tb" / trial.name)
+    return {**row, "agent": trial.agent, "same_run_as": rep.name}
+
+
 def recorded_rows(trials: list[Trial], out: Path) -> dict[Trial, dict]:
     """The rows already written under OUT/trials (complete or crashed), by trial."""
     paths = {t: out / "trials" / f"{t.name}.json" for t in trials}
@@ -230,10 +266,26 @@ def run_matrix(
     rows_dir = out / "trials"
     rows_dir.mkdir(parents=True, exist_ok=True)
     rows = {t: row for t, row in recorded_rows(trials, out).items() if row["status"] == "ok"}
-    todo = [t for t in trials if t not in rows]
+    shared = shared_runs(trials, set(rows))
+
+    def record(trial: Trial, row: dict) -> None:
+        rows[trial] = row
+        tmp = rows_dir / f"{trial.name}.json.tmp"
+        tmp.write_text(json.dumps(row, indent=2))
+        tmp.replace(rows_dir / f"{trial.name}.json")
+
+    def share(rep: Trial) -> None:  # rep's run is also the run of the trials sharing it
+        for t, r in shared.items():
+            if r == rep and t not in rows:
+                record(t, copy_shared(t, rep, rows[rep], out))
+
+    for rep in set(shared.values()) & set(rows):
+        share(rep)
+    todo = [t for t in trials if t not in rows and t not in shared]
     progress(
         f"{len(trials)} trials: {len(rows)} complete before, {len(todo)} to run "
         f"({backend}, {workers if backend == 'local' else 'one CPU per'} worker(s))"
+        + (f"; {len(shared)} SB3 trials share another's identical run" if shared else "")
     )
     t0, done = time.monotonic(), 0
     runs = (
@@ -241,10 +293,8 @@ def run_matrix(
     )
     for trial, row in runs:
         done += 1
-        rows[trial] = row
-        tmp = rows_dir / f"{trial.name}.json.tmp"
-        tmp.write_text(json.dumps(row, indent=2))
-        tmp.replace(rows_dir / f"{trial.name}.json")
+        record(trial, row)
+        share(trial)
         elapsed = time.monotonic() - t0
         eta = elapsed / done * (len(todo) - done)
         what = (

@@ -25,6 +25,7 @@ COLUMNS = [
     "fps",
     "status",
     "error",
+    "same_run_as",
 ]
 
 
@@ -127,6 +128,14 @@ def write_report(rows: list[dict], path: Path, command: str, plots: list[Path]) 
             f"| {s['env']} | {s['agent']} | {_fmt(s['rl-trust'])} | {_fmt(s['sb3'])} "
             f"| {s['rl-trust seeds']} / {s['sb3 seeds']} | {ratio} | {s['crashed']} |"
         )
+    shared = [r for r in rows if r.get("same_run_as")]
+    if shared:
+        lines += [
+            "",
+            "SB3 has no KL penalty, so SB3's side of ppo, ppo-fixed and ppo-clip is one clipped-PPO"
+            f" run per seed: {len(shared)} SB3 rows repeat another's identical run (results.csv,"
+            " same_run_as).",
+        ]
     crashed = [r for r in rows if r["status"] == "crashed"]
     not_run = [r for r in rows if r["status"] == "not run"]
     if not_run:

@@ -139,6 +139,9 @@ class _LinearSchedule:
     def __call__(self, progress_remaining: float) -> float:
         return self.lr * progress_remaining
 
+    def __repr__(self) -> str:  # what identifies the run (matrix.sb3_identity)
+        return f"linear({self.lr!r})"
+
 
 def sb3_caveats(cfg: dict) -> list[str]:
     """Where the SB3 run cannot do what the rl-trust config asks (empty: a faithful copy)."""
