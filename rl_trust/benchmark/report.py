@@ -180,8 +180,25 @@ def band(curves: list[tuple[np.ndarray, np.ndarray]], n: int = 200):
     return grid, ys.mean(0), lo, hi
 
 
-def plot_groups(groups: dict[str, list[Path]], tags: list[str], path: Path, title: str = ""):
-    """One panel per tag; one line (mean over its runs, with a band) per group."""
+def _steps_formatter():
+    from matplotlib.ticker import FuncFormatter
+
+    def fmt(v: float, _pos) -> str:
+        return f"{v / 1e6:g}M" if abs(v) >= 1e6 else f"{v / 1e3:g}k" if abs(v) >= 1e3 else f"{v:g}"
+
+    return FuncFormatter(fmt)
+
+
+def plot_groups(
+    groups: dict[str, list[Path]],
+    tags: list[str],
+    path: Path,
+    title: str = "",
+    scales: dict[str, float] | None = None,
+):
+    """One panel per tag; one line (mean over its runs, with a band) per group. `scales`
+    multiplies a tag's values (and says so in the legend)."""
+    scales = scales or {}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,14 +208,17 @@ def plot_groups(groups: dict[str, list[Path]], tags: list[str], path: Path, titl
     for ax, tag_spec in zip(axes[0], tags, strict=True):
         for label, runs in groups.items():
             for tag in tag_spec.split("|"):  # "a|b": the first tag each run has
-                curves = [c for r in runs if (c := read_curve(r, tag)) is not None]
+                k = scales.get(tag, 1)
+                curves = [(c[0], k * c[1]) for r in runs if (c := read_curve(r, tag)) is not None]
                 if curves:
                     x, mean, lo, hi = band(curves)
-                    (line,) = ax.plot(x, mean, label=f"{label} ({tag}, {len(curves)} runs)")
+                    what = f"{tag} × {k:g}" if k != 1 else tag
+                    (line,) = ax.plot(x, mean, label=f"{label} ({what}, {len(curves)} runs)")
                     ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
                     break
         ax.set_title(tag_spec.replace("|", " / "))
         ax.set_xlabel("env steps")
+        ax.xaxis.set_major_formatter(_steps_formatter())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title)
@@ -211,6 +231,7 @@ def plot_groups(groups: dict[str, list[Path]], tags: list[str], path: Path, titl
 def benchmark_plots(rows: list[dict], out: Path) -> list[Path]:
     """Per env: learning curves and KL curves, rl-trust against SB3, for every agent."""
     from rl_trust.benchmark.matrix import Trial
+    from rl_trust.benchmark.sb3 import kl_dims
 
     paths = []
     for env in dict.fromkeys(r["env"] for r in rows):
@@ -236,6 +257,8 @@ def benchmark_plots(rows: list[dict], out: Path) -> list[Path]:
                 ["kl/forward_mean|train/approx_kl|train/kl_divergence_loss"],
                 out / f"{stem}-kl.png",
                 f"{env}: KL per update (rl-trust: exact; SB3: approx_kl)",
+                # sb3-contrib's TRPO logs its KL averaged over the action dimensions
+                scales={"train/kl_divergence_loss": kl_dims({"env_id": env})},
             )
         )
     return paths
