@@ -195,7 +195,7 @@ def cmd_benchmark(args) -> int:
     out = args.out
     if args.report_only:  # what is complete so far, without running anything
         done = matrix.recorded_rows(trials, out)
-        rows = [done.get(t) or matrix.not_run_row(t) for t in trials]
+        rows = [done.get(t) or matrix.blank_row(t, "not run") for t in trials]
     else:
         rows = matrix.run_matrix(trials, out, args.workers, args.backend, args.ray_address)
     report.write_csv(rows, out / "results.csv")

@@ -89,18 +89,7 @@ def final_return(tb_dir: Path, total: int) -> float:
 def run_trial(trial: Trial, tb_dir: Path) -> dict:
     """Run one trial in its own process, its events into tb_dir; returns its row."""
     cfg = trial.config()
-    row = {
-        "library": trial.library,
-        "agent": trial.agent,
-        "env": trial.env,
-        "seed": trial.seed,
-        "steps": None,
-        "final_return": None,
-        "wall_time_s": None,
-        "fps": None,
-        "status": "ok",
-        "error": "",
-    }
+    row = blank_row(trial, "ok")
     shutil.rmtree(tb_dir, ignore_errors=True)  # what an incomplete earlier attempt left
     tb_dir.mkdir(parents=True)
     log = tb_dir / "trial.log"
@@ -239,7 +228,8 @@ def recorded_rows(trials: list[Trial], out: Path) -> dict[Trial, dict]:
     return {t: json.loads(p.read_text()) for t, p in paths.items() if p.exists()}
 
 
-def not_run_row(trial: Trial) -> dict:
+def blank_row(trial: Trial, status: str) -> dict:
+    """A results row with the trial's identity and nothing measured yet."""
     return {
         "library": trial.library,
         "agent": trial.agent,
@@ -249,7 +239,7 @@ def not_run_row(trial: Trial) -> dict:
         "final_return": None,
         "wall_time_s": None,
         "fps": None,
-        "status": "not run",
+        "status": status,
         "error": "",
     }
 
