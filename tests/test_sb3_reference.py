@@ -88,7 +88,7 @@ def same_permutations(monkeypatch, seed: int) -> None:
     monkeypatch.setattr(Batch, "shuffled", shuffled)
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "Hopper-v5"])
 def test_ppo_clip_update_matches_sb3_ppo(env_id, monkeypatch):
     from stable_baselines3 import PPO as SB3PPO
 
@@ -173,3 +173,67 @@ def test_trpo_critic_fit_over_many_minibatches_matches_sb3_contrib(monkeypatch):
     agent.update(batch)
     model.train()
     assert_same_parameters(policy, model, rtol=1e-4)
+
+
+def sb3_adam_state(model, policy: ActorCritic, params: list[torch.Tensor]) -> dict:
+    """SB3's Adam moments (torch.optim.Adam, per parameter) as our flat Adam's state."""
+    state, theirs = model.policy.optimizer.state, dict(model.policy.named_parameters())
+    names = {id(p): n for n, p in policy.named_parameters()}
+    qs = [theirs[sb3_name(names[id(p)])] for p in params]
+    return {
+        "m": torch.cat([state[q]["exp_avg"].reshape(-1) for q in qs]),
+        "v": torch.cat([state[q]["exp_avg_sq"].reshape(-1) for q in qs]),
+        "t": int(state[qs[0]]["step"]),
+        "lr": model.learning_rate,
+    }
+
+
+@pytest.mark.parametrize("algo", ["ppo-clip", "trpo"])
+def test_every_update_of_an_sb3_hopper_run_is_ours_too(algo, monkeypatch):
+    """SB3 trains on Hopper-v5 (3 action dimensions); before each of its 8 updates ours
+    updates a twin with the same weights, rollout buffer, Adam moments and minibatch orders,
+    through the benchmark's adapter. Later updates start from states a single-update test
+    never sees (a moved log-std, a warm optimizer)."""
+    from sb3_contrib import TRPO as SB3TRPO
+    from stable_baselines3 import PPO as SB3PPO
+
+    torch.set_num_threads(1)
+    overrides = [f"n_steps={N}", "normalize_obs=false", "normalize_reward=false"]
+    if algo == "trpo":
+        overrides.append("kl_direction=reverse")
+    cfg = config.load(algo, "Hopper-v5", config.parse_overrides(overrides), None, 0)
+    name, kwargs, _ = sb3_kwargs(cfg.to_dict())
+    kwargs.update(seed=0, policy_kwargs={})  # SB3's default network = ours
+    Algo = SB3TRPO if name == "TRPO" else SB3PPO
+    model = Algo("MlpPolicy", make_vec_env("Hopper-v5", 1, seed=0), **kwargs)
+    diffs, sb3_train = [], model.train
+
+    def train():
+        policy = twin(model)
+        batch = batch_of(model, policy)
+        agent = (TRPO if algo == "trpo" else PPO)(cfg.agent, policy, torch.Generator())
+        if algo == "trpo":
+            optimizer, params = agent.critic_optimizer, policy.value_parameters()
+        else:
+            optimizer, params = agent.optimizer, list(policy.parameters())
+        if model.policy.optimizer.state:
+            optimizer.load_state_dict(sb3_adam_state(model, policy, params))
+        state = np.random.get_state()  # the orders SB3 is about to draw
+        orders = iter([torch.as_tensor(np.random.permutation(N)) for _ in range(12)])
+        np.random.set_state(state)
+        if algo == "trpo":
+            next(orders)  # sb3-contrib's full-batch policy step draws one first
+        with monkeypatch.context() as m:
+            m.setattr(torch, "randperm", lambda n, generator=None: next(orders))
+            agent.update(batch)
+        sb3_train()
+        theirs = {n: q.detach() for n, q in model.policy.named_parameters()}
+        diffs.append(max(
+            float((p.detach() - theirs[sb3_name(n)].reshape(p.shape)).abs().max()
+                  / theirs[sb3_name(n)].abs().max())
+            for n, p in policy.named_parameters()
+        ))  # fmt: skip
+
+    model.train = train
+    model.learn(8 * N)
+    assert len(diffs) == 8 and max(diffs) < 1e-3, diffs
