@@ -200,7 +200,8 @@ def cmd_benchmark(args) -> int:
         rows = matrix.run_matrix(trials, out, args.workers, args.backend, args.ray_address)
     report.write_csv(rows, out / "results.csv")
     plots = report.benchmark_plots(rows, out)
-    command = " ".join(["rl-trust", *sys.argv[1:]])
+    # the command that runs the matrix (--report-only only rewrites its report)
+    command = " ".join(["rl-trust", *(a for a in sys.argv[1:] if a != "--report-only")])
     print(report.write_report(rows, out / "report.md", command, plots), end="")
     print(out / "report.md")
     return 0 if all(r["status"] in ("ok", "not run") for r in rows) else 1
