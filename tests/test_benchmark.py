@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import inspect
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -62,6 +63,19 @@ def test_the_adapter_gives_sb3_contrib_trpo_the_same_trust_region_on_box_actions
         6, 1, 1]  # fmt: skip
     ppo = sb3_kwargs(config.load("ppo-clip", "Hopper-v5", {}, None, 0).to_dict())[1]
     assert ppo["target_kl"] is None  # SB3 PPO's early stop estimates the summed KL: as ours
+
+
+def test_eta_weighs_each_remaining_trial_by_its_kind():
+    from rl_trust.benchmark.matrix import Trial, eta_seconds
+
+    ours, sb3 = Trial("rl-trust", "ppo", "Hopper-v5", 1), Trial("sb3", "ppo", "Hopper-v5", 1)
+    other = Trial("sb3", "ppo", "CartPole-v1", 0)
+    seconds = {("rl-trust", "Hopper-v5"): [200.0, 220.0], ("sb3", "Hopper-v5"): [900.0]}
+    assert eta_seconds(set(), seconds, 2) == 0
+    assert eta_seconds({ours, sb3}, seconds, 1) == 210 + 900
+    assert eta_seconds({ours, sb3}, seconds, 2) == (210 + 900) / 2
+    assert eta_seconds({other}, seconds, 1) == pytest.approx((200 + 220 + 900) / 3)  # no kin yet
+    assert math.isnan(eta_seconds({ours}, {}, 1))  # nothing finished: unknown
 
 
 @pytest.fixture(scope="module")

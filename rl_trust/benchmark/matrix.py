@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -244,6 +245,23 @@ def blank_row(trial: Trial, status: str) -> dict:
     }
 
 
+def eta_seconds(
+    remaining: set[Trial], seconds: dict[tuple[str, str], list[float]], parallel: int
+) -> float:
+    """Wall time left: each remaining trial at the mean training time of the finished trials
+    of its library and env (SB3's take 3-5x ours; a 1M-step env 10x a 100k one), or of all
+    finished trials while none of its kind has finished, `parallel` at a time."""
+    every = [x for xs in seconds.values() for x in xs]
+    if not every:
+        return math.nan
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return sum(mean(seconds.get((t.library, t.env)) or every) for t in remaining) / parallel
+
+
+def _clock(s: float) -> str:
+    return "?" if math.isnan(s) else f"{int(s) // 3600}:{int(s) % 3600 // 60:02d}:{int(s) % 60:02d}"
+
+
 def run_matrix(
     trials: list[Trial],
     out: Path,
@@ -277,22 +295,26 @@ def run_matrix(
         f"({backend}, {workers if backend == 'local' else 'one CPU per'} worker(s))"
         + (f"; {len(shared)} SB3 trials share another's identical run" if shared else "")
     )
-    t0, done = time.monotonic(), 0
+    t0, done, seconds = time.monotonic(), 0, {}
+    remaining = set(todo)
     runs = (
         _local(todo, out, workers) if backend == "local" else _ray(todo, out, ray_address, workers)
     )
     for trial, row in runs:
         done += 1
+        remaining.discard(trial)
         record(trial, row)
         share(trial)
+        if row["wall_time_s"] is not None:
+            seconds.setdefault((trial.library, trial.env), []).append(row["wall_time_s"])
         elapsed = time.monotonic() - t0
-        eta = elapsed / done * (len(todo) - done)
+        eta = _clock(eta_seconds(remaining, seconds, workers))
         what = (
             f"return {row['final_return']:.1f}, {row['fps']:.0f} steps/s"
             if row["status"] == "ok"
             else f"CRASHED ({row['error']})"
         )
         progress(
-            f"[{done}/{len(todo)}] {trial.name}: {what} | elapsed {elapsed:.0f}s, ETA {eta:.0f}s"
+            f"[{done}/{len(todo)}] {trial.name}: {what} | elapsed {_clock(elapsed)}, ETA {eta}"
         )
     return [rows[t] for t in trials]
