@@ -7,6 +7,7 @@ Exit status: 0 done, 2 a user error (one line on stderr), 3 training diverged,
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -184,6 +185,14 @@ def cmd_eval(args) -> int:
     return 0
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered as an interrupt so that the benchmark stops as on Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
 def cmd_benchmark(args) -> int:
     from rl_trust.benchmark import matrix, report
 
@@ -197,7 +206,16 @@ def cmd_benchmark(args) -> int:
         done = matrix.recorded_rows(trials, out)
         rows = [done.get(t) or matrix.blank_row(t, "not run") for t in trials]
     else:
-        rows = matrix.run_matrix(trials, out, args.workers, args.backend, args.ray_address)
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        try:
+            rows = matrix.run_matrix(trials, out, args.workers, args.backend, args.ray_address)
+        except KeyboardInterrupt as e:  # the running trials were stopped; finished ones kept
+            ok = sum(r["status"] == "ok" for r in matrix.recorded_rows(trials, out).values())
+            print(f"rl-trust: benchmark interrupted with {ok} of {len(trials)} trials complete in "
+                  f"{out}; run the same command again to resume", file=sys.stderr)  # fmt: skip
+            return 143 if isinstance(e, _Terminated) else 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     report.write_csv(rows, out / "results.csv")
     plots = report.benchmark_plots(rows, out)
     # the command that runs the matrix (--report-only only rewrites its report)

@@ -8,10 +8,13 @@ import inspect
 import json
 import math
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from conftest import cli, events
+from conftest import RL_TRUST, cli, events
 
 from rl_trust import config
 from rl_trust.benchmark.sb3 import sb3_caveats, sb3_kwargs
@@ -156,6 +159,29 @@ def test_sb3_runs_once_for_presets_it_cannot_tell_apart(tmp_path):
     assert "1 SB3 rows repeat another's identical run" in (out / "report.md").read_text()
     again = cli("benchmark", *args)
     assert "4 complete before, 0 to run" in again.stderr
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_benchmark_stops_its_trials_and_resumes(tmp_path, signum, code):
+    out = tmp_path / "interrupted"
+    args = ["benchmark", "--agents", "ppo-clip", "--envs", "CartPole-v1", "--seeds", "2",
+            "--steps", "8192", "--workers", "2", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen([RL_TRUST, *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("trials/*.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # until the first trial is complete, with the next ones running
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1].startswith("rl-trust: benchmark interrupted with ")
+    assert "run the same command again to resume" in err
+    complete = len(list(out.glob("trials/*.json")))
+    assert 1 <= complete < 4
+    running = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout
+    assert running == ""  # no trial process outlives the benchmark
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert f"{complete} complete before, {4 - complete} to run" in again.stderr
 
 
 def test_a_crashed_trial_is_reported_not_dropped(tmp_path):

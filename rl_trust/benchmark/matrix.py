@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -127,8 +128,7 @@ def run_trial(trial: Trial, tb_dir: Path) -> dict:
                 str(result_path),
                 str(tb_dir / "run"),
             ]
-        with log.open("w") as fh:
-            status = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
+        status = _run_child(cmd, log)
         if status != 0 or not result_path.exists():
             lines = log.read_text(errors="replace").strip().splitlines() or ["(no output)"]
             row.update(status="crashed", error=f"exit {status}: {lines[-1]}")
@@ -141,6 +141,41 @@ def run_trial(trial: Trial, tb_dir: Path) -> dict:
         final_return=final_return(tb_dir / "run", result["steps"]),
     )
     return row
+
+
+_children: set[subprocess.Popen] = set()  # the trial processes running now
+_children_lock = threading.Lock()
+_stopping = threading.Event()
+
+
+def _run_child(cmd: list[str], log: Path) -> int:
+    """Run a trial process, its output into `log`; refused once the matrix is stopping."""
+    with log.open("w") as fh:
+        with _children_lock:
+            if _stopping.is_set():
+                return -1
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+            _children.add(proc)
+        try:
+            return proc.wait()
+        finally:
+            with _children_lock:
+                _children.discard(proc)
+
+
+def stop_children(timeout: float = 15.0) -> None:
+    """Stop every trial process (SIGTERM: ours saves a checkpoint, SB3's ends; SIGKILL after
+    `timeout`) and start no new one."""
+    with _children_lock:
+        _stopping.set()
+        procs = list(_children)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def _remote_trial(trial: Trial) -> tuple[dict, bytes]:
@@ -157,8 +192,15 @@ def _remote_trial(trial: Trial) -> tuple[dict, bytes]:
 def _local(trials: list[Trial], out: Path, workers: int) -> Iterator[tuple[Trial, dict]]:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(run_trial, t, out / "tb" / t.name): t for t in trials}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:  # Ctrl-C, SIGTERM (see cli), or closed early
+            stop_children()  # before the pool waits for its running trials
+            raise
+        finally:  # the trials not started yet never start
+            for future in futures:
+                future.cancel()
 
 
 def _ray(
@@ -300,21 +342,24 @@ def run_matrix(
     runs = (
         _local(todo, out, workers) if backend == "local" else _ray(todo, out, ray_address, workers)
     )
-    for trial, row in runs:
-        done += 1
-        remaining.discard(trial)
-        record(trial, row)
-        share(trial)
-        if row["wall_time_s"] is not None:
-            seconds.setdefault((trial.library, trial.env), []).append(row["wall_time_s"])
-        elapsed = time.monotonic() - t0
-        eta = _clock(eta_seconds(remaining, seconds, workers))
-        what = (
-            f"return {row['final_return']:.1f}, {row['fps']:.0f} steps/s"
-            if row["status"] == "ok"
-            else f"CRASHED ({row['error']})"
-        )
-        progress(
-            f"[{done}/{len(todo)}] {trial.name}: {what} | elapsed {_clock(elapsed)}, ETA {eta}"
-        )
+    try:
+        for trial, row in runs:
+            done += 1
+            remaining.discard(trial)
+            record(trial, row)
+            share(trial)
+            if row["wall_time_s"] is not None:
+                seconds.setdefault((trial.library, trial.env), []).append(row["wall_time_s"])
+            elapsed = time.monotonic() - t0
+            eta = _clock(eta_seconds(remaining, seconds, workers))
+            what = (
+                f"return {row['final_return']:.1f}, {row['fps']:.0f} steps/s"
+                if row["status"] == "ok"
+                else f"CRASHED ({row['error']})"
+            )
+            progress(
+                f"[{done}/{len(todo)}] {trial.name}: {what} | elapsed {_clock(elapsed)}, ETA {eta}"
+            )
+    finally:
+        runs.close()
     return [rows[t] for t in trials]
