@@ -190,6 +190,7 @@ def _remote_trial(trial: Trial) -> tuple[dict, bytes]:
 
 
 def _local(trials: list[Trial], out: Path, workers: int) -> Iterator[tuple[Trial, dict]]:
+    _stopping.clear()  # (an earlier matrix in this process may have been stopped)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(run_trial, t, out / "tb" / t.name): t for t in trials}
         try:
