@@ -235,13 +235,19 @@ def benchmark_plots(rows: list[dict], out: Path) -> list[Path]:
 
     paths = []
     for env in dict.fromkeys(r["env"] for r in rows):
+        here = [r for r in rows if r["env"] == env and r["status"] == "ok"]
+        # an SB3 run that several agents share is drawn once, labelled with all of them
+        sharing: dict[str, list[str]] = {}
+        for r in here:
+            if r.get("same_run_as"):
+                sharing.setdefault(f"{r['same_run_as']}", []).append(r["agent"])
         groups: dict[str, list[Path]] = {}
-        for r in rows:
-            if r["env"] == env and r["status"] == "ok":
-                name = Trial(r["library"], r["agent"], r["env"], r["seed"]).name
-                groups.setdefault(f"{r['library']} {r['agent']}", []).append(
-                    out / "tb" / name / "run"
-                )
+        for r in here:
+            if r.get("same_run_as"):
+                continue
+            name = Trial(r["library"], r["agent"], r["env"], r["seed"]).name
+            agents = "/".join(dict.fromkeys([r["agent"], *sharing.get(name, [])]))
+            groups.setdefault(f"{r['library']} {agents}", []).append(out / "tb" / name / "run")
         stem = env.replace("/", "_")
         paths.append(
             plot_groups(
