@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import RL_TRUST, cli, events
 
@@ -113,6 +114,23 @@ def test_a_tiny_benchmark_writes_results_report_plots_and_events(local):
     theirs = events(local / "tb" / "sb3-ppo-clip-CartPole-v1-s1" / "run").Tags()["scalars"]
     assert {"rollout/ep_rew_mean", "kl/forward_mean", "trpo/accepted"} <= set(ours)
     assert {"rollout/ep_rew_mean", "train/approx_kl", "train/clip_fraction"} <= set(theirs)
+
+
+def test_each_trial_keeps_its_plotted_curves_without_the_event_files(local, tmp_path):
+    from rl_trust.benchmark.report import read_curve
+
+    for trial in ("rl-trust-trpo-CartPole-v1-s0", "sb3-ppo-clip-CartPole-v1-s1"):
+        run = local / "tb" / trial / "run"
+        bare = tmp_path / trial
+        bare.mkdir()
+        shutil.copy(run / "curves.csv", bare)  # no event files beside it
+        for tag in ("rollout/ep_rew_mean", "kl/forward_mean", "train/approx_kl"):
+            from_events, from_csv = read_curve(run, tag), read_curve(bare, tag)
+            assert (from_events is None) == (from_csv is None), tag
+            if from_events is not None:
+                np.testing.assert_array_equal(from_csv[0], from_events[0])
+                np.testing.assert_allclose(from_csv[1], from_events[1], rtol=1e-7)
+    assert read_curve(tmp_path / "rl-trust-trpo-CartPole-v1-s0", "kl/forward_mean") is not None
 
 
 def test_a_rerun_skips_finished_trials(local):

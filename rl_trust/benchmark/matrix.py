@@ -77,14 +77,16 @@ def matrix(agents, envs, seeds, steps, overrides=()) -> list[Trial]:
 
 def final_return(tb_dir: Path, total: int) -> float:
     """Mean of rollout/ep_rew_mean over the points logged in the last 10% of the steps."""
-    from tensorboard.backend.event_processing import event_accumulator as ea
+    from rl_trust.benchmark.report import read_curve
 
-    acc = ea.EventAccumulator(str(tb_dir), size_guidance={ea.SCALARS: 0})
-    acc.Reload()
-    if "rollout/ep_rew_mean" not in acc.Tags()["scalars"]:
+    curve = read_curve(tb_dir, "rollout/ep_rew_mean")
+    if curve is None:
         return float("nan")
-    points = acc.Scalars("rollout/ep_rew_mean")
-    last = [p.value for p in points if p.step >= (1 - FINAL_FRACTION) * total] or [points[-1].value]
+    steps, values = curve
+    last = [
+        float(v) for x, v in zip(steps, values, strict=True) if x >= (1 - FINAL_FRACTION) * total
+    ]
+    last = last or [float(values[-1])]
     return sum(last) / len(last)
 
 
@@ -134,6 +136,9 @@ def run_trial(trial: Trial, tb_dir: Path) -> dict:
             row.update(status="crashed", error=f"exit {status}: {lines[-1]}")
             return row
         result = json.loads(result_path.read_text())
+    from rl_trust.benchmark.report import export_curves
+
+    export_curves(tb_dir / "run")
     row.update(
         steps=result["steps"],
         wall_time_s=result["wall_time_s"],
