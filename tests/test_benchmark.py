@@ -107,7 +107,8 @@ def test_a_tiny_benchmark_writes_results_report_plots_and_events(local):
     report = (local / "report.md").read_text()
     assert "| CartPole-v1 | ppo-clip |" in report and "| CartPole-v1 | trpo |" in report
     assert "2 / 2" in report and "rl-trust benchmark --agents ppo-clip,trpo" in report
-    for png in ("CartPole-v1-return.png", "CartPole-v1-kl.png"):
+    for png in ("CartPole-v1-return.png", "CartPole-v1-kl.png", "overview.png"):
+        assert f"]({png})" in report
         data = (local / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     ours = events(local / "tb" / "rl-trust-trpo-CartPole-v1-s0" / "run").Tags()["scalars"]
@@ -131,6 +132,7 @@ def test_each_trial_keeps_its_plotted_curves_without_the_event_files(local, tmp_
                 np.testing.assert_array_equal(from_csv[0], from_events[0])
                 np.testing.assert_allclose(from_csv[1], from_events[1], rtol=1e-7)
     assert read_curve(tmp_path / "rl-trust-trpo-CartPole-v1-s0", "kl/forward_mean") is not None
+    assert read_curve(tmp_path / "no-such-run", "kl/forward_mean") is None  # a plot skips it
 
 
 def test_a_rerun_skips_finished_trials(local):

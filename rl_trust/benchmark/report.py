@@ -162,7 +162,10 @@ CURVE_TAGS = ("rollout/ep_rew_mean", "kl/forward_mean", "train/approx_kl",
 
 
 def read_curve(run_dir: Path, tag: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """A tag's (steps, values) from the run's event files, or from its curves.csv."""
+    """A tag's (steps, values) from the run's event files, or from its curves.csv; None
+    where the run has neither (or its folder is gone)."""
+    if not Path(run_dir).is_dir():
+        return None
     from tensorboard.backend.event_processing import event_accumulator as ea
 
     acc = ea.EventAccumulator(str(run_dir), size_guidance={ea.SCALARS: 0})
@@ -213,6 +216,33 @@ def _steps_formatter():
     return FuncFormatter(fmt)
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _draw(ax, groups: dict[str, list[Path]], tag_spec: str, scales: dict[str, float]) -> None:
+    """One line per group on one axis: the mean over its runs with a 95% band."""
+    for label, runs in groups.items():
+        for tag in tag_spec.split("|"):  # "a|b": the first tag each run has
+            k = scales.get(tag, 1)
+            curves = [(c[0], k * c[1]) for r in runs if (c := read_curve(r, tag)) is not None]
+            if curves:
+                x, mean, lo, hi = band(curves)
+                what = f"{tag} × {k:g}" if k != 1 else tag
+                (line,) = ax.plot(x, mean, label=f"{label} ({what}, {len(curves)} runs)")
+                ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
+                break
+    ax.set_xlabel("env steps")
+    ax.xaxis.set_major_formatter(_steps_formatter())
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def plot_groups(
     groups: dict[str, list[Path]],
     tags: list[str],
@@ -222,29 +252,11 @@ def plot_groups(
 ):
     """One panel per tag; one line (mean over its runs, with a band) per group. `scales`
     multiplies a tag's values (and says so in the legend)."""
-    scales = scales or {}
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(tags), figsize=(5.5 * len(tags), 4), squeeze=False)
     for ax, tag_spec in zip(axes[0], tags, strict=True):
-        for label, runs in groups.items():
-            for tag in tag_spec.split("|"):  # "a|b": the first tag each run has
-                k = scales.get(tag, 1)
-                curves = [(c[0], k * c[1]) for r in runs if (c := read_curve(r, tag)) is not None]
-                if curves:
-                    x, mean, lo, hi = band(curves)
-                    what = f"{tag} × {k:g}" if k != 1 else tag
-                    (line,) = ax.plot(x, mean, label=f"{label} ({what}, {len(curves)} runs)")
-                    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
-                    break
+        _draw(ax, groups, tag_spec, scales or {})
         ax.set_title(tag_spec.replace("|", " / "))
-        ax.set_xlabel("env steps")
-        ax.xaxis.set_major_formatter(_steps_formatter())
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -252,12 +264,45 @@ def plot_groups(
     return path
 
 
+def plot_overview(panels: dict[tuple[str, str], dict[str, list[Path]]], path: Path, title: str):
+    """The whole matrix at a glance: one panel per (env, agent), a row per env, with the
+    agent's rl-trust and SB3 learning curves on the same axes."""
+    envs = list(dict.fromkeys(e for e, _ in panels))
+    agents = list(dict.fromkeys(a for _, a in panels))
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(envs), len(agents), figsize=(4.6 * len(agents), 3.4 * len(envs)),
+                             squeeze=False)  # fmt: skip
+    for i, env in enumerate(envs):
+        for j, agent in enumerate(agents):
+            ax = axes[i][j]
+            if (env, agent) not in panels:
+                ax.set_visible(False)
+                continue
+            _draw(ax, panels[env, agent], "rollout/ep_rew_mean", {})
+            ax.set_title(f"{env} · {agent}", fontsize=10)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def benchmark_plots(rows: list[dict], out: Path) -> list[Path]:
-    """Per env: learning curves and KL curves, rl-trust against SB3, for every agent."""
+    """Per env: learning curves and KL curves, rl-trust against SB3, for every agent; and
+    with more than one env or agent, overview.png: a panel per (env, agent)."""
     from rl_trust.benchmark.matrix import Trial
     from rl_trust.benchmark.sb3 import kl_dims
 
     paths = []
+    panels: dict[tuple[str, str], dict[str, list[Path]]] = {}
+    for r in rows:
+        if r["status"] == "ok":
+            name = r.get("same_run_as") or Trial(r["library"], r["agent"], r["env"], r["seed"]).name
+            panel = panels.setdefault((r["env"], r["agent"]), {})
+            panel.setdefault(r["library"], []).append(out / "tb" / name / "run")
+    if len(panels) > 1:
+        title = "learning curves (rollout/ep_rew_mean): mean over seeds with a 95% band"
+        paths.append(plot_overview(panels, out / "overview.png", title))
     for env in dict.fromkeys(r["env"] for r in rows):
         here = [r for r in rows if r["env"] == env and r["status"] == "ok"]
         # an SB3 run that several agents share is drawn once, labelled with all of them
