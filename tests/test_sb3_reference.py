@@ -188,9 +188,11 @@ def sb3_adam_state(model, policy: ActorCritic, params: list[torch.Tensor]) -> di
     }
 
 
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "HalfCheetah-v5"])
 @pytest.mark.parametrize("algo", ["ppo-clip", "trpo"])
-def test_every_update_of_an_sb3_hopper_run_is_ours_too(algo, monkeypatch):
-    """SB3 trains on Hopper-v5 (3 action dimensions); before each of its 8 updates ours
+def test_every_update_of_an_sb3_mujoco_run_is_ours_too(algo, env_id, monkeypatch):
+    """SB3 trains on Hopper-v5 (3 action dimensions) and HalfCheetah-v5 (6, no terminal
+    states: every episode is truncated at 1000 steps); before each of its 8 updates ours
     updates a twin with the same weights, rollout buffer, Adam moments and minibatch orders,
     through the benchmark's adapter. Later updates start from states a single-update test
     never sees (a moved log-std, a warm optimizer)."""
@@ -201,11 +203,11 @@ def test_every_update_of_an_sb3_hopper_run_is_ours_too(algo, monkeypatch):
     overrides = [f"n_steps={N}", "normalize_obs=false", "normalize_reward=false"]
     if algo == "trpo":
         overrides.append("kl_direction=reverse")
-    cfg = config.load(algo, "Hopper-v5", config.parse_overrides(overrides), None, 0)
+    cfg = config.load(algo, env_id, config.parse_overrides(overrides), None, 0)
     name, kwargs, _ = sb3_kwargs(cfg.to_dict())
     kwargs.update(seed=0, policy_kwargs={})  # SB3's default network = ours
     Algo = SB3TRPO if name == "TRPO" else SB3PPO
-    model = Algo("MlpPolicy", make_vec_env("Hopper-v5", 1, seed=0), **kwargs)
+    model = Algo("MlpPolicy", make_vec_env(env_id, 1, seed=0), **kwargs)
     diffs, sb3_train = [], model.train
 
     def train():
