@@ -226,11 +226,11 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from rl_trust.benchmark.report import plot_groups
+    from rl_trust.benchmark.report import CURVES, plot_groups
 
-    for run in args.run_dirs:
-        if not any(Path(run).rglob("events.out.tfevents.*")):
-            raise UserError(f"{run} holds no TensorBoard event files")
+    for run in args.run_dirs:  # a committed benchmark run keeps its curves in curves.csv
+        if not any(Path(run).rglob("events.out.tfevents.*")) and not (Path(run) / CURVES).exists():
+            raise UserError(f"{run} holds no TensorBoard event files (nor a {CURVES})")
     groups = {str(run): [run] for run in args.run_dirs}
     tags = [t.strip() for t in args.tags.split(",") if t.strip()]
     print(plot_groups(groups, tags, args.out))

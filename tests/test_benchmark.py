@@ -241,4 +241,8 @@ def test_plot_draws_any_runs(local, tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     res = cli("plot", str(tmp_path), "--out", str(tmp_path / "x.png"))
     assert res.returncode == 2 and "no TensorBoard event files" in res.stderr
+    shutil.copy(Path(runs[0]) / "curves.csv", tmp_path)  # as a committed benchmark keeps it
+    res = cli("plot", str(tmp_path), "--out", str(tmp_path / "x.png"))
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((local / "trials" / "sb3-trpo-CartPole-v1-s0.json").read_text())["fps"] > 0

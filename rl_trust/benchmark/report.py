@@ -157,7 +157,7 @@ def write_report(rows: list[dict], path: Path, command: str, plots: list[Path]) 
 
 
 CURVES = "curves.csv"  # a trial's plotted curves, kept where its event files are not
-CURVE_TAGS = ("rollout/ep_rew_mean", "kl/forward_mean", "train/approx_kl",
+CURVE_TAGS = ("rollout/ep_rew_mean", "kl/forward_mean", "kl/beta", "train/approx_kl",
               "train/kl_divergence_loss")  # fmt: skip
 
 
