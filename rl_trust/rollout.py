@@ -148,11 +148,13 @@ class Collector:
             in_env += time.perf_counter() - t_env
             end = term | trunc
             self._track_episodes(reward, end)
-            for i in np.flatnonzero(trunc):  # bootstrap through the time limit
-                truncated_finals.append((t, i, info["final_obs"][i]))
             self.rewards[t] = self.normalizer.reward(reward, end)
             self.terminated[t], self.episode_end[t] = term, end
             self.current = policy.preprocess_numpy(self.normalizer.obs(obs))
+            for i in np.flatnonzero(trunc):  # bootstrap through the time limit: the final
+                # observation normalized by this step's statistics, as SB3's VecNormalize does
+                final = self.normalizer.obs(np.asarray(info["final_obs"][i])[None], update=False)
+                truncated_finals.append((t, i, policy.preprocess_numpy(final)[0]))
 
         # p = π_old on the whole batch, one torch pass
         flat_obs = torch.from_numpy(self.obs.reshape(T * N, -1))
@@ -165,8 +167,7 @@ class Collector:
         next_values[-1] = policy.value(torch.from_numpy(self.current)).numpy()
         if truncated_finals:
             finals = np.stack([o for _, _, o in truncated_finals])
-            x = policy.preprocess_numpy(self.normalizer.obs(finals, update=False))
-            v = policy.value(torch.from_numpy(x)).numpy()
+            v = policy.value(torch.from_numpy(finals)).numpy()
             for (t, i, _), value in zip(truncated_finals, v, strict=True):
                 next_values[t, i] = value
 

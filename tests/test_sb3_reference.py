@@ -239,3 +239,55 @@ def test_every_update_of_an_sb3_mujoco_run_is_ours_too(algo, env_id, monkeypatch
     model.train = train
     model.learn(8 * N)
     assert len(diffs) == 8 and max(diffs) < 1e-3, diffs
+
+
+@pytest.mark.parametrize("env_id", ["HalfCheetah-v5", "Hopper-v5"])
+def test_a_rollout_of_ours_is_sb3s_on_the_same_actions(env_id, monkeypatch):
+    """Our collector (lean vector env, Normalizer, bootstrap at time limits, GAE) against SB3's
+    collect_rollouts under VecNormalize, both stepping one random action sequence on the same
+    weights: HalfCheetah's episodes end by truncation at steps 999 and 1999, Hopper's by
+    falls. Observations, values, rewards, advantages and returns agree."""
+    from stable_baselines3 import PPO as SB3PPO
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from rl_trust.config import EnvConfig
+    from rl_trust.envs import Normalizer, make_vec
+    from rl_trust.rollout import Collector
+
+    torch.set_num_threads(1)
+    T = 2048
+    venv = VecNormalize(make_vec_env(env_id, 1, seed=0), gamma=0.99)
+    model = SB3PPO("MlpPolicy", venv, n_steps=T, seed=0, device="cpu")
+    actions = np.random.default_rng(1).uniform(-1, 1, (T, 1, venv.action_space.shape[0]))
+    actions = actions.astype(np.float32)
+    forward, steps = model.policy.forward, iter(actions)
+
+    def sb3_forward(obs, deterministic=False):  # SB3's values and log-probs, our actions
+        _, values, _ = forward(obs, deterministic)
+        return torch.as_tensor(next(steps)), values, torch.zeros(1)
+
+    monkeypatch.setattr(model.policy, "forward", sb3_forward)
+    policy = twin(model)
+    _, callback = model._setup_learn(T, None)
+    callback.on_training_start(locals(), globals())
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, T)
+    buf = model.rollout_buffer
+
+    env = make_vec(EnvConfig(env_id=env_id, n_envs=1), 0)
+    shape = env.single_observation_space.shape
+    ours = iter(actions)
+    monkeypatch.setattr(policy, "numpy_sampler", lambda rng: lambda x: next(ours))
+    normalizer = Normalizer(shape, 1, obs=True, reward=True, gamma=0.99, clip_obs=10.0,
+                            clip_reward=10.0)  # VecNormalize's defaults  # fmt: skip
+    collector = Collector(env, policy, normalizer, T, 0.99, 0.95, 0)
+    batch = collector.collect()
+    ends = np.flatnonzero(collector.episode_end[:, 0])
+    if env_id == "HalfCheetah-v5":
+        assert list(ends) == [999, 1999] and not collector.terminated.any()
+    else:
+        assert len(ends) > 20 and collector.terminated.sum() == len(ends)
+    np.testing.assert_allclose(collector.obs.reshape(T, -1), buf.observations.reshape(T, -1),
+                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(batch.values.numpy(), buf.values.reshape(T), atol=1e-5)
+    np.testing.assert_allclose(batch.advantages.numpy(), buf.advantages.reshape(T), atol=1e-4)
+    np.testing.assert_allclose(batch.returns.numpy(), buf.returns.reshape(T), atol=1e-4)
