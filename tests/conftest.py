@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,12 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator as ea
 
 RL_TRUST = str(Path(sys.executable).parent / "rl-trust")
+
+# The Ctrl-C tests play a user at a terminal. A shell that starts a job in the background
+# (`bash .ci/run &`, nohup) leaves SIGINT ignored, and a child inherits an ignored signal, so
+# the CLI processes under test would never see it: give them a terminal's default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def cli(
