@@ -3,7 +3,10 @@
 A run's config is resolved in layers, each overriding the one before:
 dataclass defaults (stable-baselines3's where SB3 has the key) ← agent preset
 (agents/<name>.yaml) ← env preset (envs/<id>.yaml: its flat keys, then its `per_agent`
-section for this agent or algo) ← `--set key=value`. Keys are flat and unique across the
+sections for the algo, the agent's `tuning` and the agent itself) ← `--set key=value`.
+An agent preset with `tuning: NAME` (e.g. ppo-zoo, rl-baselines3-zoo's per-env PPO
+hyperparameters) needs that section in the env preset: an env without it is an error,
+not a silent fall-back to defaults. Keys are flat and unique across the
 run, env and agent sections, so `--set n_steps=1024` needs no prefix.
 """
 
@@ -296,6 +299,10 @@ def presets(kind: str) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
 
 
+def _per_agent(path: Path) -> dict:
+    return _read_yaml(path).get("per_agent") or {}
+
+
 def preset_description(path: Path) -> str:
     return str(_read_yaml(path).get("description", ""))
 
@@ -329,18 +336,31 @@ def load(
     algo = agent_preset.get("algo", "ppo")
     if algo not in AGENT_CLASSES:
         raise UserError(f"{agents[agent]}: algo {algo!r} is not one of {', '.join(AGENT_CLASSES)}")
+    tuning = agent_preset.get("tuning")
     layers.append(
-        (str(agents[agent]), {k: v for k, v in agent_preset.items() if k != "description"})
+        (
+            str(agents[agent]),
+            {k: v for k, v in agent_preset.items() if k not in ("description", "tuning")},
+        )
     )
     env_file = presets("envs").get(env)
+    per_agent = {}
     if env_file is not None:
         env_preset = _read_yaml(env_file)
         per_agent = env_preset.pop("per_agent", {}) or {}
         env_preset.pop("description", None)
         layers.append((str(env_file), env_preset))
-        for name in (algo, agent):  # the algo's tuning, then the preset's own
+        # the algo's tuning, then the agent's named tuning, then the preset's own
+        for name in dict.fromkeys(n for n in (algo, tuning, agent) if n):
             if name in per_agent:
                 layers.append((f"{env_file} per_agent.{name}", per_agent[name]))
+    if tuning and tuning not in per_agent:
+        tuned = sorted(e for e, p in presets("envs").items() if tuning in _per_agent(p))
+        raise UserError(
+            f"agent {agent!r} uses the {tuning!r} tuning, which env {env!r} does not have "
+            f"(no per_agent.{tuning} in {env_file or f'envs/{env}.yaml'}): "
+            f"tuned envs are {', '.join(tuned) or 'none'}"
+        )
     layers.append(("env", {"env_id": env}))
     cli = dict(overrides or {})
     if steps is not None:
