@@ -69,6 +69,34 @@ def test_the_adapter_gives_sb3_contrib_trpo_the_same_trust_region_on_box_actions
     assert ppo["target_kl"] is None  # SB3 PPO's early stop estimates the summed KL: as ours
 
 
+# rl-baselines3-zoo's hyperparams/ppo.yml, Hopper-v3 (the zoo's tuned MuJoCo PPO), as SB3 takes it
+ZOO_HOPPER = dict(n_steps=512, batch_size=32, gamma=0.999, learning_rate=9.80828e-05,
+                  ent_coef=0.00229519, clip_range=0.2, n_epochs=5, gae_lambda=0.99,
+                  max_grad_norm=0.7, vf_coef=0.835671)  # fmt: skip
+
+
+def test_the_zoo_presets_give_ours_and_sb3_the_zoos_tuned_hyperparameters():
+    import torch
+
+    from rl_trust.benchmark.matrix import Trial, sb3_identity
+
+    clip, kl = (config.load(a, "Hopper-v5", {}, None, 0) for a in ("ppo-clip-zoo", "ppo-zoo"))
+    name, kwargs, env = sb3_kwargs(clip.to_dict())
+    assert name == "PPO" and {k: kwargs[k] for k in ZOO_HOPPER} == ZOO_HOPPER
+    pk = kwargs["policy_kwargs"]
+    assert pk["net_arch"] == {"pi": [256, 256], "vf": [256, 256]}
+    assert (pk["activation_fn"], pk["log_std_init"], pk["ortho_init"]) == (torch.nn.ReLU, -2, False)
+    assert env["n_envs"] == 1 and env["normalize"]["norm_reward"]
+    assert env["normalize"]["gamma"] == 0.999  # the zoo gives VecNormalize the agent's γ
+    # the same tuning under the adaptive KL penalty; SB3 cannot tell the two apart
+    assert (clip.agent.clip, kl.agent.clip, kl.agent.kl_penalty) == (True, False, "adaptive")
+    assert dataclasses.replace(kl.agent, clip=True, kl_penalty="off") == clip.agent
+    same = [sb3_identity(Trial("sb3", a, "Hopper-v5", 0)) for a in ("ppo-clip-zoo", "ppo-zoo")]
+    assert same[0] == same[1] is not None
+    # the untuned preset is not touched by the zoo section
+    assert config.load("ppo-clip", "Hopper-v5", {}, None, 0).agent.net_arch == (64, 64)
+
+
 def test_eta_weighs_each_remaining_trial_by_its_kind():
     from rl_trust.benchmark.matrix import Trial, eta_seconds
 

@@ -111,7 +111,8 @@ def test_config_output_loads_back_into_the_same_config():
 def test_list_shows_every_preset():
     res = cli("list")
     assert res.returncode == 0
-    for name in ("ppo", "ppo-fixed", "ppo-clip", "trpo", "npg", "CartPole-v1", "Hopper-v5"):
+    for name in ("ppo", "ppo-fixed", "ppo-clip", "trpo", "npg", "ppo-zoo", "ppo-clip-zoo",
+                 "CartPole-v1", "Hopper-v5"):  # fmt: skip
         assert any(line.split()[0] == name for line in res.stdout.splitlines() if line.strip())
 
 
@@ -141,6 +142,7 @@ BAD_INPUT = [
     (["--set", "kl_penalty=sometimes"], "kl_penalty='sometimes' is not valid"),
     (["--env", "rl_trust/TupleAction-v0"], "action space Tuple"),
     (["--set", "novalue"], "use --set key=value"),
+    (["--agent", "ppo-zoo"], "uses the 'ppo-zoo' tuning, which env 'CartPole-v1' does not have"),
 ]
 
 

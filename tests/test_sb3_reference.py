@@ -38,10 +38,10 @@ def rollout(model) -> None:
     model.collect_rollouts(model.env, callback, model.rollout_buffer, N)
 
 
-def twin(model) -> ActorCritic:
+def twin(model, net_arch=(64, 64), activation="tanh") -> ActorCritic:
     """Our network with SB3's weights."""
     env = model.env
-    policy = ActorCritic(env.observation_space, env.action_space)
+    policy = ActorCritic(env.observation_space, env.action_space, net_arch, activation)
     theirs = dict(model.policy.named_parameters())
     with torch.no_grad():
         for name, p in policy.named_parameters():
@@ -188,14 +188,17 @@ def sb3_adam_state(model, policy: ActorCritic, params: list[torch.Tensor]) -> di
     }
 
 
-@pytest.mark.parametrize("env_id", ["Hopper-v5", "HalfCheetah-v5"])
-@pytest.mark.parametrize("algo", ["ppo-clip", "trpo"])
+MUJOCO_REPLAYS = [(a, e) for e in ("Hopper-v5", "HalfCheetah-v5") for a in ("ppo-clip", "trpo")]
+
+
+@pytest.mark.parametrize("algo, env_id", [*MUJOCO_REPLAYS, ("ppo-clip-zoo", "Hopper-v5")])
 def test_every_update_of_an_sb3_mujoco_run_is_ours_too(algo, env_id, monkeypatch):
     """SB3 trains on Hopper-v5 (3 action dimensions) and HalfCheetah-v5 (6, no terminal
     states: every episode is truncated at 1000 steps); before each of its 8 updates ours
     updates a twin with the same weights, rollout buffer, Adam moments and minibatch orders,
     through the benchmark's adapter. Later updates start from states a single-update test
-    never sees (a moved log-std, a warm optimizer)."""
+    never sees (a moved log-std, a warm optimizer). ppo-clip-zoo: the rl-zoo tuning (ReLU
+    256×256, log-std −2, entropy bonus, vf_coef, grad clip 0.7, minibatch 32, 5 epochs)."""
     from sb3_contrib import TRPO as SB3TRPO
     from stable_baselines3 import PPO as SB3PPO
 
@@ -205,13 +208,14 @@ def test_every_update_of_an_sb3_mujoco_run_is_ours_too(algo, env_id, monkeypatch
         overrides.append("kl_direction=reverse")
     cfg = config.load(algo, env_id, config.parse_overrides(overrides), None, 0)
     name, kwargs, _ = sb3_kwargs(cfg.to_dict())
-    kwargs.update(seed=0, policy_kwargs={})  # SB3's default network = ours
+    kwargs.update(seed=0)
     Algo = SB3TRPO if name == "TRPO" else SB3PPO
     model = Algo("MlpPolicy", make_vec_env(env_id, 1, seed=0), **kwargs)
+    assert float(model.policy.log_std.detach()[0]) == cfg.agent.log_std_init  # policy_kwargs
     diffs, sb3_train = [], model.train
 
     def train():
-        policy = twin(model)
+        policy = twin(model, cfg.agent.net_arch, cfg.agent.activation)
         batch = batch_of(model, policy)
         agent = (TRPO if algo == "trpo" else PPO)(cfg.agent, policy, torch.Generator())
         if algo == "trpo":
@@ -221,7 +225,7 @@ def test_every_update_of_an_sb3_mujoco_run_is_ours_too(algo, env_id, monkeypatch
         if model.policy.optimizer.state:
             optimizer.load_state_dict(sb3_adam_state(model, policy, params))
         state = np.random.get_state()  # the orders SB3 is about to draw
-        orders = iter([torch.as_tensor(np.random.permutation(N)) for _ in range(12)])
+        orders = iter([torch.as_tensor(np.random.permutation(N)) for _ in range(24)])
         np.random.set_state(state)
         if algo == "trpo":
             next(orders)  # sb3-contrib's full-batch policy step draws one first
@@ -238,7 +242,9 @@ def test_every_update_of_an_sb3_mujoco_run_is_ours_too(algo, env_id, monkeypatch
 
     model.train = train
     model.learn(8 * N)
-    assert len(diffs) == 8 and max(diffs) < 1e-3, diffs
+    # PPO agrees to < 4e-6 (dropping the zoo's entropy bonus alone gives 9e-5); TRPO's line
+    # search amplifies float32 round-off (3e-4 on Hopper)
+    assert len(diffs) == 8 and max(diffs) < (1e-3 if algo == "trpo" else 1e-5), diffs
 
 
 @pytest.mark.parametrize("env_id", ["HalfCheetah-v5", "Hopper-v5"])
