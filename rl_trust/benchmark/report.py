@@ -54,6 +54,27 @@ def bootstrap_ci(x, stat=iqm, reps: int = 2000, level: float = 0.95, seed: int =
     return tuple(float(q) for q in np.quantile(stats, [(1 - level) / 2, (1 + level) / 2]))
 
 
+def prob_improvement(x, y) -> float:
+    """P(X > Y) for a seed of each library drawn at random, ties counting half (rliable's
+    probability of improvement; the Mann-Whitney U statistic over len(x)·len(y))."""
+    x, y = np.asarray(x, float)[:, None], np.asarray(y, float)[None, :]
+    return float(np.mean((x > y) + 0.5 * (x == y)))
+
+
+def bootstrap_ci_pair(x, y, stat=prob_improvement, reps: int = 2000, level: float = 0.95,
+                      seed: int = 0):  # fmt: skip
+    """Percentile bootstrap of stat(x, y), resampling each library's seeds on its own."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2 or len(y) < 2:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    stats = [
+        stat(x[rng.integers(0, len(x), len(x))], y[rng.integers(0, len(y), len(y))])
+        for _ in range(reps)
+    ]
+    return tuple(float(q) for q in np.quantile(stats, [(1 - level) / 2, (1 + level) / 2]))
+
+
 def _versions() -> str:
     out = []
     for pkg in ("rl-trust", "torch", "stable-baselines3", "sb3-contrib", "gymnasium"):
@@ -79,10 +100,12 @@ def summarize(rows: list[dict]) -> list[dict]:
             }
             for lib in ("rl-trust", "sb3")
         }
-        for lib, seeds in by.items():
-            returns = [r["final_return"] for r in seeds.values()]
-            line[lib] = (iqm(returns), *bootstrap_ci(returns)) if returns else None
-            line[f"{lib} seeds"] = len(returns)
+        returns = {lib: [r["final_return"] for r in seeds.values()] for lib, seeds in by.items()}
+        for lib, x in returns.items():
+            line[lib] = (iqm(x), *bootstrap_ci(x)) if x else None
+            line[f"{lib} seeds"] = len(x)
+        x, y = returns["rl-trust"], returns["sb3"]
+        line["p_better"] = (prob_improvement(x, y), *bootstrap_ci_pair(x, y)) if x and y else None
         ratios = [
             by["rl-trust"][s]["fps"] / by["sb3"][s]["fps"] for s in by["rl-trust"] if s in by["sb3"]
         ]
@@ -94,11 +117,12 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _fmt(x) -> str:
+def _fmt(x, digits: int = 1) -> str:
     if x is None:
         return "–"
     mid, lo, hi = x
-    return f"{mid:.1f} [{lo:.1f}, {hi:.1f}]" if not math.isnan(lo) else f"{mid:.1f}"
+    d = digits
+    return f"{mid:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]" if not math.isnan(lo) else f"{mid:.{d}f}"
 
 
 def write_report(rows: list[dict], path: Path, command: str, plots: list[Path]) -> str:
@@ -112,11 +136,13 @@ def write_report(rows: list[dict], path: Path, command: str, plots: list[Path]) 
         "",
         "Final return: mean episode return over the last 10% of each run's steps; per env and "
         "agent the interquartile mean over seeds with its 95% bootstrap confidence interval. "
+        "P(rl-trust > SB3): the probability that a seed of ours ends above a seed of SB3's, "
+        "ties half (rliable's probability of improvement; 0.5: level). "
         "steps/s ratio: rl-trust over SB3 for the same seed, median [min, max] over seeds.",
         "",
-        "| env | agent | rl-trust IQM [95% CI] | SB3 IQM [95% CI] | seeds | steps/s ratio "
-        "| crashed |",
-        "|---|---|---|---|---|---|---|",
+        "| env | agent | rl-trust IQM [95% CI] | SB3 IQM [95% CI] | P(rl-trust > SB3) "
+        "| seeds | steps/s ratio | crashed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in summarize(rows):
         ratio = (
@@ -126,6 +152,7 @@ def write_report(rows: list[dict], path: Path, command: str, plots: list[Path]) 
         )
         lines.append(
             f"| {s['env']} | {s['agent']} | {_fmt(s['rl-trust'])} | {_fmt(s['sb3'])} "
+            f"| {_fmt(s['p_better'], 2)} "
             f"| {s['rl-trust seeds']} / {s['sb3 seeds']} | {ratio} | {s['crashed']} |"
         )
     shared = [r for r in rows if r.get("same_run_as")]
