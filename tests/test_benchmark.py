@@ -98,7 +98,7 @@ def test_the_zoo_presets_give_ours_and_sb3_the_zoos_tuned_hyperparameters():
 
 
 def test_the_report_statistics_on_hand_counted_seeds():
-    from rl_trust.benchmark.report import bootstrap_ci_pair, iqm, prob_improvement
+    from rl_trust.benchmark.report import bootstrap_ci, iqm, prob_improvement
 
     # Hopper-v5 ppo-clip at 1M (benchmarks/ppo-hopper-1m): 6 of the 25 pairs favour ours
     ours, sb3 = [927.0, 2632.0, 1937.0, 1979.0, 2872.0], [2739.0, 2314.0, 2623.0, 3100.0, 2706.0]
@@ -107,9 +107,9 @@ def test_the_report_statistics_on_hand_counted_seeds():
     assert prob_improvement([1.0, 1.0], [1.0]) == 0.5 and prob_improvement([2.0], [1.0]) == 1
     assert iqm(ours) == pytest.approx((1937 + 1979 + 2632) / 3)  # the middle 3 of 5
     assert iqm(np.arange(1.0, 9.0)) == pytest.approx(4.5)  # the middle 4 of 8: 3, 4, 5, 6
-    lo, hi = bootstrap_ci_pair(ours, sb3)
+    lo, hi = bootstrap_ci(ours, sb3, stat=prob_improvement)
     assert 0 <= lo < 6 / 25 < hi <= 1
-    assert math.isnan(bootstrap_ci_pair([1.0], sb3)[0])
+    assert math.isnan(bootstrap_ci([1.0], sb3, stat=prob_improvement)[0])
 
 
 def test_eta_weighs_each_remaining_trial_by_its_kind():

@@ -44,16 +44,6 @@ def iqm(x: np.ndarray) -> float:
     return float(x[lo:hi].mean()) if hi > lo else float(x.mean())
 
 
-def bootstrap_ci(x, stat=iqm, reps: int = 2000, level: float = 0.95, seed: int = 0):
-    """Percentile bootstrap over seeds (with one task, rliable's stratified bootstrap)."""
-    x = np.asarray(x, float)
-    if len(x) < 2:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    stats = [stat(x[rng.integers(0, len(x), len(x))]) for _ in range(reps)]
-    return tuple(float(q) for q in np.quantile(stats, [(1 - level) / 2, (1 + level) / 2]))
-
-
 def prob_improvement(x, y) -> float:
     """P(X > Y) for a seed of each library drawn at random, ties counting half (rliable's
     probability of improvement; the Mann-Whitney U statistic over len(x)·len(y))."""
@@ -61,17 +51,15 @@ def prob_improvement(x, y) -> float:
     return float(np.mean((x > y) + 0.5 * (x == y)))
 
 
-def bootstrap_ci_pair(x, y, stat=prob_improvement, reps: int = 2000, level: float = 0.95,
-                      seed: int = 0):  # fmt: skip
-    """Percentile bootstrap of stat(x, y), resampling each library's seeds on its own."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 2 or len(y) < 2:
+def bootstrap_ci(*samples, stat=iqm, reps: int = 2000, level: float = 0.95, seed: int = 0):
+    """Percentile bootstrap of stat(*samples) over seeds, each sample resampled on its own
+    (with one task, rliable's stratified bootstrap); e.g. bootstrap_ci(x) for the IQM,
+    bootstrap_ci(x, y, stat=prob_improvement) for two libraries."""
+    samples = [np.asarray(x, float) for x in samples]
+    if any(len(x) < 2 for x in samples):
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    stats = [
-        stat(x[rng.integers(0, len(x), len(x))], y[rng.integers(0, len(y), len(y))])
-        for _ in range(reps)
-    ]
+    stats = [stat(*(x[rng.integers(0, len(x), len(x))] for x in samples)) for _ in range(reps)]
     return tuple(float(q) for q in np.quantile(stats, [(1 - level) / 2, (1 + level) / 2]))
 
 
@@ -105,7 +93,8 @@ def summarize(rows: list[dict]) -> list[dict]:
             line[lib] = (iqm(x), *bootstrap_ci(x)) if x else None
             line[f"{lib} seeds"] = len(x)
         x, y = returns["rl-trust"], returns["sb3"]
-        line["p_better"] = (prob_improvement(x, y), *bootstrap_ci_pair(x, y)) if x and y else None
+        p_ci = bootstrap_ci(x, y, stat=prob_improvement) if x and y else None
+        line["p_better"] = (prob_improvement(x, y), *p_ci) if p_ci else None
         ratios = [
             by["rl-trust"][s]["fps"] / by["sb3"][s]["fps"] for s in by["rl-trust"] if s in by["sb3"]
         ]
