@@ -2,12 +2,14 @@
 
 A run's config is resolved in layers, each overriding the one before:
 dataclass defaults (stable-baselines3's where SB3 has the key) ← agent preset
-(agents/<name>.yaml) ← env preset (envs/<id>.yaml: its flat keys, then its `per_agent`
-sections for the algo, the agent's `tuning` and the agent itself) ← `--set key=value`.
-An agent preset with `tuning: NAME` (e.g. ppo-zoo, rl-baselines3-zoo's per-env PPO
-hyperparameters) needs that section in the env preset: an env without it is an error,
-not a silent fall-back to defaults. Keys are flat and unique across the
-run, env and agent sections, so `--set n_steps=1024` needs no prefix.
+(agents/<name>.yaml) ← env preset (envs/<id>.yaml: its flat keys, then its `per_algo`
+section for the agent's algorithm, then its `per_agent` sections for the agent's `tuning` and
+for the agent itself) ← `--set key=value`. `per_algo.trpo` reaches trpo and npg alike;
+`per_agent.ppo` reaches the agent ppo only, not ppo-clip or ppo-zoo. An agent preset
+with `tuning: NAME` (e.g. ppo-zoo, rl-baselines3-zoo's per-env PPO hyperparameters) needs
+that section in the env preset: an env without it is an error, not a silent fall-back to
+defaults. Keys are flat and unique across the run, env and agent sections, so
+`--set n_steps=1024` needs no prefix.
 """
 
 from __future__ import annotations
@@ -303,6 +305,26 @@ def _per_agent(path: Path) -> dict:
     return _read_yaml(path).get("per_agent") or {}
 
 
+def _sections(env_file: Path, env_preset: dict) -> tuple[dict, dict]:
+    """An env preset's `per_algo` and `per_agent` sections, popped from it; a section named
+    after no algorithm, agent preset or tuning is an error (a typo would silently tune nothing)."""
+    per_algo = env_preset.pop("per_algo", None) or {}
+    per_agent = env_preset.pop("per_agent", None) or {}
+    agents = presets("agents")
+    names = set(agents) | {_read_yaml(p).get("tuning") for p in agents.values()} - {None}
+    for kind, section, known in (
+        ("per_algo", per_algo, AGENT_CLASSES),
+        ("per_agent", per_agent, names),
+    ):
+        for name in section:
+            if name not in known:
+                raise UserError(
+                    f"{env_file}: {kind}.{name} names no {kind[4:]}: "
+                    f"choose one of {', '.join(sorted(known))}"
+                )
+    return per_algo, per_agent
+
+
 def preset_description(path: Path) -> str:
     return str(_read_yaml(path).get("description", ""))
 
@@ -347,11 +369,13 @@ def load(
     per_agent = {}
     if env_file is not None:
         env_preset = _read_yaml(env_file)
-        per_agent = env_preset.pop("per_agent", {}) or {}
+        per_algo, per_agent = _sections(env_file, env_preset)
         env_preset.pop("description", None)
         layers.append((str(env_file), env_preset))
-        # the algo's tuning, then the agent's named tuning, then the preset's own
-        for name in dict.fromkeys(n for n in (algo, tuning, agent) if n):
+        # the algorithm's tuning, then the agent's named tuning, then the agent's own
+        if algo in per_algo:
+            layers.append((f"{env_file} per_algo.{algo}", per_algo[algo]))
+        for name in dict.fromkeys(n for n in (tuning, agent) if n):
             if name in per_agent:
                 layers.append((f"{env_file} per_agent.{name}", per_agent[name]))
     if tuning and tuning not in per_agent:

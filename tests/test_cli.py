@@ -108,6 +108,29 @@ def test_config_output_loads_back_into_the_same_config():
     assert printed.env.n_envs == 4 and printed.agent.gamma == 0.9  # from envs/Pendulum-v1.yaml
 
 
+def test_env_sections_reach_every_agent_of_the_algorithm_or_one_agent():
+    # envs/Hopper-v5.yaml: per_algo.trpo (δ 0.03) for trpo and npg; per_agent.ppo (d_targ
+    # 0.02) for the agent ppo, not for ppo-zoo (its own 0.01) nor ppo-clip (the default)
+    load = {a: config.load(a, "Hopper-v5", {}, None, 0).agent for a in config.presets("agents")}
+    assert load["trpo"].target_kl == load["npg"].target_kl == 0.03
+    assert load["ppo"].kl_target == 0.02
+    assert load["ppo-zoo"].kl_target == load["ppo-clip"].kl_target == 0.01
+    assert config.load("trpo", "CartPole-v1", {}, None, 0).agent.target_kl == 0.01
+
+
+def test_a_misnamed_env_section_is_one_line_error(tmp_path: Path):
+    (tmp_path / "envs").mkdir()
+    (tmp_path / "agents").symlink_to(Path(config.PRESET_ROOT) / "agents")
+    for kind, name in (("per_algo", "ppo-clip"), ("per_agent", "ppo-clipp")):
+        (tmp_path / "envs" / "CartPole-v1.yaml").write_text(
+            f"{kind}:\n  {name}:\n    n_steps: 64\n"
+        )
+        res = cli("config", "--agent", "ppo-clip", env={"RL_TRUST_PRESETS": str(tmp_path)})
+        assert res.returncode == 2, res.stderr
+        assert f"{kind}.{name} names no {kind[4:]}" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+
+
 def test_list_shows_every_preset():
     res = cli("list")
     assert res.returncode == 0
