@@ -203,8 +203,14 @@ def cmd_benchmark(args) -> int:
                            tuple(args.overrides))  # fmt: skip
     out = args.out
     if args.report_only:  # what is complete so far, without running anything
-        done = matrix.recorded_rows(trials, out)
-        rows = [done.get(t) or matrix.blank_row(t, "not run") for t in trials]
+        done, changed = matrix.recorded_rows(trials, out), matrix.changed_configs(trials, out)
+        for t, why in changed.items():
+            print(f"rl-trust: {t.name} ran with another config ({why}): not reported; "
+                  "run the benchmark to rerun it", file=sys.stderr)  # fmt: skip
+        rows = [
+            done[t] if t in done and t not in changed else matrix.blank_row(t, "not run")
+            for t in trials
+        ]
     else:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from conftest import RL_TRUST, cli, events
 
 from rl_trust import config
@@ -223,6 +224,46 @@ def test_sb3_runs_once_for_presets_it_cannot_tell_apart(tmp_path):
     assert "1 SB3 rows repeat another's identical run" in (out / "report.md").read_text()
     again = cli("benchmark", *args)
     assert "4 complete before, 0 to run" in again.stderr
+
+
+def test_a_preset_change_reruns_the_trials_it_changes_and_no_other(tmp_path):
+    presets = tmp_path / "presets"  # a copy of the presets, edited as a user would
+    for kind in ("agents", "envs"):
+        shutil.copytree(Path(config.PRESET_ROOT) / kind, presets / kind)
+    env = {"RL_TRUST_PRESETS": str(presets)}
+    out = tmp_path / "changed"
+    args = ["benchmark", "--agents", "ppo,ppo-clip", "--envs", "CartPole-v1", "--seeds", "1",
+            "--steps", "1024", "--set", "n_steps=512", "--out", str(out)]  # fmt: skip
+    assert cli(*args, env=env).returncode == 0
+    before = {r["library"] + r["agent"]: r["final_return"] for r in rows(out)}
+    cartpole = presets / "envs" / "CartPole-v1.yaml"
+    cartpole.write_text(cartpole.read_text() + "per_agent:\n  ppo:\n    kl_target: 0.02\n")
+    # the adaptive penalty's d_targ: ours for ppo changes, SB3's runs (no penalty) do not
+    report = cli(*args, "--report-only", env=env)
+    assert "rl-trust-ppo-CartPole-v1-s0 ran with another config (kl_target 0.01 → 0.02)" in (
+        report.stderr
+    )
+    assert [r["status"] for r in rows(out) if r["library"] + r["agent"] == "rl-trustppo"] == [
+        "not run"
+    ]
+    res = cli(*args, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "1 complete trial(s) ran with a config the presets no longer give" in res.stderr
+    assert "3 complete before, 1 to run" in res.stderr
+    after = {r["library"] + r["agent"]: r["final_return"] for r in rows(out)}
+    assert {k: v for k, v in after.items() if k != "rl-trustppo"} == {
+        k: v for k, v in before.items() if k != "rl-trustppo"
+    }
+    ours = yaml.safe_load(
+        (out / "tb" / "rl-trust-ppo-CartPole-v1-s0" / "run" / "config.yaml").read_text()
+    )
+    assert ours["agent"]["kl_target"] == 0.02
+    assert "4 complete before, 0 to run" in cli(*args, env=env).stderr
+    # γ reaches every trial, SB3's included
+    cartpole.write_text(cartpole.read_text() + "gamma: 0.98\n")
+    report = cli(*args, "--report-only", env=env)
+    assert report.stderr.count("ran with another config (gamma 0.99 → 0.98") == 4, report.stderr
+    assert {r["status"] for r in rows(out)} == {"not run"}
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -119,8 +119,8 @@ def run_trial(trial: Trial, tb_dir: Path) -> dict:
             if trial.steps is not None:
                 cmd += ["--steps", str(trial.steps)]
             result_path = run_dir / "summary.json"
-        else:
-            config_path, result_path = Path(tmp) / "config.yaml", Path(tmp) / "result.json"
+        else:  # the config stays in the trial folder: what the trial ran (config_change)
+            config_path, result_path = tb_dir / "config.yaml", Path(tmp) / "result.json"
             config_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             cmd = [
                 sys.executable,
@@ -248,6 +248,50 @@ def sb3_identity(trial: Trial) -> str | None:
     return repr((sb3_kwargs(cfg), cfg["run"]["steps"]))
 
 
+def recorded_config(trial: Trial, out: Path) -> dict | None:
+    """The resolved config a complete trial ran with: ours from its run's config.yaml, SB3's
+    from the config.yaml its trial folder keeps (None where an older benchmark kept none)."""
+    tb = out / "tb" / trial.name
+    path = tb / "run" / "config.yaml" if trial.library == "rl-trust" else tb / "config.yaml"
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
+def config_change(trial: Trial, out: Path) -> str | None:
+    """How the config a complete trial ran with differs from what the presets give it now
+    ("kl_target 0.01 → 0.02"), None if it does not (or is not known). For SB3, only what
+    reaches SB3 counts (a KL penalty setting does not)."""
+    recorded = recorded_config(trial, out)
+    if recorded is None:
+        return None
+    then, now = config.from_dict(recorded).to_dict(), trial.config().to_dict()
+    if trial.library == "sb3":
+        from rl_trust.benchmark.sb3 import sb3_kwargs
+
+        if (sb3_kwargs(then), then["run"]["steps"]) == (sb3_kwargs(now), now["run"]["steps"]):
+            return None
+        if recorded["agent_name"] != trial.agent:  # a shared run: what changed for its agent
+            now = dataclasses.replace(trial, agent=recorded["agent_name"]).config().to_dict()
+    elif then == now:
+        return None
+    a, b = (
+        {k: v for part in ("run", "env", "agent") for k, v in c[part].items()} for c in (then, now)
+    )
+    diff = [
+        f"{k} {a.get(k)} → {b.get(k)}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)
+    ]
+    return ", ".join(diff) or "the SB3 arguments"
+
+
+def changed_configs(trials: list[Trial], out: Path) -> dict[Trial, str]:
+    """The complete trials whose recorded config the presets no longer give (config_change)."""
+    rows = recorded_rows(trials, out)
+    return {
+        t: why
+        for t in trials
+        if rows.get(t, {}).get("status") == "ok" and (why := config_change(t, out))
+    }
+
+
 def shared_runs(trials: list[Trial], complete: set[Trial]) -> dict[Trial, Trial]:
     """For every SB3 trial that repeats another's run: the trial whose run it shares (a
     complete one where there is one, else the first in order)."""
@@ -322,6 +366,13 @@ def run_matrix(
     rows_dir = out / "trials"
     rows_dir.mkdir(parents=True, exist_ok=True)
     rows = {t: row for t, row in recorded_rows(trials, out).items() if row["status"] == "ok"}
+    changed = changed_configs(trials, out)
+    if changed:  # a preset changed since they ran: their results are not this matrix's
+        progress(
+            f"{len(changed)} complete trial(s) ran with a config the presets no longer give and "
+            "run again: " + "; ".join(f"{t.name} ({why})" for t, why in changed.items())
+        )
+    rows = {t: row for t, row in rows.items() if t not in changed}
     shared = shared_runs(trials, set(rows))
 
     def record(trial: Trial, row: dict) -> None:
