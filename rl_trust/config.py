@@ -3,12 +3,12 @@
 A run's config is resolved in layers, each overriding the one before:
 dataclass defaults (stable-baselines3's where SB3 has the key) ← agent preset
 (agents/<name>.yaml) ← env preset (envs/<id>.yaml: its flat keys, then its `per_algo`
-section for the agent's algorithm, then its `per_agent` sections for the agent's `tuning` and
-for the agent itself) ← `--set key=value`. `per_algo.trpo` reaches trpo and npg alike;
-`per_agent.ppo` reaches the agent ppo only, not ppo-clip or ppo-zoo. An agent preset
-with `tuning: NAME` (e.g. ppo-zoo, rl-baselines3-zoo's per-env PPO hyperparameters) needs
-that section in the env preset: an env without it is an error, not a silent fall-back to
-defaults. Keys are flat and unique across the run, env and agent sections, so
+section for the agent's algorithm, its `per_tuning` section for the agent's `tuning`, its
+`per_agent` section for the agent itself) ← `--set key=value`. `per_algo.trpo` reaches trpo
+and npg alike, `per_tuning.ppo-zoo` ppo-clip-zoo and ppo-zoo, `per_agent.ppo` the agent ppo
+only. An agent preset with `tuning: NAME` (e.g. ppo-zoo, rl-baselines3-zoo's per-env PPO
+hyperparameters) needs that section in the env preset: an env without it is an error, not a
+silent fall-back to defaults. Keys are flat and unique across the run, env and agent sections, so
 `--set n_steps=1024` needs no prefix.
 """
 
@@ -301,28 +301,32 @@ def presets(kind: str) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
 
 
-def _per_agent(path: Path) -> dict:
-    return _read_yaml(path).get("per_agent") or {}
+SECTIONS = ("per_algo", "per_tuning", "per_agent")  # an env preset's tuning, by whom it reaches
 
 
-def _sections(env_file: Path, env_preset: dict) -> tuple[dict, dict]:
-    """An env preset's `per_algo` and `per_agent` sections, popped from it; a section named
-    after no algorithm, agent preset or tuning is an error (a typo would silently tune nothing)."""
-    per_algo = env_preset.pop("per_algo", None) or {}
-    per_agent = env_preset.pop("per_agent", None) or {}
-    agents = presets("agents")
-    names = set(agents) | {_read_yaml(p).get("tuning") for p in agents.values()} - {None}
-    for kind, section, known in (
-        ("per_algo", per_algo, AGENT_CLASSES),
-        ("per_agent", per_agent, names),
-    ):
+def _section(path: Path, kind: str) -> dict:
+    return _read_yaml(path).get(kind) or {}
+
+
+def _sections(env_file: Path, env_preset: dict) -> dict[str, dict]:
+    """An env preset's sections (SECTIONS), popped from it. `per_algo` is keyed by algorithm,
+    `per_tuning` by the `tuning` names agent presets use, `per_agent` by agent preset: a key
+    that names none is an error (a typo would silently tune nothing)."""
+    agents = {name: _read_yaml(path) for name, path in presets("agents").items()}
+    known = {
+        "per_algo": set(AGENT_CLASSES),
+        "per_tuning": {a["tuning"] for a in agents.values() if a.get("tuning")},
+        "per_agent": set(agents),
+    }
+    sections = {kind: env_preset.pop(kind, None) or {} for kind in SECTIONS}
+    for kind, section in sections.items():
         for name in section:
-            if name not in known:
+            if name not in known[kind]:
                 raise UserError(
                     f"{env_file}: {kind}.{name} names no {kind[4:]}: "
-                    f"choose one of {', '.join(sorted(known))}"
+                    f"choose one of {', '.join(sorted(known[kind]))}"
                 )
-    return per_algo, per_agent
+    return sections
 
 
 def preset_description(path: Path) -> str:
@@ -366,23 +370,21 @@ def load(
         )
     )
     env_file = presets("envs").get(env)
-    per_agent = {}
+    sections = dict.fromkeys(SECTIONS, {})
     if env_file is not None:
         env_preset = _read_yaml(env_file)
-        per_algo, per_agent = _sections(env_file, env_preset)
+        sections = _sections(env_file, env_preset)
         env_preset.pop("description", None)
         layers.append((str(env_file), env_preset))
         # the algorithm's tuning, then the agent's named tuning, then the agent's own
-        if algo in per_algo:
-            layers.append((f"{env_file} per_algo.{algo}", per_algo[algo]))
-        for name in dict.fromkeys(n for n in (tuning, agent) if n):
-            if name in per_agent:
-                layers.append((f"{env_file} per_agent.{name}", per_agent[name]))
-    if tuning and tuning not in per_agent:
-        tuned = sorted(e for e, p in presets("envs").items() if tuning in _per_agent(p))
+        for kind, name in zip(SECTIONS, (algo, tuning, agent), strict=True):
+            if name in sections[kind]:
+                layers.append((f"{env_file} {kind}.{name}", sections[kind][name]))
+    if tuning and tuning not in sections["per_tuning"]:
+        tuned = [e for e, p in presets("envs").items() if tuning in _section(p, "per_tuning")]
         raise UserError(
             f"agent {agent!r} uses the {tuning!r} tuning, which env {env!r} does not have "
-            f"(no per_agent.{tuning} in {env_file or f'envs/{env}.yaml'}): "
+            f"(no per_tuning.{tuning} in {env_file or f'envs/{env}.yaml'}): "
             f"tuned envs are {', '.join(tuned) or 'none'}"
         )
     layers.append(("env", {"env_id": env}))

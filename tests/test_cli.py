@@ -115,13 +115,20 @@ def test_env_sections_reach_every_agent_of_the_algorithm_or_one_agent():
     assert load["trpo"].target_kl == load["npg"].target_kl == 0.03
     assert load["ppo"].kl_target == 0.02
     assert load["ppo-zoo"].kl_target == load["ppo-clip"].kl_target == 0.01
+    # per_tuning.ppo-zoo for both zoo presets; Walker2d's per_agent.ppo-zoo (d_targ 0.005) not
+    # for ppo-clip-zoo, whose zoo values it shares
+    walker = {
+        a: config.load(a, "Walker2d-v5", {}, None, 0).agent for a in ("ppo-zoo", "ppo-clip-zoo")
+    }
+    assert walker["ppo-zoo"].kl_target == 0.005 and walker["ppo-clip-zoo"].kl_target == 0.01
+    assert walker["ppo-zoo"].n_epochs == walker["ppo-clip-zoo"].n_epochs == 20
     assert config.load("trpo", "CartPole-v1", {}, None, 0).agent.target_kl == 0.01
 
 
 def test_a_misnamed_env_section_is_one_line_error(tmp_path: Path):
     (tmp_path / "envs").mkdir()
     (tmp_path / "agents").symlink_to(Path(config.PRESET_ROOT) / "agents")
-    for kind, name in (("per_algo", "ppo-clip"), ("per_agent", "ppo-clipp")):
+    for kind, name in (("per_algo", "ppo-clip"), ("per_tuning", "ppo"), ("per_agent", "ppo-clipp")):
         (tmp_path / "envs" / "CartPole-v1.yaml").write_text(
             f"{kind}:\n  {name}:\n    n_steps: 64\n"
         )
