@@ -203,7 +203,8 @@ def cmd_benchmark(args) -> int:
                            tuple(args.overrides))  # fmt: skip
     out = args.out
     if args.report_only:  # what is complete so far, without running anything
-        done, changed = matrix.recorded_rows(trials, out), matrix.changed_configs(trials, out)
+        done = matrix.recorded_rows(trials, out)
+        changed = matrix.changed_configs((t for t, r in done.items() if r["status"] == "ok"), out)
         for t, why in changed.items():
             print(f"rl-trust: {t.name} ran with another config ({why}): not reported; "
                   "run the benchmark to rerun it", file=sys.stderr)  # fmt: skip

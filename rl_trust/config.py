@@ -308,17 +308,17 @@ def _section(path: Path, kind: str) -> dict:
     return _read_yaml(path).get(kind) or {}
 
 
-def _sections(env_file: Path, env_preset: dict) -> dict[str, dict]:
+def _sections(env_file: Path, env_preset: dict, agents: dict[str, Path]) -> dict[str, dict]:
     """An env preset's sections (SECTIONS), popped from it. `per_algo` is keyed by algorithm,
-    `per_tuning` by the `tuning` names agent presets use, `per_agent` by agent preset: a key
-    that names none is an error (a typo would silently tune nothing)."""
-    agents = {name: _read_yaml(path) for name, path in presets("agents").items()}
-    known = {
-        "per_algo": set(AGENT_CLASSES),
-        "per_tuning": {a["tuning"] for a in agents.values() if a.get("tuning")},
-        "per_agent": set(agents),
-    }
+    `per_tuning` by the `tuning` names the agent presets (`agents`) use, `per_agent` by agent
+    preset: a key that names none is an error (a typo would silently tune nothing)."""
     sections = {kind: env_preset.pop(kind, None) or {} for kind in SECTIONS}
+    tunings = (  # the agent presets are read only where there is a tuning to check
+        {_read_yaml(path).get("tuning") for path in agents.values()} - {None}
+        if sections["per_tuning"]
+        else set()
+    )
+    known = {"per_algo": set(AGENT_CLASSES), "per_tuning": tunings, "per_agent": set(agents)}
     for kind, section in sections.items():
         for name in section:
             if name not in known[kind]:
@@ -373,7 +373,7 @@ def load(
     sections = dict.fromkeys(SECTIONS, {})
     if env_file is not None:
         env_preset = _read_yaml(env_file)
-        sections = _sections(env_file, env_preset)
+        sections = _sections(env_file, env_preset, agents)
         env_preset.pop("description", None)
         layers.append((str(env_file), env_preset))
         # the algorithm's tuning, then the agent's named tuning, then the agent's own

@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -282,14 +282,10 @@ def config_change(trial: Trial, out: Path) -> str | None:
     return ", ".join(diff) or "the SB3 arguments"
 
 
-def changed_configs(trials: list[Trial], out: Path) -> dict[Trial, str]:
-    """The complete trials whose recorded config the presets no longer give (config_change)."""
-    rows = recorded_rows(trials, out)
-    return {
-        t: why
-        for t in trials
-        if rows.get(t, {}).get("status") == "ok" and (why := config_change(t, out))
-    }
+def changed_configs(complete: Iterable[Trial], out: Path) -> dict[Trial, str]:
+    """Of the complete trials, those whose recorded config the presets no longer give, with
+    what changed (config_change)."""
+    return {t: why for t in complete if (why := config_change(t, out))}
 
 
 def shared_runs(trials: list[Trial], complete: set[Trial]) -> dict[Trial, Trial]:
@@ -366,7 +362,7 @@ def run_matrix(
     rows_dir = out / "trials"
     rows_dir.mkdir(parents=True, exist_ok=True)
     rows = {t: row for t, row in recorded_rows(trials, out).items() if row["status"] == "ok"}
-    changed = changed_configs(trials, out)
+    changed = changed_configs(rows, out)
     if changed:  # a preset changed since they ran: their results are not this matrix's
         progress(
             f"{len(changed)} complete trial(s) ran with a config the presets no longer give and "
