@@ -1,8 +1,10 @@
 """Checkpoints without pickle: tensors in safetensors, everything else in JSON.
 
-A checkpoint is a folder `checkpoints/step_<N>/` holding `tensors.safetensors` and
-`state.json`. It is written under a temporary name and renamed into place, so a folder with
-that name is always complete; the newest `keep` are kept.
+A checkpoint is a folder `checkpoints/step_<N>/` (or `checkpoints/best/`) holding
+`tensors.safetensors` and `state.json`. state.json records a format version, the SHA-256 of
+the tensors file and of the state itself, and the state; `load` verifies all of it and the
+state's schema. A checkpoint is written under a temporary name, read back verified, and
+renamed into place; only then are checkpoints beyond the newest `keep` deleted.
 
 `pack` turns a nested state (dicts, lists, tensors, numpy arrays, JSON scalars) into a
 flat tensor dict plus a JSON tree whose tensor leaves name their key in the tensor dict;
@@ -11,8 +13,11 @@ flat tensor dict plus a JSON tree whose tensor leaves name their key in the tens
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -68,48 +73,210 @@ def unpack(tensors: dict[str, torch.Tensor], tree: Any) -> Any:
     return walk(tree)
 
 
-def save(run_dir: Path, step: int, state: dict, keep: int, name: str | None = None) -> Path:
-    """Write `state` as checkpoints/step_<step>/ atomically; prune to the newest `keep`.
-    With `name` (e.g. "best"), write checkpoints/<name>/ instead, outside the rotation."""
+FORMAT = 1  # state.json's format version
+NAME = re.compile(r"step_(\d+)")  # a rotated checkpoint; the only other name is BEST
+BEST = "best"
+# What a checkpoint's state holds at the top level: the type of each field.
+SCHEMA: dict[str, type | tuple[type, ...]] = {
+    "step": int, "updates": int, "best_eval": (float, int, type(None)), "policy": dict,
+    "agent": dict, "normalizer": dict, "rng": dict, "episodes": dict, "spaces": dict,
+    "config": dict, "versions": dict,
+}  # fmt: skip
+
+
+class Corrupt(UserError):
+    """A checkpoint that exists but fails its integrity check (exit 2)."""
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _tree_digest(tree: Any) -> str:
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
+
+
+def inside(run_dir: Path, path: Path) -> bool:
+    """Whether `path`, symlinks followed, stays inside the run folder."""
+    return Path(path).resolve().is_relative_to(Path(run_dir).resolve())
+
+
+def _root(run_dir: Path) -> Path:
     root = Path(run_dir) / "checkpoints"
+    if (root.is_symlink() or root.exists()) and not inside(run_dir, root):
+        raise UserError(f"{root} leads outside the run folder {run_dir}: refusing to use it")
+    return root
+
+
+def save(run_dir: Path, step: int, state: dict, keep: int, name: str | None = None) -> Path:
+    """Write `state` as checkpoints/step_<step>/ atomically; once it reads back verified,
+    prune to the newest `keep`. With `name` ("best"), write checkpoints/best/ instead,
+    outside the rotation."""
+    root = _root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / (name or f"step_{step:012d}")
+    if final.is_symlink():
+        raise UserError(f"{final} is a symlink: refusing to write through it")
     tensors, tree = pack(state)
-    for stale in root.glob(".tmp-*"):  # left by a process killed while saving
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in [*root.glob(".tmp-*"), *root.glob(".old-*")]:  # a killed writer's (one writer)
+        if not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
         save_file(tensors, str(tmp / TENSORS))
+        record = {
+            "format": FORMAT,
+            "step": step,
+            "sha256": {TENSORS: sha256(tmp / TENSORS)},
+            "state_sha256": _tree_digest(tree),
+            "state": tree,
+        }
         with open(tmp / STATE, "w") as f:
-            json.dump(tree, f)
+            json.dump(record, f)
             f.flush()
             os.fsync(f.fileno())
+        load(tmp, expect_step=step)  # read back before anything older may go
         if final.exists():
-            shutil.rmtree(final)
+            _remove(final)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    if name is None:
+        for old in list_checkpoints(run_dir)[:-keep]:
+            _remove(old)
     return final
 
 
+def _remove(path: Path) -> None:
+    """Delete a checkpoint folder: renamed aside first, so that a reader sees it whole or not
+    at all."""
+    aside = Path(tempfile.mkdtemp(prefix=".old-", dir=path.parent))
+    os.replace(path, aside / path.name)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def step_of(path: Path) -> int | None:
+    """The step a rotated checkpoint's folder name gives, None for any other name."""
+    m = NAME.fullmatch(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
-    root = Path(run_dir) / "checkpoints"
+    """The rotated checkpoints of a run (step_<digits> folders inside it), oldest first.
+    Whether each is intact is for `load` to say."""
+    root = _root(run_dir)
     if not root.is_dir():
         return []
-    return sorted(
-        p for p in root.glob("step_*") if (p / STATE).is_file() and (p / TENSORS).is_file()
-    )
+    found = [
+        p for p in root.iterdir()
+        if step_of(p) is not None and not p.is_symlink() and (p / STATE).is_file()
+    ]  # fmt: skip
+    return sorted(found, key=step_of)
 
 
-def load(path: Path) -> dict:
-    """A checkpoint folder's state; never unpickles anything."""
+def _check_schema(path: Path, state: Any, expect_step: int | None) -> None:
+    def bad(what: str) -> Corrupt:
+        return Corrupt(f"checkpoint {path} is not valid: {what}")
+
+    if not isinstance(state, dict):
+        raise bad(f"its state is {type(state).__name__}, not a mapping")
+    for key, tp in SCHEMA.items():
+        if key not in state:
+            raise bad(f"field {key!r} is missing")
+        value = state[key]
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise bad(f"field {key!r} is {type(value).__name__}")
+    for key in ("step", "updates"):
+        if not 0 <= state[key] < 2**53:
+            raise bad(f"{key} {state[key]} is out of range")
+    if state["best_eval"] is not None and not math.isfinite(state["best_eval"]):
+        raise bad(f"best_eval {state['best_eval']} is not finite")
+    if expect_step is not None and state["step"] != expect_step:
+        raise bad(f"its step {state['step']} is not the folder's {expect_step}")
+    ep = state["episodes"]
+    if not (
+        isinstance(ep.get("count"), int) and ep["count"] >= 0
+        and all(isinstance(ep.get(k), list) for k in ("returns", "lengths"))
+        and all(isinstance(x, float | int) and math.isfinite(x) for x in ep["returns"])
+        and all(isinstance(x, int) and x >= 0 for x in ep["lengths"])
+    ):  # fmt: skip
+        raise bad("episodes must hold a count ≥ 0, finite returns and lengths ≥ 0")
+    if not all(isinstance(state["spaces"].get(k), str) for k in ("observation", "action")):
+        raise bad("spaces must name the observation and action spaces")
+
+
+def load(path: Path, expect_step: int | None = None) -> dict:
+    """A checkpoint folder's state, verified: format version, SHA-256 of the tensors and of
+    the state, schema, step equal to the folder's number, finite tensors. Never unpickles
+    anything. A checkpoint that is gone raises FileNotFoundError (rotated away by a writer);
+    one that fails a check raises Corrupt."""
+    path = Path(path)
+    expect_step = step_of(path) if expect_step is None else expect_step
+    if not path.is_dir():
+        raise FileNotFoundError(path)
     try:
-        tensors = load_file(str(Path(path) / TENSORS))
-        tree = json.loads((Path(path) / STATE).read_text())
-        return unpack(tensors, tree)
-    except (OSError, SafetensorError, json.JSONDecodeError, KeyError, ValueError) as e:
-        raise UserError(f"checkpoint {path} cannot be read: {e.__class__.__name__}: {e}") from None
+        record = json.loads((path / STATE).read_text())
+    except FileNotFoundError:
+        if not path.is_dir():
+            raise  # rotated away
+        raise Corrupt(f"checkpoint {path} has no {STATE}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise Corrupt(f"checkpoint {path} cannot be read: {e.__class__.__name__}: {e}") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise Corrupt(f"checkpoint {path} is not an rl-trust checkpoint of format {FORMAT}")
+    digests = record.get("sha256")
+    if not isinstance(digests, dict) or set(digests) != {TENSORS}:
+        raise Corrupt(f"checkpoint {path} lists no checksum for {TENSORS}")
+    tree = record.get("state")
+    if record.get("state_sha256") != _tree_digest(tree):
+        raise Corrupt(f"checkpoint {path}: {STATE} fails its SHA-256 check")
+    try:
+        digest = sha256(path / TENSORS)
+    except FileNotFoundError:
+        if not path.is_dir():
+            raise  # rotated away
+        raise Corrupt(f"checkpoint {path} has no {TENSORS}") from None
+    if digest != digests[TENSORS]:
+        raise Corrupt(f"checkpoint {path}: {TENSORS} fails its SHA-256 check")
+    try:
+        tensors = load_file(str(path / TENSORS))
+        state = unpack(tensors, tree)
+    except (OSError, SafetensorError, KeyError, ValueError, TypeError) as e:
+        raise Corrupt(f"checkpoint {path} cannot be read: {e.__class__.__name__}: {e}") from None
+    _check_schema(path, state, expect_step)
+    if record.get("step") != state["step"]:
+        raise Corrupt(f"checkpoint {path}: the step recorded beside the checksums differs")
+    for key, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise Corrupt(f"checkpoint {path} holds non-finite values in {key}")
+    return state
+
+
+def newest(run_dir: Path, which: int | None = None) -> tuple[Path, dict]:
+    """The newest checkpoint (or the one at step `which`) that reads back verified. One that a
+    concurrent writer rotates away mid-read is skipped for the next; one that fails its check
+    is refused, naming the previous one to use instead."""
+    found = list_checkpoints(run_dir)
+    if which is not None:
+        found = [p for p in found if step_of(p) == which]
+        if not found:
+            kept = ", ".join(str(step_of(p)) for p in list_checkpoints(run_dir)) or "none"
+            raise UserError(f"{run_dir} has no checkpoint at step {which} (kept: {kept})")
+    if not found:
+        raise UserError(f"{run_dir} has no complete checkpoint")
+    for i in range(len(found) - 1, -1, -1):
+        try:
+            return found[i], load(found[i])
+        except FileNotFoundError:
+            continue  # rotated away while we read it: the next one is newer than it was
+        except Corrupt as e:
+            before = [step_of(p) for p in found[:i] if p.exists()]
+            hint = (f"; the previous one is step {before[-1]}: use --checkpoint {before[-1]}"
+                    if before else "; no earlier checkpoint is kept")  # fmt: skip
+            raise Corrupt(f"{e}{hint}") from None
+    raise UserError(f"{run_dir}: every checkpoint was removed while reading it; try again")

@@ -7,6 +7,8 @@ Exit status: 0 done, 2 a user error (one line on stderr), 3 training diverged,
 from __future__ import annotations
 
 import argparse
+import math
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -25,16 +27,29 @@ def _steps(text: str) -> int:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--steps {text!r} is not a number") from None
-    if value != int(value) or value < 1:
-        raise argparse.ArgumentTypeError(f"--steps {text!r} must be a whole number ≥ 1")
+    if not math.isfinite(value) or value != int(value) or not 1 <= value <= 10**12:
+        raise argparse.ArgumentTypeError(f"--steps {text!r} must be a whole number in 1..10^12")
     return int(value)
+
+
+def _seed(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed {text!r} is not an integer") from None
+
+
+def _step_number(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"--checkpoint {text!r} is not a step number")
+    return int(text)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agent", default="ppo", help="agent preset (rl-trust list); default ppo")
     p.add_argument("--env", default="CartPole-v1", help="gymnasium env id; default CartPole-v1")
     p.add_argument("--steps", type=_steps, help="total env steps (1e6 accepted)")
-    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--seed", type=_seed, help="random seed")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -43,6 +58,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config key (repeatable)",
     )
+
+
+_ALLOW_IMPORT = "import the module a run's module:Env id names (runs its code)"
 
 
 def build_parser() -> Parser:
@@ -66,6 +84,10 @@ def build_parser() -> Parser:
     p = sub.add_parser("resume", help="continue a run from its last checkpoint")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--steps", type=_steps, help="new total env steps")
+    p.add_argument("--checkpoint", type=_step_number, metavar="STEP",
+                   help="resume from this step's checkpoint (default: the newest); newer ones "
+                   "move to RUN_DIR/superseded/")  # fmt: skip
+    p.add_argument("--allow-import", action="store_true", help=_ALLOW_IMPORT)
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("eval", help="evaluate a run's policy; writes eval.json (and videos)")
@@ -74,7 +96,11 @@ def build_parser() -> Parser:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--deterministic", action="store_true", help="the mode, not a sample")
     p.add_argument("--video", action="store_true", help="an mp4 per episode in RUN_DIR/videos/")
-    p.add_argument("--seed", type=int, help="first episode's seed (default: run seed + 10000)")
+    p.add_argument("--seed", type=_seed, help="first episode's seed (default: run seed + 10000)")
+    p.add_argument("--max-steps", type=int, metavar="N",
+                   help="cap an episode of an env without a time limit at N steps, with a warning "
+                   "(default: the run's eval_max_steps, 10000)")  # fmt: skip
+    p.add_argument("--allow-import", action="store_true", help=_ALLOW_IMPORT)
 
     p = sub.add_parser("benchmark", help="rl-trust against SB3 over agents × envs × seeds")
     p.add_argument("--agents", default="ppo,ppo-clip,trpo", help="comma-separated presets")
@@ -111,16 +137,20 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)  # a clean exit 143, not a kill
     try:
         return COMMANDS[args.command](args) or 0
     except UserError as e:
         print(f"rl-trust: error: {e}", file=sys.stderr)
         return 2
     except Diverged as e:
-        print(
-            f"rl-trust: training diverged: {e}; the last good checkpoint is kept", file=sys.stderr
-        )
+        print(f"rl-trust: training diverged: {e}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt as e:
+        print(f"rl-trust: {args.command} interrupted", file=sys.stderr)
+        return 143 if isinstance(e, _Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _load(args) -> config.RunConfig:
@@ -134,22 +164,34 @@ def cmd_train(args) -> int:
 
     cfg = _load(args)
     run_dir = train.prepare(cfg, args.run_dir, args.runs_root)
-    return _train(cfg, run_dir, resume=False, progress=not args.no_progress)
+    try:
+        return _train(cfg, run_dir, progress=not args.no_progress)
+    except KeyboardInterrupt:  # before training took over the signals: nothing to keep
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def cmd_resume(args) -> int:
     from rl_trust import train
+    from rl_trust.envs import check_import
 
     cfg = train.load_run_config(args.run_dir, args.steps)
-    return _train(cfg, args.run_dir, resume=True, progress=not args.no_progress)
+    check_import(cfg.env.env_id, f"{args.run_dir}/config.yaml", args.allow_import)
+    return _train(cfg, args.run_dir, progress=not args.no_progress, resume_from=args.checkpoint,
+                  resume=True)  # fmt: skip
 
 
-def _train(cfg, run_dir: Path, resume: bool, progress: bool) -> int:
+def _train(cfg, run_dir: Path, progress: bool, resume: bool = False, resume_from=None) -> int:
     from rl_trust import train
 
     try:
-        summary = train.run(cfg, run_dir, resume=resume, progress=progress)
+        summary = train.run(cfg, run_dir, resume=resume, progress=progress, from_step=resume_from)
     except train.Interrupted as e:
+        if not resume and e.step == 0:  # before the first update: the folder holds nothing
+            shutil.rmtree(run_dir, ignore_errors=True)
+            print(f"rl-trust: interrupted before the first update; removed {run_dir}",
+                  file=sys.stderr)  # fmt: skip
+            return e.code
         print(
             f"rl-trust: interrupted at step {e.step}; checkpoint saved. Resume with: "
             f"rl-trust resume {e.run_dir}",
@@ -171,9 +213,8 @@ def _train(cfg, run_dir: Path, resume: bool, progress: bool) -> int:
 def cmd_eval(args) -> int:
     from rl_trust.evaluate import evaluate
 
-    r = evaluate(
-        args.run_dir, args.checkpoint, args.episodes, args.deterministic, args.video, args.seed
-    )
+    r = evaluate(args.run_dir, args.checkpoint, args.episodes, args.deterministic, args.video,
+                 args.seed, args.allow_import, args.max_steps)  # fmt: skip
     print(
         f"{r['checkpoint']} ({'deterministic' if r['deterministic'] else 'sampled'} actions, "
         f"{r['episodes']} episodes): return {r['mean_return']:.1f} ± {r['std_return']:.1f}, "
@@ -196,12 +237,18 @@ def _raise_terminated(signum, frame):
 def cmd_benchmark(args) -> int:
     from rl_trust.benchmark import matrix, report
 
-    if args.seeds < 1 or args.workers < 1:
-        raise UserError("--seeds and --workers must be ≥ 1")
+    if not (1 <= args.seeds <= 1000 and 1 <= args.workers <= 1024):
+        raise UserError("--seeds must be in 1..1000 and --workers in 1..1024")
     split = lambda text: [x.strip() for x in text.split(",") if x.strip()]  # noqa: E731
-    trials = matrix.matrix(split(args.agents), split(args.envs), args.seeds, args.steps,
-                           tuple(args.overrides))  # fmt: skip
+    agents, envs = split(args.agents), split(args.envs)
+    if not agents or not envs:
+        raise UserError("--agents and --envs must each name at least one: the matrix is empty")
     out = args.out
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: name a folder")
+    if args.report_only and not out.is_dir():
+        raise UserError(f"--out {out} does not exist: nothing to report (run the benchmark)")
+    trials = matrix.matrix(agents, envs, args.seeds, args.steps, tuple(args.overrides))
     if args.report_only:  # what is complete so far, without running anything
         done = matrix.recorded_rows(trials, out)
         changed = matrix.changed_configs((t for t, r in done.items() if r["status"] == "ok"), out)
@@ -238,6 +285,8 @@ def cmd_plot(args) -> int:
     for run in args.run_dirs:  # a committed benchmark run keeps its curves in curves.csv
         if not any(Path(run).rglob("events.out.tfevents.*")) and not (Path(run) / CURVES).exists():
             raise UserError(f"{run} holds no TensorBoard event files (nor a {CURVES})")
+    if not args.out.parent.is_dir():
+        raise UserError(f"--out {args.out}: folder {args.out.parent} does not exist")
     groups = {str(run): [run] for run in args.run_dirs}
     tags = [t.strip() for t in args.tags.split(",") if t.strip()]
     print(plot_groups(groups, tags, args.out))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -110,6 +111,7 @@ class RunSettings:
     log_histograms: bool = True
     eval_every: int = 0  # env steps between evaluations (eval/mean_reward, a best checkpoint)
     eval_episodes: int = 10  # deterministic episodes per evaluation, as SB3's EvalCallback
+    eval_max_steps: int = 10_000  # an evaluation episode's cap where the env has no time limit
 
 
 @dataclass(frozen=True)
@@ -141,20 +143,27 @@ class RunConfig:
 
 AGENT_CLASSES: dict[str, type[AgentConfig]] = {"ppo": PPOConfig, "trpo": TRPOConfig}
 
-# Allowed values: key -> (predicate, what is allowed). Types are checked from the annotations.
-_positive_int = (lambda v: v >= 1, "an integer ≥ 1")
+# Allowed values: key -> (predicate, what is allowed). Types are checked from the annotations;
+# every number must be finite and every integer below BIG.
+BIG = 2**31
+_positive_int = (lambda v: 1 <= v < BIG, f"an integer in 1..{BIG - 1}")
 _positive = (lambda v: v > 0, "a number > 0")
 _nonneg = (lambda v: v >= 0, "a number ≥ 0")
 _unit = (lambda v: 0 < v <= 1, "a number in (0, 1]")
 RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
-    "steps": _positive_int,
-    "seed": (lambda v: v >= 0, "an integer ≥ 0"),
-    "torch_threads": _positive_int,
-    "checkpoint_every": (lambda v: v >= 0, "an integer ≥ 0 (0: only at the end)"),
-    "keep_checkpoints": _positive_int,
-    "eval_every": (lambda v: v >= 0, "an integer ≥ 0 (0: no evaluation during training)"),
-    "eval_episodes": _positive_int,
-    "n_envs": _positive_int,
+    "steps": (lambda v: 1 <= v <= 10**12, "an integer in 1..10^12"),
+    # (numpy seeds take < 2^32; eval's episodes start at seed + 10000 + k)
+    "seed": (lambda v: 0 <= v < 2**32 - 10**6, f"an integer in 0..{2**32 - 10**6 - 1}"),
+    "torch_threads": (lambda v: 1 <= v <= 1024, "an integer in 1..1024"),
+    "checkpoint_every": (lambda v: 0 <= v <= 10**12, "an integer in 0..10^12 (0: only at the end)"),
+    "keep_checkpoints": (lambda v: 1 <= v <= 10**6, "an integer in 1..10^6"),
+    "eval_every": (
+        lambda v: 0 <= v <= 10**12,
+        "an integer in 0..10^12 (0: no evaluation during training)",
+    ),  # fmt: skip
+    "eval_episodes": (lambda v: 1 <= v <= 10**6, "an integer in 1..10^6"),
+    "eval_max_steps": _positive_int,
+    "n_envs": (lambda v: 1 <= v <= 4096, "an integer in 1..4096"),
     "clip_obs": _positive,
     "clip_reward": _positive,
     "n_steps": _positive_int,
@@ -166,7 +175,10 @@ RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "ent_coef": _nonneg,
     "vf_coef": _nonneg,
     "max_grad_norm": _positive,
-    "net_arch": (lambda v: len(v) >= 1 and all(n >= 1 for n in v), "a list of layer sizes ≥ 1"),
+    "net_arch": (
+        lambda v: 1 <= len(v) <= 64 and all(1 <= n <= 65536 for n in v),
+        "a list of 1 to 64 layer sizes in 1..65536",
+    ),  # fmt: skip
     "clip_range": _positive,
     "clip_range_vf": (lambda v: v is None or v > 0, "null or a number > 0"),
     "kl_target": _positive,
@@ -217,16 +229,24 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             number = float(value) if isinstance(value, str) else value
         except ValueError:
             raise bad from None
-        if isinstance(number, bool) or not isinstance(number, int | float) or number != int(number):
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, int | float)
+            or not math.isfinite(number)
+            or number != int(number)
+        ):
             raise UserError(f"{key}={value!r} is not valid: {key} takes an integer")
         return int(number)
     if tp is float:
         try:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise UserError(f"{key}={value!r} is not valid: {key} takes a number") from None
+        if not math.isfinite(number):
+            raise UserError(f"{key}={value!r} is not valid: {key} takes a finite number")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise bad
@@ -337,12 +357,15 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     out = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise UserError(f"--set {pair!r} is not valid: use --set key=value")
+        if key in out:
+            raise UserError(f"--set {key} is given twice: give each key once")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else raw
+            out[key] = yaml.safe_load(raw) if raw.strip() else raw
         except yaml.YAMLError:
-            out[key.strip()] = raw
+            out[key] = raw
     return out
 
 
@@ -389,6 +412,10 @@ def load(
         )
     layers.append(("env", {"env_id": env}))
     cli = dict(overrides or {})
+    for key, given in (("env_id", env), ("algo", algo)):
+        if key in cli and cli[key] != given:
+            flag = "--env" if key == "env_id" else f"the agent {agent!r}, whose algo is"
+            raise UserError(f"--set {key}={cli[key]} contradicts {flag} {given}: drop the --set")
     if steps is not None:
         cli["steps"] = steps
     if seed is not None:
@@ -434,6 +461,21 @@ def from_dict(data: dict) -> RunConfig:
 def validate(cfg: RunConfig) -> None:
     a, e = cfg.agent, cfg.env
     batch = a.n_steps * e.n_envs
+    if batch > 2**24:
+        raise UserError(
+            f"the rollout n_steps·n_envs = {a.n_steps}·{e.n_envs} = {batch} is too large: "
+            f"it must be ≤ {2**24}"
+        )
+    if a.normalize_advantage and batch < 2:
+        raise UserError(
+            f"the rollout n_steps·n_envs = {batch} cannot normalize advantages: "
+            "it must be ≥ 2 (or normalize_advantage=false)"
+        )
+    if isinstance(a, PPOConfig) and a.normalize_advantage and a.batch_size < 2:
+        raise UserError(
+            "batch_size=1 cannot normalize advantages per minibatch: "
+            "batch_size must be ≥ 2 (or normalize_advantage=false)"
+        )
     if a.batch_size > batch:
         raise UserError(
             f"batch_size={a.batch_size} is larger than the rollout (n_steps·n_envs = "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
@@ -12,30 +14,24 @@ import numpy as np
 import torch
 
 from rl_trust import agents, checkpoint
-from rl_trust.envs import Normalizer, check_id
+from rl_trust.envs import Normalizer, check_import, make_env
 from rl_trust.errors import UserError
 from rl_trust.policies import ActorCritic
 
 
-def find_checkpoint(run_dir: Path, which: str) -> Path:
-    """latest, best (kept by periodic evaluation) or a step number."""
-    found = checkpoint.list_checkpoints(run_dir)
+def find_checkpoint(run_dir: Path, which: str) -> tuple[Path, dict]:
+    """latest (the newest that reads back verified), best (kept by periodic evaluation) or
+    a step number; the checkpoint's folder and its verified state."""
     if which == "latest":
-        if not found:
-            raise UserError(f"{run_dir} has no complete checkpoint")
-        return found[-1]
+        return checkpoint.newest(run_dir)
     if which == "best":
-        best = Path(run_dir) / "checkpoints" / "best"
-        if not (best / checkpoint.STATE).is_file():
+        best = Path(run_dir) / "checkpoints" / checkpoint.BEST
+        if best.is_symlink() or not (best / checkpoint.STATE).is_file():
             raise UserError(f"{run_dir} has no best checkpoint (train with --set eval_every=N)")
-        return best
+        return best, checkpoint.load(best)
     if not which.isdigit():
         raise UserError(f"--checkpoint {which!r}: use latest, best or a step number")
-    for path in found:
-        if int(path.name.removeprefix("step_")) == int(which):
-            return path
-    steps = ", ".join(p.name.removeprefix("step_").lstrip("0") for p in found) or "none"
-    raise UserError(f"{run_dir} has no checkpoint at step {which} (kept: {steps})")
+    return checkpoint.newest(run_dir, int(which))
 
 
 @torch.no_grad()
@@ -47,24 +43,39 @@ def run_episodes(
     deterministic: bool,
     seed: int,
     generator: torch.Generator,
+    max_steps: int,
+    stop: Callable[[], bool] = lambda: False,
 ) -> tuple[list[float], list[int]]:
     """Whole episodes of `policy` (its mode, or samples), observations normalized with
-    the statistics frozen; episode k starts from seed + k. Returns returns and lengths."""
+    the statistics frozen; episode k starts from seed + k. An episode ends at the env's
+    time limit or, for an env without one, after `max_steps` steps (with a warning). Returns
+    returns and lengths, of fewer episodes when `stop()` turns true (checked every step)."""
     fam, training = policy.family, normalizer.training
+    limit = getattr(env.spec, "max_episode_steps", None) or max_steps
     normalizer.training = False
-    returns, lengths = [], []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        done, total, length = False, 0.0, 0
-        while not done:
-            x = policy.preprocess_numpy(normalizer.obs(np.asarray(obs)[None], update=False))
-            params = policy.dist_params(torch.from_numpy(x))
-            action = fam.mode(params) if deterministic else fam.sample(params, generator)
-            obs, reward, terminated, truncated, _ = env.step(fam.to_env(action.numpy())[0])
-            total, length, done = total + float(reward), length + 1, terminated or truncated
-        returns.append(total)
-        lengths.append(length)
-    normalizer.training = training
+    returns, lengths, capped = [], [], 0
+    try:
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            done, total, length = False, 0.0, 0
+            while not done:
+                if stop():
+                    return returns, lengths
+                x = policy.preprocess_numpy(normalizer.obs(np.asarray(obs)[None], update=False))
+                params = policy.dist_params(torch.from_numpy(x))
+                action = fam.mode(params) if deterministic else fam.sample(params, generator)
+                obs, reward, terminated, truncated, _ = env.step(fam.to_env(action.numpy())[0])
+                total, length = total + float(reward), length + 1
+                done = terminated or truncated or length >= limit
+            capped += not (terminated or truncated)
+            returns.append(total)
+            lengths.append(length)
+    finally:
+        normalizer.training = training
+    if capped:
+        print(f"rl-trust: warning: {capped} of {episodes} evaluation episodes were cut at "
+              f"{limit} steps (the env has no time limit; set eval_max_steps)",
+              file=sys.stderr)  # fmt: skip
     return returns, lengths
 
 
@@ -92,26 +103,29 @@ def evaluate(
     deterministic: bool = False,
     video: bool = False,
     seed: int | None = None,
+    allow_import: bool = False,
+    max_steps: int | None = None,
 ) -> dict:
     """Run `episodes` episodes of the checkpoint's policy; returns (and writes) eval.json."""
-    from rl_trust.train import read_run_config  # (train imports run_episodes from here)
+    from rl_trust.train import check_spaces, read_run_config  # (train imports run_episodes)
 
-    if episodes < 1:
-        raise UserError(f"--episodes {episodes}: must be ≥ 1")
+    if not 1 <= episodes <= 1_000_000:
+        raise UserError(f"--episodes {episodes}: must be in 1..1000000")
+    if seed is not None and not 0 <= seed < 2**32 - 1_000_000:
+        raise UserError(f"--seed {seed}: must be in 0..{2**32 - 1_000_001}")
+    if max_steps is not None and not 1 <= max_steps < 2**31:
+        raise UserError(f"--max-steps {max_steps}: must be in 1..{2**31 - 1}")
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
-    path = find_checkpoint(run_dir, which)
-    state = checkpoint.load(path)
+    check_import(cfg.env.env_id, f"{run_dir}/config.yaml", allow_import)
+    path, state = find_checkpoint(run_dir, which)
     seed = cfg.run.seed + 10_000 if seed is None else seed  # episodes training never saw
 
-    check_id(cfg.env.env_id)
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering: MuJoCo
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # and pygame (classic control)
-    env = gym.make(
-        cfg.env.env_id.rpartition(":")[2],
-        render_mode="rgb_array" if video else None,
-        **cfg.env.env_kwargs,
-    )
+    env = make_env(cfg.env, render_mode="rgb_array" if video else None)
+    spaces = {"observation": str(env.observation_space), "action": str(env.action_space)}
+    check_spaces(state, spaces, cfg.env.env_id)
     videos = run_dir / "videos" / f"{path.name}-{'mode' if deterministic else 'sample'}"
     if video:
         follow_camera(env)
@@ -121,17 +135,24 @@ def evaluate(
         )
     agent = agents.build(cfg.agent, env.observation_space, env.action_space, seed)
     policy = agent.policy
-    policy.load_state_dict(state["policy"])
     normalizer = Normalizer(
         env.observation_space.shape, 1, obs=cfg.env.normalize_obs, reward=False,
         gamma=cfg.agent.gamma, clip_obs=cfg.env.clip_obs, clip_reward=cfg.env.clip_reward,
     )  # fmt: skip
-    normalizer.load_state_dict(state["normalizer"])
+    try:
+        policy.load_state_dict(state["policy"])
+        normalizer.load_state_dict(state["normalizer"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
+        raise UserError(f"{path} does not fit the run's network (net_arch?): {first}") from None
 
-    returns, lengths = run_episodes(
-        env, policy, normalizer, episodes, deterministic, seed, torch.Generator().manual_seed(seed)
-    )
-    env.close()
+    try:
+        returns, lengths = run_episodes(
+            env, policy, normalizer, episodes, deterministic, seed,
+            torch.Generator().manual_seed(seed), max_steps or cfg.run.eval_max_steps,
+        )  # fmt: skip
+    finally:
+        env.close()
 
     result = {
         "checkpoint": path.name,

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import math
+import os
 import platform
 import random
+import shutil
 import signal
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
 import yaml
+from safetensors import SafetensorError
 
 from rl_trust import __version__, agents, checkpoint, config
 from rl_trust.config import RunConfig
-from rl_trust.envs import Normalizer, check_id, make_vec
+from rl_trust.envs import Normalizer, make_env, make_vec
 from rl_trust.errors import Diverged, UserError
 from rl_trust.evaluate import run_episodes
 from rl_trust.logging import RunWriter
@@ -49,26 +52,66 @@ def new_run_dir(cfg: RunConfig, runs_root: Path) -> Path:
 
 def claim_run_dir(path: Path) -> Path:
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"run folder {path} exists and is not a folder: choose another --run-dir")
     if path.exists() and any(path.iterdir()):
         raise UserError(
             f"run folder {path} already exists and is not empty: choose another --run-dir"
         )
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot create the run folder {path}: {e.strerror or e}") from None
     return path
+
+
+class RunLock:
+    """One writer per run folder: an exclusive flock on RUN/.lock, held while training."""
+
+    def __init__(self, run_dir: Path):
+        path = Path(run_dir) / ".lock"
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise UserError(f"cannot open the lock file {path}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise UserError(f"run {run_dir} is in use by pid {pid}: wait for it to end") from None
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        except OSError:
+            pass  # a full disk: the lock holds all the same, only the pid is not shown
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
 
 
 def prepare(cfg: RunConfig, run_dir: Path | None, runs_root: Path) -> Path:
     """Check that the env exists and its spaces are supported, then claim the run folder
     and write the resolved config.yaml into it. Nothing is created when a check fails."""
-    check_id(cfg.env.env_id)
-    probe = gym.make(cfg.env.env_id.rpartition(":")[2], **cfg.env.env_kwargs)
+    probe = make_env(cfg.env)
     try:
         obs_dim(probe.observation_space)
         family_for(probe.action_space)
     finally:
         probe.close()
+    if run_dir is None and Path(runs_root).exists() and not Path(runs_root).is_dir():
+        raise UserError(f"--runs-root {runs_root} is not a folder")
     run_dir = claim_run_dir(run_dir or new_run_dir(cfg, runs_root))
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    try:
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    except OSError as e:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise UserError(f"cannot write {run_dir}/config.yaml: {e.strerror or e}") from None
     return run_dir
 
 
@@ -84,23 +127,38 @@ def read_run_config(run_dir: Path) -> RunConfig:
 
 
 def load_run_config(run_dir: Path, steps: int | None = None) -> RunConfig:
-    """The config of an existing run, with a new step total for `resume`."""
-    run_dir = Path(run_dir)
-    cfg, path = read_run_config(run_dir), run_dir / "config.yaml"
-    done = checkpoint.list_checkpoints(run_dir)
-    done_steps = int(done[-1].name.removeprefix("step_")) if done else 0
-    total = steps if steps is not None else cfg.run.steps
-    if done_steps >= total:
-        raise UserError(
-            f"{run_dir} already has {done_steps} of {total} steps: "
-            f"pass --steps larger than {done_steps}"
-        )
-    if total != cfg.run.steps:
-        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, steps=total))
-        tmp = path.with_suffix(".yaml.tmp")
-        tmp.write_text(cfg.to_yaml())
-        tmp.replace(path)
+    """The config of an existing run, with a new step total for `resume` (written to its
+    config.yaml by `run`, once the checkpoint it resumes from has been verified)."""
+    cfg = read_run_config(run_dir)
+    if steps is not None and steps != cfg.run.steps:
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, steps=steps))
     return cfg
+
+
+def _resume_from(run_dir: Path, cfg: RunConfig, which: int | None) -> dict:
+    """The verified state to resume from. Checkpoints newer than it (when `which` picks an
+    earlier one) are moved to RUN/superseded/, so that rotation never mixes the two; the new
+    step total goes into config.yaml only now."""
+    path, state = checkpoint.newest(run_dir, which)
+    done, total = int(state["step"]), cfg.run.steps
+    if done >= total:
+        raise UserError(
+            f"{run_dir} already has {done} of {total} steps: pass --steps larger than {done}"
+        )
+    later = [p for p in checkpoint.list_checkpoints(run_dir) if checkpoint.step_of(p) > done]
+    if later:
+        aside = Path(run_dir) / "superseded" / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        aside.mkdir(parents=True)
+        for p in later:
+            os.replace(p, aside / p.name)
+        print(f"rl-trust: resuming from {path.name}; the later {', '.join(p.name for p in later)}"
+              f" moved to {aside}", file=sys.stderr)  # fmt: skip
+    config_path = Path(run_dir) / "config.yaml"
+    if read_run_config(run_dir).run.steps != total:
+        tmp = config_path.with_suffix(".yaml.tmp")
+        tmp.write_text(cfg.to_yaml())
+        tmp.replace(config_path)
+    return state
 
 
 def versions() -> dict[str, str]:
@@ -150,6 +208,17 @@ class Progress:
             self.bar.close()
 
 
+def check_spaces(state: dict, spaces: dict[str, str], env_id: str) -> None:
+    """A UserError unless the checkpoint was saved for these observation and action spaces."""
+    saved = state["spaces"]
+    if saved != spaces:
+        raise UserError(
+            f"the checkpoint was saved for observation space {saved['observation']} and "
+            f"action space {saved['action']}; {env_id} has "
+            f"{spaces['observation']} and {spaces['action']}"
+        )
+
+
 def _check_finite(metrics: dict, update: int) -> None:
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
@@ -176,7 +245,7 @@ class Learner:
         self.step, self.updates = 0, 0
         self.best_eval: float | None = None  # the best eval/mean_reward so far
         if state is not None:
-            self._check_spaces(state)
+            check_spaces(state, self.spaces, cfg.env.env_id)
             self.step, self.updates = int(state["step"]), int(state["updates"])
             self.best_eval = state.get("best_eval")
         # a resumed run starts fresh episodes, from env seeds no earlier segment used
@@ -187,15 +256,6 @@ class Learner:
         )  # fmt: skip
         if state is not None:
             self.load_state_dict(state)
-
-    def _check_spaces(self, state: dict) -> None:
-        saved = state.get("spaces", {})
-        if saved and saved != self.spaces:
-            raise UserError(
-                f"the checkpoint was saved for observation space {saved['observation']} and "
-                f"action space {saved['action']}; {self.cfg.env.env_id} has "
-                f"{self.spaces['observation']} and {self.spaces['action']}"
-            )
 
     def state_dict(self) -> dict:
         c = self.collector
@@ -225,14 +285,17 @@ class Learner:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        c, rng = self.collector, state["rng"]
         try:
-            self.agent.policy.load_state_dict(state["policy"])
-            self.agent.load_state_dict(state["agent"])
-            self.normalizer.load_state_dict(state["normalizer"])
-        except (RuntimeError, KeyError) as e:
-            first = str(e).strip().splitlines()[0]
+            self._load_state_dict(state)
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            first = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
             raise UserError(f"the checkpoint does not fit this run's agent: {first}") from None
+
+    def _load_state_dict(self, state: dict) -> None:
+        c, rng = self.collector, state["rng"]
+        self.agent.policy.load_state_dict(state["policy"])
+        self.agent.load_state_dict(state["agent"])
+        self.normalizer.load_state_dict(state["normalizer"])
         self.agent.generator.set_state(rng["agent"])
         c.rng.bit_generator.state = rng["rollout"]
         torch.set_rng_state(rng["torch"])
@@ -251,10 +314,11 @@ def save(run_dir: Path, learner: Learner, name: str | None = None) -> None:
     try:
         keep = learner.cfg.run.keep_checkpoints
         checkpoint.save(run_dir, learner.step, learner.state_dict(), keep, name)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip()
         raise UserError(
             f"cannot write a checkpoint at step {learner.step} in {run_dir}/checkpoints: "
-            f"{e.strerror or e}; earlier checkpoints are intact"
+            f"{why}; earlier checkpoints are intact"
         ) from None
 
 
@@ -268,16 +332,20 @@ class Evaluator:
         self.every, self.episodes, self.seed = r.eval_every, r.eval_episodes, r.seed + 10_000
         self.env = None
         if self.every:
-            self.env = gym.make(cfg.env.env_id.rpartition(":")[2], **cfg.env.env_kwargs)
+            self.env = make_env(cfg.env)
 
     def due(self, step: int, per_batch: int) -> bool:
         return bool(self.every) and step // self.every > (step - per_batch) // self.every
 
-    def __call__(self, run_dir: Path, learner: Learner) -> dict[str, float]:
+    def __call__(self, run_dir: Path, learner: Learner, stop: list) -> dict[str, float]:
+        """The evaluation's tags; none when a signal (in `stop`) cut it short."""
         returns, lengths = run_episodes(
             self.env, learner.agent.policy, learner.normalizer, self.episodes, True, self.seed,
-            torch.Generator().manual_seed(self.seed),
+            torch.Generator().manual_seed(self.seed), self.cfg.run.eval_max_steps,
+            stop=lambda: bool(stop),
         )  # fmt: skip
+        if len(returns) < self.episodes:
+            return {}
         mean = float(np.mean(returns))
         if learner.best_eval is None or mean > learner.best_eval:
             learner.best_eval = mean
@@ -318,32 +386,42 @@ def diagnose(run_dir: Path, error: Diverged, learner: Learner, batch) -> Path:
     return path
 
 
-def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool = True) -> dict:
-    """Train `cfg` into `run_dir` (or continue the run there); returns the summary."""
+def run(
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    from_step: int | None = None,
+) -> dict:
+    """Train `cfg` into `run_dir` (or continue the run there from its newest verified
+    checkpoint, or the one at `from_step`); returns the summary. The run folder is locked
+    against a second writer throughout."""
     run_dir = Path(run_dir)
-    torch.set_num_threads(cfg.run.torch_threads)
-    a = cfg.agent
-    env = make_vec(cfg.env, cfg.run.seed)
-    writer, evaluator = None, Evaluator(cfg)
     stop: list[int] = []
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def request_stop(signum, _frame):
+        stop.append(signum)
+
+    for s in handlers:
+        signal.signal(s, request_stop)
+    lock, env, writer, evaluator = RunLock(run_dir), None, None, None
     try:
-        state = None
-        if resume:
-            found = checkpoint.list_checkpoints(run_dir)
-            if not found:
-                raise UserError(f"{run_dir} has no complete checkpoint to resume from")
-            state = checkpoint.load(found[-1])
+        torch.set_num_threads(cfg.run.torch_threads)
+        a = cfg.agent
+        state = _resume_from(run_dir, cfg, from_step) if resume else None
+        env = make_vec(cfg.env, cfg.run.seed)
+        evaluator = Evaluator(cfg)
         learner = Learner(cfg, env, state)
         agent, collector = learner.agent, learner.collector
         # a resumed run drops what was logged after its checkpoint (TensorBoard purges ≥ step+1)
-        writer = RunWriter(run_dir, cfg, purge_step=learner.step + 1 if resume else None)
-
-        def request_stop(signum, _frame):
-            stop.append(signum)
-
-        for s in handlers:
-            signal.signal(s, request_stop)
+        try:
+            writer = RunWriter(run_dir, cfg, purge_step=learner.step + 1 if resume else None)
+        except OSError as e:
+            raise UserError(
+                f"cannot write TensorBoard events in {run_dir}: {e.strerror or e}"
+            ) from None
 
         total, per_batch = cfg.run.steps, a.n_steps * env.num_envs
         every = cfg.run.checkpoint_every
@@ -353,9 +431,10 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool =
         try:
             while learner.step < total:
                 if stop:
-                    save(run_dir, learner)
-                    code = 130 if stop[0] == signal.SIGINT else 143
-                    raise Interrupted(code, run_dir, learner.step)
+                    if learner.step > start_step:  # (otherwise its checkpoint is the newest)
+                        save(run_dir, learner)
+                    raise Interrupted(130 if stop[0] == signal.SIGINT else 143, run_dir,
+                                      learner.step)  # fmt: skip
                 batch = collector.collect()
                 t_update = time.perf_counter()
                 try:
@@ -364,7 +443,10 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool =
                     _check_finite(metrics, learner.updates + 1)
                 except Diverged as e:
                     path = diagnose(run_dir, e, learner, batch)
-                    raise Diverged(f"{e} (diagnostic: {path})") from None
+                    found = checkpoint.list_checkpoints(run_dir)
+                    kept = (f"the last good checkpoint is kept ({found[-1].name})" if found
+                            else "no checkpoint had been written yet")  # fmt: skip
+                    raise Diverged(f"{e} (diagnostic: {path}); {kept}") from None
                 update_seconds += time.perf_counter() - t_update
                 learner.step, learner.updates = learner.step + per_batch, learner.updates + 1
                 fps = (learner.step - start_step) / (time.perf_counter() - t0)
@@ -372,7 +454,7 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool =
                 metrics["time/updates"] = learner.updates
                 step = learner.step
                 if evaluator.due(step, per_batch):
-                    metrics.update(evaluator(run_dir, learner))
+                    metrics.update(evaluator(run_dir, learner, stop))
                 writer.write(metrics, step)
                 if every and step // every > (step - per_batch) // every and step < total:
                     save(run_dir, learner)
@@ -399,12 +481,15 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool =
         tmp.replace(run_dir / "summary.json")
         return summary
     finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
         if writer is not None:
             writer.close()
-        evaluator.close()
-        env.close()
+        if evaluator is not None:
+            evaluator.close()
+        if env is not None:
+            env.close()
+        lock.release()
+        for s, h in handlers.items():
+            signal.signal(s, h)
 
 
 def rollout_metrics(collector: Collector, batch, policy) -> dict[str, float]:

@@ -15,12 +15,17 @@ from rl_trust import checkpoint
 
 
 def test_pack_unpack_round_trip_is_exact(tmp_path):
+    learner = {  # what checkpoint.SCHEMA asks of every checkpoint
+        "updates": 1, "best_eval": None, "policy": {}, "agent": {}, "normalizer": {}, "rng": {},
+        "episodes": {"returns": [], "lengths": [], "count": 0},
+        "spaces": {"observation": "Box", "action": "Discrete(2)"}, "config": {}, "versions": {},
+    }  # fmt: skip
     state = {
-        "step": 7, "beta": 0.25, "name": "ppo", "none": None,
+        **learner, "step": 7, "beta": 0.25, "name": "ppo", "none": None,
         "optimizer": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(4, 2)}},
                       "param_groups": [{"lr": 3e-4, "params": [0]}]},
         "norm": {"mean": np.arange(3.0), "count": np.array(5.0), "f32": np.ones((2, 2), "f4")},
-        "rng": torch.Generator().manual_seed(3).get_state(),
+        "generator": torch.Generator().manual_seed(3).get_state(),
     }  # fmt: skip
     path = checkpoint.save(tmp_path, 7, state, keep=2)
     back = checkpoint.load(path)
@@ -32,9 +37,9 @@ def test_pack_unpack_round_trip_is_exact(tmp_path):
     for key, value in state["norm"].items():
         assert back["norm"][key].shape == value.shape and back["norm"][key].dtype == value.dtype
         assert np.array_equal(back["norm"][key], value)
-    assert torch.equal(back["rng"], state["rng"])
+    assert torch.equal(back["generator"], state["generator"])
     for step in (8, 9, 10):
-        checkpoint.save(tmp_path, step, state, keep=2)
+        checkpoint.save(tmp_path, step, {**state, "step": step}, keep=2)
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [
         "step_000000000009", "step_000000000010",
     ]  # fmt: skip

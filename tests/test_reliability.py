@@ -121,7 +121,7 @@ def test_corrupt_and_truncated_checkpoints_are_refused(tmp_path):
     tensors = newest / checkpoint.TENSORS
     tensors.write_bytes(tensors.read_bytes()[: tensors.stat().st_size // 2])
     assert_one_line_error(cli("resume", str(run), "--steps", "1024", "--no-progress"), 2,
-                          "cannot be read")  # fmt: skip
+                          "fails its SHA-256 check", "use --checkpoint 256")  # fmt: skip
     (newest / checkpoint.STATE).write_text('{"step": 51')
     assert_one_line_error(cli("eval", str(run)), 2, "cannot be read")
     older = checkpoint.list_checkpoints(run)[0]
@@ -131,9 +131,9 @@ def test_corrupt_and_truncated_checkpoints_are_refused(tmp_path):
 def test_a_checkpoint_from_another_env_is_refused(tmp_path):
     run = tiny_run(tmp_path, "cartpole")
     other = tiny_run(tmp_path, "acrobot", "--env", "Acrobot-v1")
-    foreign = checkpoint.list_checkpoints(other)[-1]
-    shutil.copytree(foreign, run / "checkpoints" / "step_000000000999")
-    assert_one_line_error(cli("resume", str(run), "--steps", "2048", "--no-progress"), 2,
+    foreign = checkpoint.list_checkpoints(other)[-1]  # (a later step than the run's own)
+    shutil.copytree(foreign, run / "checkpoints" / foreign.name)
+    assert_one_line_error(cli("resume", str(run), "--steps", "8192", "--no-progress"), 2,
                           "saved for observation space", "CartPole-v1")  # fmt: skip
 
 

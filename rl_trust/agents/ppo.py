@@ -14,6 +14,8 @@ before its gradient step, as stable-baselines3 does.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -174,5 +176,10 @@ class PPO:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        beta, grad_steps = state["beta"], state["grad_steps"]
+        if not (isinstance(beta, float | int) and math.isfinite(beta) and beta >= 0):
+            raise ValueError(f"beta {beta!r} is not a number ≥ 0")
+        if not (isinstance(grad_steps, int) and grad_steps >= 0):
+            raise ValueError(f"grad_steps {grad_steps!r} is not an integer ≥ 0")
         self.optimizer.load_state_dict(state["optimizer"])
-        self.beta, self.grad_steps = state["beta"], state["grad_steps"]
+        self.beta, self.grad_steps = float(beta), grad_steps

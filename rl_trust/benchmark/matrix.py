@@ -45,7 +45,8 @@ class Trial:
 
     @property
     def name(self) -> str:
-        return f"{self.library}-{self.agent}-{self.env.replace('/', '_')}-s{self.seed}"
+        env = self.env.replace("/", "_").replace(":", "_")
+        return f"{self.library}-{self.agent}-{env}-s{self.seed}"
 
     def config(self) -> config.RunConfig:
         return config.load(
@@ -63,7 +64,10 @@ def matrix(agents, envs, seeds, steps, overrides=()) -> list[Trial]:
     Ordered env by env and, within an env, seed by seed, so that a matrix stopped halfway
     already holds complete pairs (ours and SB3's, same agent and seed) for a first comparison.
     """
+    from rl_trust.envs import check_id
+
     for env in envs:
+        check_id(env)
         for agent in agents:
             config.load(agent, env, config.parse_overrides(list(overrides)), steps, 0)
     return [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import sys
 
 import gymnasium as gym
 
@@ -13,7 +14,7 @@ from rl_trust.envs.normalize import Normalizer, RunningMeanStd
 from rl_trust.envs.sync import SyncVectorEnv
 from rl_trust.errors import UserError
 
-__all__ = ["make_vec", "Normalizer", "RunningMeanStd", "check_id"]
+__all__ = ["make_vec", "make_env", "Normalizer", "RunningMeanStd", "check_id", "check_import"]
 
 probes.register()
 
@@ -26,11 +27,45 @@ def check_id(env_id: str) -> None:
             importlib.import_module(module)
         except ImportError as e:
             raise UserError(f"env {env_id!r}: cannot import module {module!r} ({e})") from None
+        except Exception as e:  # SyntaxError, or whatever its code raised
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise UserError(
+                f"env {env_id!r}: importing module {module!r} raised "
+                f"{e.__class__.__name__}: {first}"
+            ) from None
         env_id = name
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UserError(f"unknown env id {env_id!r}: not registered with gymnasium{hint}")
+
+
+def check_import(env_id: str, source: str, allow: bool) -> None:
+    """A run folder's config is data: the module its `module:Env` id names is imported (its
+    code run) only when already loaded or when the user allows it (--allow-import)."""
+    module, sep, _ = env_id.rpartition(":")
+    if sep and not allow and module not in sys.modules:
+        raise UserError(
+            f"{source} names env {env_id!r}: importing module {module!r} runs its code; "
+            "pass --allow-import if you trust this run"
+        )
+
+
+def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
+    """One env of the config (for probing its spaces and for evaluation); `render_mode`
+    replaces one that env_kwargs may give."""
+    check_id(cfg.env_id)
+    kwargs = dict(cfg.env_kwargs)
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    try:
+        return gym.make(cfg.env_id.rpartition(":")[2], **kwargs)
+    except gym.error.DependencyNotInstalled as e:
+        raise UserError(f"env {cfg.env_id!r} needs a package that is not installed: {e}") from None
+    except TypeError as e:
+        if render_mode is not None and "render_mode" in str(e):
+            raise UserError(f"env {cfg.env_id!r} cannot render: {e}") from None
+        raise UserError(f"env {cfg.env_id!r} rejected env_kwargs {kwargs}: {e}") from None
 
 
 def make_vec(cfg: EnvConfig, seed: int) -> gym.vector.VectorEnv:

@@ -80,6 +80,11 @@ class Normalizer:
         }
 
     def load_state_dict(self, s: dict[str, np.ndarray]) -> None:
+        for key, now in self.state_dict().items():
+            if np.shape(s[key]) != np.shape(now):
+                raise ValueError(
+                    f"normalizer {key} has shape {np.shape(s[key])}, not {np.shape(now)}"
+                )
         self.obs_rms.mean, self.obs_rms.var = np.array(s["obs_mean"]), np.array(s["obs_var"])
         self.obs_rms.count = float(s["obs_count"])
         self.ret_rms.mean, self.ret_rms.var = np.array(s["ret_mean"]), np.array(s["ret_var"])
