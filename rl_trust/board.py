@@ -7,6 +7,7 @@ without runs and a busy port before starting it, and stops it on Ctrl-C or SIGTE
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import signal
 import socket
@@ -34,6 +35,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def url_for(host: str, port: int) -> str:
+    """A URL that opens: a wildcard address (0.0.0.0, ::) is not one, its loopback is."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "[::1]"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
 def serve(runs_root: Path, host: str, port: int) -> int:
     """Start TensorBoard on runs_root, print its URL, return when it stops (0 on Ctrl-C)."""
     root = Path(runs_root)
@@ -46,7 +65,11 @@ def serve(runs_root: Path, host: str, port: int) -> int:
     cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(root),
            "--host", host, "--port", str(port), "--reload_interval", "5"]  # fmt: skip
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
-    print(f"http://{host}:{port}/", flush=True)
+    print(url_for(host, port), flush=True)
+    if not loopback(host):
+        print(f"rl-trust: warning: --host {host} makes TensorBoard reachable from the network: "
+              f"anyone who can reach this machine on port {port} can read every run in {root}",
+              file=sys.stderr, flush=True)  # fmt: skip
     print(f"TensorBoard on {root} (Ctrl-C stops it)", file=sys.stderr, flush=True)
 
     def stop(signum, _frame):

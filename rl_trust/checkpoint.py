@@ -189,7 +189,7 @@ def _check_schema(path: Path, state: Any, expect_step: int | None) -> None:
         if key not in state:
             raise bad(f"field {key!r} is missing")
         value = state[key]
-        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        if not isinstance(value, tp) or isinstance(value, bool):  # (bool is an int)
             raise bad(f"field {key!r} is {type(value).__name__}")
     for key in ("step", "updates"):
         if not 0 <= state[key] < 2**53:

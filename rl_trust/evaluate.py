@@ -107,7 +107,11 @@ def evaluate(
     max_steps: int | None = None,
 ) -> dict:
     """Run `episodes` episodes of the checkpoint's policy; returns (and writes) eval.json."""
-    from rl_trust.train import check_spaces, read_run_config  # (train imports run_episodes)
+    from rl_trust.train import (
+        check_spaces,
+        one_line,
+        read_run_config,
+    )  # (train imports run_episodes)
 
     if not 1 <= episodes <= 1_000_000:
         raise UserError(f"--episodes {episodes}: must be in 1..1000000")
@@ -125,7 +129,10 @@ def evaluate(
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # and pygame (classic control)
     env = make_env(cfg.env, render_mode="rgb_array" if video else None)
     spaces = {"observation": str(env.observation_space), "action": str(env.action_space)}
-    check_spaces(state, spaces, cfg.env.env_id)
+    try:
+        check_spaces(state, spaces, cfg.env.env_id)
+    except UserError as e:
+        raise UserError(f"checkpoint {path} {e}") from None
     videos = run_dir / "videos" / f"{path.name}-{'mode' if deterministic else 'sample'}"
     if video:
         follow_camera(env)
@@ -143,8 +150,9 @@ def evaluate(
         policy.load_state_dict(state["policy"])
         normalizer.load_state_dict(state["normalizer"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
-        raise UserError(f"{path} does not fit the run's network (net_arch?): {first}") from None
+        raise UserError(
+            f"checkpoint {path} does not fit the run's network (net_arch?): {one_line(e)}"
+        ) from None
 
     try:
         returns, lengths = run_episodes(

@@ -135,30 +135,34 @@ def load_run_config(run_dir: Path, steps: int | None = None) -> RunConfig:
     return cfg
 
 
-def _resume_from(run_dir: Path, cfg: RunConfig, which: int | None) -> dict:
-    """The verified state to resume from. Checkpoints newer than it (when `which` picks an
-    earlier one) are moved to RUN/superseded/, so that rotation never mixes the two; the new
-    step total goes into config.yaml only now."""
+def _resume_from(run_dir: Path, cfg: RunConfig, which: int | None) -> tuple[Path, dict]:
+    """The verified state to resume from (the newest checkpoint, or the one at `which`)."""
     path, state = checkpoint.newest(run_dir, which)
     done, total = int(state["step"]), cfg.run.steps
     if done >= total:
         raise UserError(
             f"{run_dir} already has {done} of {total} steps: pass --steps larger than {done}"
         )
-    later = [p for p in checkpoint.list_checkpoints(run_dir) if checkpoint.step_of(p) > done]
+    return path, state
+
+
+def _commit_resume(run_dir: Path, cfg: RunConfig, step: int) -> None:
+    """Once the state has loaded: checkpoints newer than it (when an earlier one was chosen)
+    move to RUN/superseded/, so that rotation never mixes the two, and the new step total
+    goes into config.yaml."""
+    later = [p for p in checkpoint.list_checkpoints(run_dir) if checkpoint.step_of(p) > step]
     if later:
         aside = Path(run_dir) / "superseded" / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         aside.mkdir(parents=True)
         for p in later:
             os.replace(p, aside / p.name)
-        print(f"rl-trust: resuming from {path.name}; the later {', '.join(p.name for p in later)}"
-              f" moved to {aside}", file=sys.stderr)  # fmt: skip
-    config_path = Path(run_dir) / "config.yaml"
-    if read_run_config(run_dir).run.steps != total:
-        tmp = config_path.with_suffix(".yaml.tmp")
+        print(f"rl-trust: resuming from step_{step:012d}; the later "
+              f"{', '.join(p.name for p in later)} moved to {aside}", file=sys.stderr)  # fmt: skip
+    path = Path(run_dir) / "config.yaml"
+    if read_run_config(run_dir).run.steps != cfg.run.steps:
+        tmp = path.with_suffix(".yaml.tmp")
         tmp.write_text(cfg.to_yaml())
-        tmp.replace(config_path)
-    return state
+        tmp.replace(path)
 
 
 def versions() -> dict[str, str]:
@@ -208,12 +212,18 @@ class Progress:
             self.bar.close()
 
 
+def one_line(e: Exception) -> str:
+    """An exception's message on one line (torch's load_state_dict spreads it over several)."""
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    return f"{e.__class__.__name__}: {text[:300]}"
+
+
 def check_spaces(state: dict, spaces: dict[str, str], env_id: str) -> None:
     """A UserError unless the checkpoint was saved for these observation and action spaces."""
     saved = state["spaces"]
     if saved != spaces:
         raise UserError(
-            f"the checkpoint was saved for observation space {saved['observation']} and "
+            f"was saved for observation space {saved['observation']} and "
             f"action space {saved['action']}; {env_id} has "
             f"{spaces['observation']} and {spaces['action']}"
         )
@@ -288,8 +298,7 @@ class Learner:
         try:
             self._load_state_dict(state)
         except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-            first = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
-            raise UserError(f"the checkpoint does not fit this run's agent: {first}") from None
+            raise UserError(f"does not fit this run's agent: {one_line(e)}") from None
 
     def _load_state_dict(self, state: dict) -> None:
         c, rng = self.collector, state["rng"]
@@ -410,11 +419,16 @@ def run(
     try:
         torch.set_num_threads(cfg.run.torch_threads)
         a = cfg.agent
-        state = _resume_from(run_dir, cfg, from_step) if resume else None
+        path, state = _resume_from(run_dir, cfg, from_step) if resume else (None, None)
         env = make_vec(cfg.env, cfg.run.seed)
         evaluator = Evaluator(cfg)
-        learner = Learner(cfg, env, state)
+        try:
+            learner = Learner(cfg, env, state)
+        except UserError as e:
+            raise UserError(f"checkpoint {path} {e}") from None
         agent, collector = learner.agent, learner.collector
+        if resume:
+            _commit_resume(run_dir, cfg, learner.step)
         # a resumed run drops what was logged after its checkpoint (TensorBoard purges ≥ step+1)
         try:
             writer = RunWriter(run_dir, cfg, purge_step=learner.step + 1 if resume else None)
