@@ -2,7 +2,7 @@
 
 The server runs as a child process (`python -m tensorboard.main`); `serve` refuses a folder
 without runs and a busy port before starting it, and stops it on Ctrl-C or SIGTERM.
-`wait_until_up` and `screenshot` are how the tests (and the README's pictures) look at it.
+`wait_until_up` is how the tests wait for it; `screenshot` takes the README's pictures.
 """
 
 from __future__ import annotations

@@ -12,6 +12,13 @@ mode="${1:---train}"
 [ $# -gt 0 ] && shift
 case "$mode" in
   --test)
+    # The browser test (tests/test_board.py) needs Chromium: install Debian's where we can
+    # (root, with apt-get); elsewhere that one test is skipped and says why.
+    if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null &&
+      [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
     .venv/bin/python -m pytest "$@"
