@@ -28,7 +28,19 @@ import yaml
 
 from rl_trust.errors import UserError
 
-PRESET_ROOT = Path(os.environ.get("RL_TRUST_PRESETS", Path(__file__).resolve().parent.parent))
+
+def _preset_root() -> Path:
+    """Where the presets are: RL_TRUST_PRESETS, else those a wheel installs with the package
+    (rl_trust/presets/, mapped from the top-level agents/ and envs/ at build time), else the
+    source checkout's top-level agents/ and envs/."""
+    if os.environ.get("RL_TRUST_PRESETS"):
+        return Path(os.environ["RL_TRUST_PRESETS"])
+    here = Path(__file__).resolve().parent
+    return here / "presets" if (here / "presets" / "agents").is_dir() else here.parent
+
+
+PRESET_ROOT = _preset_root()
+YAML_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
@@ -349,6 +361,13 @@ def _sections(env_file: Path, env_preset: dict, agents: dict[str, Path]) -> dict
     return sections
 
 
+def _preset_file(path: str | Path, flag: str) -> Path:
+    path = Path(path)
+    if path.suffix not in YAML_SUFFIXES or not path.is_file():
+        raise UserError(f"{flag} {path}: not a preset file (a .yaml file that exists)")
+    return path
+
+
 def preset_description(path: Path) -> str:
     return str(_read_yaml(path).get("description", ""))
 
@@ -375,11 +394,21 @@ def load(
     overrides: dict[str, Any] | None = None,
     steps: int | float | None = None,
     seed: int | None = None,
+    env_preset: str | Path | None = None,
 ) -> RunConfig:
-    """Resolve agent preset ← env preset ← overrides into one validated RunConfig."""
+    """Resolve agent preset ← env preset ← overrides into one validated RunConfig. `agent`
+    names a preset or is a path to a user's agent preset file (*.yaml); `env_preset` is a
+    path to a user's env preset file, used instead of the env's own preset."""
     agents = presets("agents")
+    if str(agent).endswith(YAML_SUFFIXES):
+        path = _preset_file(agent, "--agent")
+        agent = path.stem
+        agents = {**agents, agent: path}
     if agent not in agents:
-        raise UserError(f"unknown agent {agent!r}: choose one of {', '.join(agents)}")
+        raise UserError(
+            f"unknown agent {agent!r}: choose one of {', '.join(agents)}, or a preset file "
+            "(path/to/agent.yaml)"
+        )
     layers: list[tuple[str, dict]] = []
     agent_preset = _read_yaml(agents[agent])
     algo = agent_preset.get("algo", "ppo")
@@ -392,7 +421,9 @@ def load(
             {k: v for k, v in agent_preset.items() if k not in ("description", "tuning")},
         )
     )
-    env_file = presets("envs").get(env)
+    env_file = (
+        presets("envs").get(env) if env_preset is None else _preset_file(env_preset, "--env-preset")
+    )
     sections = dict.fromkeys(SECTIONS, {})
     if env_file is not None:
         env_preset = _read_yaml(env_file)
