@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import yaml
 
-from rl_trust.errors import UserError
+from rl_trust.errors import UserError, UserTypeError
 
 
 def _preset_root() -> Path:
@@ -217,7 +217,7 @@ def _type_name(tp: Any) -> str:
 def coerce(key: str, value: Any, tp: Any) -> Any:
     """`value` (from YAML or the command line) as type `tp`, or a UserError naming the key."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    bad = UserError(f"{key}={value!r} is not valid: {key} takes {_type_name(tp)}")
+    bad = UserTypeError(f"{key}={value!r} is not valid: {key} takes {_type_name(tp)}")
     if origin in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
             if type(None) in args:
@@ -235,7 +235,7 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
-        raise UserError(f"{key}={value!r} is not valid: {key} takes true or false")
+        raise UserTypeError(f"{key}={value!r} is not valid: {key} takes true or false")
     if tp is int:
         try:  # accept 1e6 and 100_000 for step counts
             number = float(value) if isinstance(value, str) else value
@@ -247,7 +247,7 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             or not math.isfinite(number)
             or number != int(number)
         ):
-            raise UserError(f"{key}={value!r} is not valid: {key} takes an integer")
+            raise UserTypeError(f"{key}={value!r} is not valid: {key} takes an integer")
         return int(number)
     if tp is float:
         try:
@@ -255,7 +255,7 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
                 raise ValueError
             number = float(value)
         except (TypeError, ValueError, OverflowError):
-            raise UserError(f"{key}={value!r} is not valid: {key} takes a number") from None
+            raise UserTypeError(f"{key}={value!r} is not valid: {key} takes a number") from None
         if not math.isfinite(number):
             raise UserError(f"{key}={value!r} is not valid: {key} takes a finite number")
         return number
@@ -267,13 +267,17 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, str):
             value = yaml.safe_load(value if value.startswith("[") else f"[{value}]")
         if not isinstance(value, list | tuple):
-            raise UserError(f"{key}={value!r} is not valid: {key} takes a list such as [64, 64]")
+            raise UserTypeError(
+                f"{key}={value!r} is not valid: {key} takes a list such as [64, 64]"
+            )
         return tuple(coerce(key, v, args[0]) for v in value)
     if tp is dict or origin is dict:
         if isinstance(value, str):
             value = yaml.safe_load(value)
         if not isinstance(value, dict):
-            raise UserError(f"{key}={value!r} is not valid: {key} takes a mapping such as {{a: 1}}")
+            raise UserTypeError(
+                f"{key}={value!r} is not valid: {key} takes a mapping such as {{a: 1}}"
+            )
         return dict(value)
     return value
 
@@ -395,10 +399,12 @@ def load(
     steps: int | float | None = None,
     seed: int | None = None,
     env_preset: str | Path | None = None,
+    use_env_preset: bool = True,
 ) -> RunConfig:
     """Resolve agent preset ← env preset ← overrides into one validated RunConfig. `agent`
     names a preset or is a path to a user's agent preset file (*.yaml); `env_preset` is a
-    path to a user's env preset file, used instead of the env's own preset."""
+    path to a user's env preset file, used instead of the env's own preset;
+    `use_env_preset=False` applies none."""
     agents = presets("agents")
     if str(agent).endswith(YAML_SUFFIXES):
         path = _preset_file(agent, "--agent")
@@ -421,9 +427,10 @@ def load(
             {k: v for k, v in agent_preset.items() if k not in ("description", "tuning")},
         )
     )
-    env_file = (
-        presets("envs").get(env) if env_preset is None else _preset_file(env_preset, "--env-preset")
-    )
+    if env_preset is not None:
+        env_file = _preset_file(env_preset, "--env-preset")
+    else:  # (an env the user built in Python gets no preset: it is theirs as it is)
+        env_file = presets("envs").get(env) if use_env_preset else None
     sections = dict.fromkeys(SECTIONS, {})
     if env_file is not None:
         env_preset = _read_yaml(env_file)
