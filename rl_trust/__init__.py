@@ -1,3 +1,16 @@
-"""rl-trust: trust-region policy optimization you can see."""
+"""rl-trust: trust-region policy optimization you can see.
+
+`rl_trust.PPO`, `rl_trust.TRPO` and `rl_trust.load` are the Python API (rl_trust/api.py),
+imported on first use so that `rl-trust list` and the like start without torch.
+"""
 
 __version__ = "0.1.0"
+__all__ = ["PPO", "TRPO", "load", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in ("PPO", "TRPO", "load"):
+        from rl_trust import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'rl_trust' has no attribute {name!r}")

@@ -46,8 +46,12 @@ def _step_number(text: str) -> int:
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--agent", default="ppo", help="agent preset (rl-trust list); default ppo")
+    p.add_argument("--agent", default="ppo",
+                   help="agent preset (rl-trust list) or preset file (path/to/agent.yaml); "
+                   "default ppo")  # fmt: skip
     p.add_argument("--env", default="CartPole-v1", help="gymnasium env id; default CartPole-v1")
+    p.add_argument("--env-preset", type=Path, metavar="FILE",
+                   help="an env preset file to use instead of the env's own preset")  # fmt: skip
     p.add_argument("--steps", type=_steps, help="total env steps (1e6 accepted)")
     p.add_argument("--seed", type=_seed, help="random seed")
     p.add_argument(
@@ -154,9 +158,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(args) -> config.RunConfig:
-    return config.load(
-        args.agent, args.env, config.parse_overrides(args.overrides), args.steps, args.seed
-    )
+    return config.load(args.agent, args.env, config.parse_overrides(args.overrides), args.steps,
+                       args.seed, args.env_preset)  # fmt: skip
 
 
 def cmd_train(args) -> int:

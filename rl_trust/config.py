@@ -26,9 +26,21 @@ from typing import Any, Literal
 
 import yaml
 
-from rl_trust.errors import UserError
+from rl_trust.errors import UserError, UserTypeError
 
-PRESET_ROOT = Path(os.environ.get("RL_TRUST_PRESETS", Path(__file__).resolve().parent.parent))
+
+def _preset_root() -> Path:
+    """Where the presets are: RL_TRUST_PRESETS, else those a wheel installs with the package
+    (rl_trust/presets/, mapped from the top-level agents/ and envs/ at build time), else the
+    source checkout's top-level agents/ and envs/."""
+    if os.environ.get("RL_TRUST_PRESETS"):
+        return Path(os.environ["RL_TRUST_PRESETS"])
+    here = Path(__file__).resolve().parent
+    return here / "presets" if (here / "presets" / "agents").is_dir() else here.parent
+
+
+PRESET_ROOT = _preset_root()
+YAML_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
@@ -205,7 +217,7 @@ def _type_name(tp: Any) -> str:
 def coerce(key: str, value: Any, tp: Any) -> Any:
     """`value` (from YAML or the command line) as type `tp`, or a UserError naming the key."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    bad = UserError(f"{key}={value!r} is not valid: {key} takes {_type_name(tp)}")
+    bad = UserTypeError(f"{key}={value!r} is not valid: {key} takes {_type_name(tp)}")
     if origin in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
             if type(None) in args:
@@ -223,7 +235,7 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
-        raise UserError(f"{key}={value!r} is not valid: {key} takes true or false")
+        raise UserTypeError(f"{key}={value!r} is not valid: {key} takes true or false")
     if tp is int:
         try:  # accept 1e6 and 100_000 for step counts
             number = float(value) if isinstance(value, str) else value
@@ -235,7 +247,7 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             or not math.isfinite(number)
             or number != int(number)
         ):
-            raise UserError(f"{key}={value!r} is not valid: {key} takes an integer")
+            raise UserTypeError(f"{key}={value!r} is not valid: {key} takes an integer")
         return int(number)
     if tp is float:
         try:
@@ -243,7 +255,7 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
                 raise ValueError
             number = float(value)
         except (TypeError, ValueError, OverflowError):
-            raise UserError(f"{key}={value!r} is not valid: {key} takes a number") from None
+            raise UserTypeError(f"{key}={value!r} is not valid: {key} takes a number") from None
         if not math.isfinite(number):
             raise UserError(f"{key}={value!r} is not valid: {key} takes a finite number")
         return number
@@ -255,13 +267,17 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, str):
             value = yaml.safe_load(value if value.startswith("[") else f"[{value}]")
         if not isinstance(value, list | tuple):
-            raise UserError(f"{key}={value!r} is not valid: {key} takes a list such as [64, 64]")
+            raise UserTypeError(
+                f"{key}={value!r} is not valid: {key} takes a list such as [64, 64]"
+            )
         return tuple(coerce(key, v, args[0]) for v in value)
     if tp is dict or origin is dict:
         if isinstance(value, str):
             value = yaml.safe_load(value)
         if not isinstance(value, dict):
-            raise UserError(f"{key}={value!r} is not valid: {key} takes a mapping such as {{a: 1}}")
+            raise UserTypeError(
+                f"{key}={value!r} is not valid: {key} takes a mapping such as {{a: 1}}"
+            )
         return dict(value)
     return value
 
@@ -349,6 +365,13 @@ def _sections(env_file: Path, env_preset: dict, agents: dict[str, Path]) -> dict
     return sections
 
 
+def _preset_file(path: str | Path, flag: str) -> Path:
+    path = Path(path)
+    if path.suffix not in YAML_SUFFIXES or not path.is_file():
+        raise UserError(f"{flag} {path}: not a preset file (a .yaml file that exists)")
+    return path
+
+
 def preset_description(path: Path) -> str:
     return str(_read_yaml(path).get("description", ""))
 
@@ -375,11 +398,23 @@ def load(
     overrides: dict[str, Any] | None = None,
     steps: int | float | None = None,
     seed: int | None = None,
+    env_preset: str | Path | None = None,
+    use_env_preset: bool = True,
 ) -> RunConfig:
-    """Resolve agent preset ← env preset ← overrides into one validated RunConfig."""
+    """Resolve agent preset ← env preset ← overrides into one validated RunConfig. `agent`
+    names a preset or is a path to a user's agent preset file (*.yaml); `env_preset` is a
+    path to a user's env preset file, used instead of the env's own preset;
+    `use_env_preset=False` applies none."""
     agents = presets("agents")
+    if str(agent).endswith(YAML_SUFFIXES):
+        path = _preset_file(agent, "--agent")
+        agent = path.stem
+        agents = {**agents, agent: path}
     if agent not in agents:
-        raise UserError(f"unknown agent {agent!r}: choose one of {', '.join(agents)}")
+        raise UserError(
+            f"unknown agent {agent!r}: choose one of {', '.join(agents)}, or a preset file "
+            "(path/to/agent.yaml)"
+        )
     layers: list[tuple[str, dict]] = []
     agent_preset = _read_yaml(agents[agent])
     algo = agent_preset.get("algo", "ppo")
@@ -392,7 +427,10 @@ def load(
             {k: v for k, v in agent_preset.items() if k not in ("description", "tuning")},
         )
     )
-    env_file = presets("envs").get(env)
+    if env_preset is not None:
+        env_file = _preset_file(env_preset, "--env-preset")
+    else:  # (an env the user built in Python gets no preset: it is theirs as it is)
+        env_file = presets("envs").get(env) if use_env_preset else None
     sections = dict.fromkeys(SECTIONS, {})
     if env_file is not None:
         env_preset = _read_yaml(env_file)

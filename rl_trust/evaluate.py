@@ -35,6 +35,23 @@ def find_checkpoint(run_dir: Path, which: str) -> tuple[Path, dict]:
 
 
 @torch.no_grad()
+def act(
+    policy: ActorCritic,
+    normalizer: Normalizer,
+    obs: np.ndarray,
+    deterministic: bool,
+    generator: torch.Generator,
+) -> np.ndarray:
+    """The policy's actions (its mode, or samples) for a batch of raw observations, as the
+    env takes them: observations normalized with the statistics frozen, Box actions clipped."""
+    fam = policy.family
+    x = policy.preprocess_numpy(normalizer.obs(obs, update=False))
+    params = policy.dist_params(torch.from_numpy(x))
+    action = fam.mode(params) if deterministic else fam.sample(params, generator)
+    return fam.to_env(action.numpy())
+
+
+@torch.no_grad()
 def run_episodes(
     env: gym.Env,
     policy: ActorCritic,
@@ -50,7 +67,7 @@ def run_episodes(
     the statistics frozen; episode k starts from seed + k. An episode ends at the env's
     time limit or, for an env without one, after `max_steps` steps (with a warning). Returns
     returns and lengths, of fewer episodes when `stop()` turns true (checked every step)."""
-    fam, training = policy.family, normalizer.training
+    training = normalizer.training
     limit = getattr(env.spec, "max_episode_steps", None) or max_steps
     normalizer.training = False
     returns, lengths, capped = [], [], 0
@@ -61,10 +78,8 @@ def run_episodes(
             while not done:
                 if stop():
                     return returns, lengths
-                x = policy.preprocess_numpy(normalizer.obs(np.asarray(obs)[None], update=False))
-                params = policy.dist_params(torch.from_numpy(x))
-                action = fam.mode(params) if deterministic else fam.sample(params, generator)
-                obs, reward, terminated, truncated, _ = env.step(fam.to_env(action.numpy())[0])
+                action = act(policy, normalizer, np.asarray(obs)[None], deterministic, generator)
+                obs, reward, terminated, truncated, _ = env.step(action[0])
                 total, length = total + float(reward), length + 1
                 done = terminated or truncated or length >= limit
             capped += not (terminated or truncated)

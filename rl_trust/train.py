@@ -395,6 +395,114 @@ def diagnose(run_dir: Path, error: Diverged, learner: Learner, batch) -> Path:
     return path
 
 
+class Trainer:
+    """A learner with its env, and, given a run folder, its TensorBoard writer, evaluator and
+    checkpoints: what `rl-trust train` / `resume` and the Python API (rl_trust.PPO, TRPO)
+    drive, one rollout and update at a time. It takes no signals and no lock; its caller
+    does (run, below; the API)."""
+
+    def __init__(self, cfg: RunConfig, env, run_dir: Path | None, state: dict | None = None,
+                 source: Path | None = None):  # fmt: skip
+        self.cfg, self.env = cfg, env
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.writer, self.evaluator = None, None
+        try:
+            self.learner = Learner(cfg, env, state)
+        except UserError as e:
+            raise UserError(f"checkpoint {source} {e}") from None
+        self.metrics: dict = {}
+        self.seconds = {"update": 0.0}
+
+    def open_log(self, resume: bool) -> None:
+        """The event file (a resumed run drops what was logged after its checkpoint:
+        TensorBoard purges ≥ step + 1) and the evaluator."""
+        if self.run_dir is None or self.writer is not None:
+            return
+        purge = self.learner.step + 1 if resume else None
+        try:
+            self.writer = RunWriter(self.run_dir, self.cfg, purge_step=purge)
+        except OSError as e:
+            why = e.strerror or e
+            raise UserError(f"cannot write TensorBoard events in {self.run_dir}: {why}") from None
+        self.evaluator = Evaluator(self.cfg)
+
+    def save(self, name: str | None = None) -> None:
+        if self.run_dir is not None:
+            save(self.run_dir, self.learner, name)
+
+    def learn(self, total: int, stop: list, progress: bool = False, callback=None) -> dict:
+        """Collect and update until `total` env steps (the first whole rollout at or past it),
+        then checkpoint. `stop` (signals received) ends it early with a checkpoint, as does
+        `callback(metrics, trainer)` returning False; returns the summary of this segment."""
+        learner, cfg, env = self.learner, self.cfg, self.env
+        agent, collector, run_dir = learner.agent, learner.collector, self.run_dir
+        per_batch, every = cfg.agent.n_steps * env.num_envs, cfg.run.checkpoint_every
+        start_step, t0 = learner.step, time.perf_counter()
+        bar = Progress(total, learner.step, progress)
+        try:
+            while learner.step < total:
+                if stop:
+                    if learner.step > start_step:  # (otherwise its checkpoint is the newest)
+                        self.save()
+                    code = 130 if stop[0] == signal.SIGINT else 143
+                    raise Interrupted(code, run_dir, learner.step)
+                batch = collector.collect()
+                t_update = time.perf_counter()
+                try:
+                    metrics = agent.update(batch, progress_remaining=1.0 - learner.step / total)
+                    metrics.update(rollout_metrics(collector, batch, agent.policy))
+                    _check_finite(metrics, learner.updates + 1)
+                except Diverged as e:
+                    if run_dir is None:
+                        raise
+                    path = diagnose(run_dir, e, learner, batch)
+                    found = checkpoint.list_checkpoints(run_dir)
+                    kept = (f"the last good checkpoint is kept ({found[-1].name})" if found
+                            else "no checkpoint had been written yet")  # fmt: skip
+                    raise Diverged(f"{e} (diagnostic: {path}); {kept}") from None
+                self.seconds["update"] += time.perf_counter() - t_update
+                learner.step, learner.updates = learner.step + per_batch, learner.updates + 1
+                fps = (learner.step - start_step) / (time.perf_counter() - t0)
+                metrics["time/fps"] = fps
+                metrics["time/updates"] = learner.updates
+                step = learner.step
+                if self.evaluator is not None and self.evaluator.due(step, per_batch):
+                    metrics.update(self.evaluator(run_dir, learner, stop))
+                if self.writer is not None:
+                    self.writer.write(metrics, step)
+                self.metrics = metrics
+                if callback is not None and callback(metrics, self) is False:
+                    break
+                if every and step // every > (step - per_batch) // every and step < total:
+                    self.save()
+                bar.update(step, progress_fields(metrics), fps)
+        finally:
+            bar.close()
+        self.save()
+        return {
+            "agent": cfg.agent_name,
+            "algo": cfg.agent.algo,
+            "env": cfg.env.env_id,
+            "seed": cfg.run.seed,
+            "steps": learner.step,
+            "updates": learner.updates,
+            "episodes": collector.episodes,
+            "wall_time_s": time.perf_counter() - t0,
+            "fps": (learner.step - start_step) / (time.perf_counter() - t0),
+            "seconds": {**collector.seconds, **self.seconds},  # (the collector's: since built)
+            "final": {k: v for k, v in self.metrics.items() if isinstance(v, float | int)},
+            "versions": versions(),
+        }
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        if self.evaluator is not None:
+            self.evaluator.close()
+            self.evaluator = None
+
+
 def run(
     cfg: RunConfig,
     run_dir: Path,
@@ -405,7 +513,7 @@ def run(
 ) -> dict:
     """Train `cfg` into `run_dir` (or continue the run there from its newest verified
     checkpoint, or the one at `from_step`); returns the summary. The run folder is locked
-    against a second writer throughout."""
+    against a second writer throughout; SIGINT / SIGTERM stop it with a checkpoint."""
     run_dir = Path(run_dir)
     stop: list[int] = []
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -415,95 +523,32 @@ def run(
 
     for s in handlers:
         signal.signal(s, request_stop)
-    lock, env, writer, evaluator = RunLock(run_dir), None, None, None
+    lock, env, trainer = RunLock(run_dir), None, None
     try:
         torch.set_num_threads(cfg.run.torch_threads)
-        a = cfg.agent
         path, state = _resume_from(run_dir, cfg, from_step) if resume else (None, None)
         env = make_vec(cfg.env, cfg.run.seed)
-        evaluator = Evaluator(cfg)
-        try:
-            learner = Learner(cfg, env, state)
-        except UserError as e:
-            raise UserError(f"checkpoint {path} {e}") from None
-        agent, collector = learner.agent, learner.collector
+        trainer = Trainer(cfg, env, run_dir, state, source=path)
         if resume:
-            _commit_resume(run_dir, cfg, learner.step)
-        # a resumed run drops what was logged after its checkpoint (TensorBoard purges ≥ step+1)
-        try:
-            writer = RunWriter(run_dir, cfg, purge_step=learner.step + 1 if resume else None)
-        except OSError as e:
-            raise UserError(
-                f"cannot write TensorBoard events in {run_dir}: {e.strerror or e}"
-            ) from None
-
-        total, per_batch = cfg.run.steps, a.n_steps * env.num_envs
-        every = cfg.run.checkpoint_every
-        start_step, t0, update_seconds = learner.step, time.perf_counter(), 0.0
-        bar = Progress(total, learner.step, progress)
-        metrics: dict = {}
-        try:
-            while learner.step < total:
-                if stop:
-                    if learner.step > start_step:  # (otherwise its checkpoint is the newest)
-                        save(run_dir, learner)
-                    raise Interrupted(130 if stop[0] == signal.SIGINT else 143, run_dir,
-                                      learner.step)  # fmt: skip
-                batch = collector.collect()
-                t_update = time.perf_counter()
-                try:
-                    metrics = agent.update(batch, progress_remaining=1.0 - learner.step / total)
-                    metrics.update(rollout_metrics(collector, batch, agent.policy))
-                    _check_finite(metrics, learner.updates + 1)
-                except Diverged as e:
-                    path = diagnose(run_dir, e, learner, batch)
-                    found = checkpoint.list_checkpoints(run_dir)
-                    kept = (f"the last good checkpoint is kept ({found[-1].name})" if found
-                            else "no checkpoint had been written yet")  # fmt: skip
-                    raise Diverged(f"{e} (diagnostic: {path}); {kept}") from None
-                update_seconds += time.perf_counter() - t_update
-                learner.step, learner.updates = learner.step + per_batch, learner.updates + 1
-                fps = (learner.step - start_step) / (time.perf_counter() - t0)
-                metrics["time/fps"] = fps
-                metrics["time/updates"] = learner.updates
-                step = learner.step
-                if evaluator.due(step, per_batch):
-                    metrics.update(evaluator(run_dir, learner, stop))
-                writer.write(metrics, step)
-                if every and step // every > (step - per_batch) // every and step < total:
-                    save(run_dir, learner)
-                bar.update(step, progress_fields(metrics), fps)
-        finally:
-            bar.close()
-        save(run_dir, learner)
-        summary = {
-            "agent": cfg.agent_name,
-            "algo": a.algo,
-            "env": cfg.env.env_id,
-            "seed": cfg.run.seed,
-            "steps": learner.step,
-            "updates": learner.updates,
-            "episodes": collector.episodes,
-            "wall_time_s": time.perf_counter() - t0,
-            "fps": (learner.step - start_step) / (time.perf_counter() - t0),
-            "seconds": {**collector.seconds, "update": update_seconds},  # of this segment
-            "final": {k: v for k, v in metrics.items() if isinstance(v, float | int)},
-            "versions": versions(),
-        }
-        tmp = run_dir / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(run_dir / "summary.json")
+            _commit_resume(run_dir, cfg, trainer.learner.step)
+        trainer.open_log(resume)
+        summary = trainer.learn(cfg.run.steps, stop, progress)
+        write_summary(run_dir, summary)
         return summary
     finally:
-        if writer is not None:
-            writer.close()
-        if evaluator is not None:
-            evaluator.close()
+        if trainer is not None:
+            trainer.close()
         if env is not None:
             env.close()
         lock.release()
         for s, h in handlers.items():
             signal.signal(s, h)
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    tmp = Path(run_dir) / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(Path(run_dir) / "summary.json")
 
 
 def rollout_metrics(collector: Collector, batch, policy) -> dict[str, float]:

@@ -349,6 +349,12 @@ def test_board_on_a_non_loopback_host_warns_and_prints_a_url_that_opens(base):
     assert "reachable from the network" in err, err
 
 
+def pythonpath(folder: Path) -> dict[str, str]:
+    return {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+    }
+
+
 MODULE = """
 import pathlib
 import gymnasium as gym
@@ -367,7 +373,7 @@ def test_a_run_folder_names_a_module_imported_only_with_allow_import(tmp_path):
     (tmp_path / "mods").mkdir()
     marker = tmp_path / "imported"
     (tmp_path / "mods" / "userenv.py").write_text(MODULE.format(marker=str(marker)))
-    env = {"PYTHONPATH": str(tmp_path / "mods")}
+    env = pythonpath(tmp_path / "mods")
     run = tmp_path / "run"
     res = cli("train", "--env", "userenv:NoRender-v0", "--steps", "128", "--run-dir", str(run),
               *TINY, env=env)  # fmt: skip
@@ -473,3 +479,21 @@ def test_divergence_before_any_checkpoint_says_none_was_kept(tmp_path):
     res = cli("train", "--env", "rl_trust/NaNAfter-v0", "--steps", "4096", "--run-dir",
               str(tmp_path / "run"), *TINY, "--set", "env_kwargs={nan_after: 5}")  # fmt: skip
     one_line(res, 3, "training diverged", "no checkpoint had been written yet")
+
+
+def test_a_benchmark_of_a_module_env_runs_both_libraries(tmp_path):
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "benchenv.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('BenchCart-v0', entry_point='gymnasium.envs.classic_control:CartPoleEnv',"
+        " max_episode_steps=100)\n"
+    )
+    out = tmp_path / "bench"
+    res = cli("benchmark", "--agents", "ppo-clip", "--envs", "benchenv:BenchCart-v0", "--seeds",
+              "1", "--steps", "512", "--set", "n_steps=256", "--out", str(out),
+              env=pythonpath(tmp_path / "mods"))  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    names = [p.name for p in out.rglob("*")]
+    assert names and not [n for n in names if ":" in n], names
+    rows = (out / "results.csv").read_text()
+    assert rows.count(",ok,") == 2, rows  # ours and SB3's

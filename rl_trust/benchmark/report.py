@@ -346,7 +346,7 @@ def benchmark_plots(rows: list[dict], out: Path) -> list[Path]:
             name = Trial(r["library"], r["agent"], r["env"], r["seed"]).name
             agents = "/".join(dict.fromkeys([r["agent"], *sharing.get(name, [])]))
             groups.setdefault(f"{r['library']} {agents}", []).append(out / "tb" / name / "run")
-        stem = env.replace("/", "_")
+        stem = env.replace("/", "_").replace(":", "_")
         paths.append(
             plot_groups(
                 groups,

@@ -200,8 +200,8 @@ def train(cfg: dict, tb_dir: Path | None = None) -> dict:
     else:
         from sb3_contrib import TRPO as Algo
 
-    venv = make_vec_env(
-        env_kw["env_id"].rpartition(":")[2],
+    venv = make_vec_env(  # (gymnasium imports a "module:Env-v0" id's module, in each process)
+        env_kw["env_id"],
         n_envs=env_kw["n_envs"],
         seed=env_kw["seed"],
         env_kwargs=env_kw["env_kwargs"],
