@@ -112,15 +112,17 @@ class PIDControl(FixedBeta):
     """`kl_controller=pid`: PID control of log β, the penalty as a Lagrange multiplier
     (Stooke, Achiam & Abbeel 2020), on the error e = log(d / d_targ) (log_error):
 
-        log β = I + D + Kp · max(0, ê)        for each gradient step of an update,
+        log β = I + D + Kp · ê                 for each gradient step of an update,
         I ← I + Ki · e,   D ← Kd · max(0, e − e_prev)        after the update,
 
     with e the update's exact mean KL error and ê the running one: the exact mean KL
     between the rollout policy and the current one on the minibatch about to be stepped.
-    The integral I (log β₀ at first, kept within LOG_BETA_RANGE) finds the β that lands the
-    KL on d_targ; the proportional term brakes within the update, as soon as the running KL
-    passes d_targ, where the paper's rule waits for the next update; the derivative term
-    raises β after an update whose KL jumped up.
+    The proportional term acts within the update: while the policy is still close to the
+    rollout policy (ê < 0) the penalty is light, and once the running KL passes d_targ it
+    brakes at once, where the paper's rule waits for the next update. The integral I (log β₀
+    at first, kept within LOG_BETA_RANGE) moves the level at which the brake holds the KL
+    until the updates' KL averages d_targ; the derivative term raises β after an update
+    whose KL jumped up.
     """
 
     needs_running_kl = True
@@ -140,7 +142,7 @@ class PIDControl(FixedBeta):
 
     def step_beta(self, d_running: float | None = None) -> float:
         e = log_error(d_running, self.d_targ) if d_running is not None else float("nan")
-        p = self.kp * e if e > 0 else 0.0  # (NaN: no brake)
+        p = self.kp * e if e == e else 0.0  # (NaN: the integral's β)
         self._p_terms.append(p)
         return math.exp(self.integral + self.derivative + p)
 
