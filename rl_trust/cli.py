@@ -83,6 +83,9 @@ def build_parser() -> Parser:
     p.add_argument("--steps", type=_steps, help="env steps per trial (default: env preset's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for every trial, both libraries")  # fmt: skip
+    p.add_argument("--libraries", choices=["rl-trust,sb3", "rl-trust"], default="rl-trust,sb3",
+                   metavar="rl-trust,sb3|rl-trust",
+                   help="rl-trust: no SB3 trials (comparisons among our agents only)")  # fmt: skip
     p.add_argument("--workers", type=int, default=1, help="trials at once (local backend)")
     p.add_argument("--backend", choices=["local", "ray"], default="local")
     p.add_argument("--ray-address", help="an existing Ray cluster (default: start one here)")
@@ -200,7 +203,7 @@ def cmd_benchmark(args) -> int:
         raise UserError("--seeds and --workers must be ≥ 1")
     split = lambda text: [x.strip() for x in text.split(",") if x.strip()]  # noqa: E731
     trials = matrix.matrix(split(args.agents), split(args.envs), args.seeds, args.steps,
-                           tuple(args.overrides))  # fmt: skip
+                           tuple(args.overrides), args.libraries.split(","))  # fmt: skip
     out = args.out
     if args.report_only:  # what is complete so far, without running anything
         done = matrix.recorded_rows(trials, out)
