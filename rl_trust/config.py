@@ -81,7 +81,8 @@ class PPOConfig(AgentConfig):
     kl_factor: float = 2.0  # ... by this factor
     # how the adaptive β moves (trust_region.CONTROLLERS): paper (above), rllib, pid
     kl_controller: Literal["paper", "rllib", "pid"] = "paper"
-    kl_kp: float = 2.0  # pid: proportional gain on the running KL's log error
+    # pid's gains, chosen on seeds 100-102 (README, "KL controllers"); kd 0: not tuned
+    kl_kp: float = 4.0  # pid: proportional gain on the running KL's log error
     kl_ki: float = 0.5  # pid: integral gain on the update's log error
     kl_kd: float = 0.0  # pid: derivative gain on the rise of the update's log error
     target_kl: float | None = None  # early stop when the minibatch's k3 > 1.5·target_kl
