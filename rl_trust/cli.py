@@ -113,6 +113,9 @@ def build_parser() -> Parser:
     p.add_argument("--steps", type=_steps, help="env steps per trial (default: env preset's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for every trial, both libraries")  # fmt: skip
+    p.add_argument("--libraries", choices=["rl-trust,sb3", "rl-trust"], default="rl-trust,sb3",
+                   metavar="rl-trust,sb3|rl-trust",
+                   help="rl-trust: no SB3 trials (comparisons among our agents only)")  # fmt: skip
     p.add_argument("--workers", type=int, default=1, help="trials at once (local backend)")
     p.add_argument("--backend", choices=["local", "ray"], default="local")
     p.add_argument("--ray-address", help="an existing Ray cluster (default: start one here)")
@@ -251,7 +254,8 @@ def cmd_benchmark(args) -> int:
         raise UserError(f"--out {out} is a file: name a folder")
     if args.report_only and not out.is_dir():
         raise UserError(f"--out {out} does not exist: nothing to report (run the benchmark)")
-    trials = matrix.matrix(agents, envs, args.seeds, args.steps, tuple(args.overrides))
+    trials = matrix.matrix(agents, envs, args.seeds, args.steps, tuple(args.overrides),
+                           args.libraries.split(","))  # fmt: skip
     if args.report_only:  # what is complete so far, without running anything
         done = matrix.recorded_rows(trials, out)
         changed = matrix.changed_configs((t for t, r in done.items() if r["status"] == "ok"), out)

@@ -92,6 +92,12 @@ class PPOConfig(AgentConfig):
     kl_beta: float = 1.0  # β₀
     kl_band: float = 1.5  # adapt when d leaves [d_targ/band, band·d_targ]
     kl_factor: float = 2.0  # ... by this factor
+    # how the adaptive β moves (trust_region.CONTROLLERS): paper (above), rllib, pid
+    kl_controller: Literal["paper", "rllib", "pid"] = "paper"
+    # pid's gains, chosen on seeds 100-102 (README, "KL controllers"); kd 0: not tuned
+    kl_kp: float = 4.0  # pid: proportional gain on the running KL's log error
+    kl_ki: float = 0.5  # pid: integral gain on the update's log error
+    kl_kd: float = 0.0  # pid: derivative gain on the rise of the update's log error
     target_kl: float | None = None  # early stop when the minibatch's k3 > 1.5·target_kl
 
 
@@ -197,6 +203,9 @@ RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "kl_beta": _nonneg,
     "kl_band": (lambda v: v > 1, "a number > 1"),
     "kl_factor": (lambda v: v > 1, "a number > 1"),
+    "kl_kp": _nonneg,
+    "kl_ki": _nonneg,
+    "kl_kd": _nonneg,
     "target_kl": (lambda v: v is None or v > 0, "null or a number > 0"),
     "cg_max_steps": _positive_int,
     "cg_damping": _nonneg,

@@ -34,7 +34,15 @@ def layout(algo: str) -> dict:
         "KL spread: mean, p95, max": ["Multiline", ["^kl/forward_(mean|p95|max)$"]],
     }
     if algo == "ppo":
-        charts["β, the penalty coefficient"] = ["Multiline", ["^kl/beta$"]]
+        charts["β, the penalty coefficient"] = ["Multiline", ["^kl/beta(_max)?$"]]
+        charts["KL in the band d_targ/1.5 … 1.5·d_targ: 1 in, 0 out"] = [
+            "Multiline",
+            ["^kl/in_band$"],
+        ]
+        charts["KL controller: log error and the P, I, D terms of log β"] = [
+            "Multiline",
+            ["^kl/ctl_"],
+        ]
     if algo == "trpo":
         charts["TRPO: post-update KL against δ"] = [
             "Multiline",

@@ -297,7 +297,8 @@ class Learner:
     def load_state_dict(self, state: dict) -> None:
         try:
             self._load_state_dict(state)
-        except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError,
+                ArithmeticError) as e:  # fmt: skip
             raise UserError(f"does not fit this run's agent: {one_line(e)}") from None
 
     def _load_state_dict(self, state: dict) -> None:

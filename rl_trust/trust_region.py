@@ -1,4 +1,5 @@
-"""Trust-region math shared by the agents: pure functions, each tested against a reference."""
+"""Trust-region math shared by the agents: pure functions and the KL controllers (small
+classes whose state goes into checkpoints), each tested against a reference."""
 
 from __future__ import annotations
 
@@ -25,6 +26,165 @@ def adapt_beta(
     if d > d_targ * band:
         return beta * factor
     return beta
+
+
+class FixedBeta:
+    """A KL coefficient that never moves (kl_penalty fixed, or 0 with the penalty off), and
+    the interface of every controller below. Per update the agent asks `step_beta` for the β
+    of each gradient step (given the running KL when `needs_running_kl`), then reports the
+    update's exact mean KL d to `update`, which moves the state and returns its diagnostics
+    as TensorBoard tags. `beta` is the β the next update starts from."""
+
+    needs_running_kl = False
+
+    def __init__(self, beta: float):
+        self.beta = beta
+
+    @classmethod
+    def from_config(cls, cfg) -> FixedBeta:
+        return cls(cfg.kl_beta)
+
+    def step_beta(self, d_running: float | None = None) -> float:
+        return self.beta
+
+    def update(self, d: float) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"beta": self.beta}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.beta = finite(state, "beta", low=0.0)
+
+
+class PaperRule(FixedBeta):
+    """`kl_controller=paper`: adapt_beta once per update (Schulman et al. 2017, section 4)."""
+
+    def __init__(self, beta: float, d_targ: float, band: float = 1.5, factor: float = 2.0):
+        super().__init__(beta)
+        self.d_targ, self.band, self.factor = d_targ, band, factor
+
+    @classmethod
+    def from_config(cls, cfg) -> PaperRule:
+        return cls(cfg.kl_beta, cfg.kl_target, cfg.kl_band, cfg.kl_factor)
+
+    def update(self, d: float) -> dict[str, float]:
+        self.beta = adapt_beta(self.beta, d, self.d_targ, self.band, self.factor)
+        return {"kl/ctl_error": log_error(d, self.d_targ)}
+
+
+class RLlibRule(PaperRule):
+    """`kl_controller=rllib`: RLlib's PPO rule, once per update:
+
+    d > 2·d_targ  →  β ← 1.5β        d < d_targ / 2  →  β ← β / 2
+    """
+
+    def __init__(self, beta: float, d_targ: float):
+        super().__init__(beta, d_targ)
+
+    @classmethod
+    def from_config(cls, cfg) -> RLlibRule:
+        return cls(cfg.kl_beta, cfg.kl_target)
+
+    def update(self, d: float) -> dict[str, float]:
+        if d > 2.0 * self.d_targ:  # NaN fails both tests and keeps β
+            self.beta *= 1.5
+        elif d < 0.5 * self.d_targ:
+            self.beta *= 0.5
+        return {"kl/ctl_error": log_error(d, self.d_targ)}
+
+
+MAX_ERROR = 2.0  # |log(d / d_targ)| beyond this (a factor e² ≈ 7.4) counts as this
+LOG_BETA_RANGE = (math.log(1e-4), math.log(1e4))  # the integral's anti-windup limits
+
+
+def log_error(d: float, d_targ: float) -> float:
+    """log(d / d_targ) clamped to ±MAX_ERROR (d ≤ 0 reads −MAX_ERROR); NaN for a NaN or
+    infinite d, which says nothing about how far the policy moved."""
+    if not math.isfinite(d):
+        return float("nan")
+    if d <= 0:
+        return -MAX_ERROR
+    return min(max(math.log(d / d_targ), -MAX_ERROR), MAX_ERROR)
+
+
+class PIDControl(FixedBeta):
+    """`kl_controller=pid`: PID control of log β, the penalty as a Lagrange multiplier
+    (Stooke, Achiam & Abbeel 2020), on the error e = log(d / d_targ) (log_error):
+
+        log β = I + D + Kp · ê                 for each gradient step of an update,
+        I ← I + Ki · e,   D ← Kd · max(0, e − e_prev)        after the update,
+
+    with e the update's exact mean KL error and ê the running one: the exact mean KL
+    between the rollout policy and the current one on the minibatch about to be stepped.
+    The proportional term acts within the update: while the policy is still close to the
+    rollout policy (ê < 0) the penalty is light, and once the running KL passes d_targ it
+    brakes at once, where the paper's rule waits for the next update. The integral I (log β₀
+    at first, kept within LOG_BETA_RANGE) moves the level at which the brake holds the KL
+    until the updates' KL averages d_targ; the derivative term raises β after an update
+    whose KL jumped up.
+    """
+
+    needs_running_kl = True
+
+    def __init__(self, beta: float, d_targ: float, kp: float, ki: float, kd: float):
+        self.d_targ, self.kp, self.ki, self.kd = d_targ, kp, ki, kd
+        self.integral, self.derivative, self.error = math.log(beta), 0.0, 0.0
+        self._p_terms: list[float] = []  # this update's proportional terms, for update's tags
+
+    @classmethod
+    def from_config(cls, cfg) -> PIDControl:
+        return cls(cfg.kl_beta, cfg.kl_target, cfg.kl_kp, cfg.kl_ki, cfg.kl_kd)
+
+    @property
+    def beta(self) -> float:
+        return math.exp(self.integral + self.derivative)
+
+    def step_beta(self, d_running: float | None = None) -> float:
+        e = log_error(d_running, self.d_targ) if d_running is not None else float("nan")
+        p = self.kp * e if e == e else 0.0  # (NaN: the integral's β)
+        self._p_terms.append(p)
+        return math.exp(self.integral + self.derivative + p)
+
+    def update(self, d: float) -> dict[str, float]:
+        p_terms, self._p_terms = self._p_terms or [0.0], []
+        tags = {
+            "kl/ctl_error": log_error(d, self.d_targ),
+            "kl/ctl_p": sum(p_terms) / len(p_terms),
+            "kl/ctl_p_max": max(p_terms),
+            "kl/ctl_i": self.integral,
+            "kl/ctl_d": self.derivative,
+            "kl/beta_max": math.exp(self.integral + self.derivative + max(p_terms)),
+        }  # the terms this update used, and its error
+        e = tags["kl/ctl_error"]
+        if e == e:  # a NaN KL leaves the state as it is
+            lo, hi = LOG_BETA_RANGE
+            self.integral = min(max(self.integral + self.ki * e, lo), hi)
+            self.derivative = self.kd * max(0.0, e - self.error)
+            self.error = e
+        return tags
+
+    def state_dict(self) -> dict:
+        return {"integral": self.integral, "derivative": self.derivative, "error": self.error}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.integral, self.derivative = finite(state, "integral"), finite(state, "derivative")
+        self.error = finite(state, "error")
+
+
+def finite(state: dict, key: str, low: float = -math.inf) -> float:
+    """A controller's saved number, or a ValueError (a checkpoint that does not fit)."""
+    x = state[key]
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) or x < low:
+        raise ValueError(f"controller {key} {x!r} is not a finite number ≥ {low}")
+    return float(x)
+
+
+CONTROLLERS: dict[str, type[FixedBeta]] = {
+    "paper": PaperRule,
+    "rllib": RLlibRule,
+    "pid": PIDControl,
+}  # kl_controller=NAME, for kl_penalty=adaptive
 
 
 def conjugate_gradient(

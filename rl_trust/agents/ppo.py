@@ -7,9 +7,10 @@ Over n_epochs of minibatches, maximize
            − c₁ (V_θ(s) − R̂)² + c₂ H(π_θ)
 
 with r = π_θ(a|s) / π_old(a|s). After the update, with d the batch's mean exact KL in the
-penalty's direction, the adaptive rule moves β once (trust_region.adapt_beta). With
-target_kl, a minibatch whose estimated KL (k3) exceeds 1.5·target_kl stops the update
-before its gradient step, as stable-baselines3 does.
+penalty's direction, the adaptive rule moves β once (trust_region.adapt_beta; kl_controller
+picks another controller from trust_region.CONTROLLERS, which may also set β per gradient
+step from the running KL). With target_kl, a minibatch whose estimated KL (k3) exceeds
+1.5·target_kl stops the update before its gradient step, as stable-baselines3 does.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class PPO:
         self.cfg, self.policy, self.generator = cfg, policy, generator
         self.params = flat_parameters(list(policy.parameters()))  # policy and value, one vector
         self.optimizer = Adam(self.params, lr=cfg.learning_rate, eps=1e-5)
-        self.beta = cfg.kl_beta if cfg.kl_penalty != "off" else 0.0
+        self.controller = kl_controller(cfg)
+        self.beta = self.controller.beta  # the β of the current gradient step
         self.grad_steps = 0
 
     def penalty_kl(self, old, new):
@@ -99,6 +101,7 @@ class PPO:
         self.optimizer.lr = lr
         stepped: list[tuple[Batch, Tensor, Tensor]] = []  # minibatch, params, values
         stopped = False
+        beta_used = self.controller.beta  # this update's β (before any per-step brake)
 
         for _ in range(cfg.n_epochs):
             epoch_log_ratios: list[Tensor] = []  # SB3 logs approx_kl of the last epoch only
@@ -109,11 +112,15 @@ class PPO:
                 params, values, cache = pi.forward_train(mb.obs)
                 log_ratio = fam.log_prob(params, mb.actions) - mb.log_probs
                 epoch_log_ratios.append(log_ratio)
+                d_running = None  # the KL so far, on this minibatch, for a responsive β
+                if self.controller.needs_running_kl:
+                    d_running = self.penalty_kl(mb.dist_params, params).mean().item()
                 if cfg.target_kl is not None:
                     approx_kl = (torch.expm1(log_ratio) - log_ratio).mean()  # k3
                     if approx_kl.item() > 1.5 * cfg.target_kl:
                         stopped = True  # before this minibatch's gradient step
                         break
+                self.beta = self.controller.step_beta(d_running)
                 self.params.grad.zero_()
                 pi.backward(cache, *self.gradient(mb, params, values, log_ratio))
                 grad_norm = self.params.grad.norm()  # clip the global norm, as clip_grad_norm_
@@ -143,14 +150,12 @@ class PPO:
             fam, batch.dist_params, pi.dist_params(batch.obs), batch.actions, batch.log_probs
         )
         d = metrics["kl/forward_mean" if cfg.kl_direction == "forward" else "kl/reverse_mean"]
-        beta_used = self.beta
-        if cfg.kl_penalty == "adaptive":
-            self.beta = trust_region.adapt_beta(
-                self.beta, d, cfg.kl_target, cfg.kl_band, cfg.kl_factor
-            )
+        control = self.controller.update(d)
+        self.beta = self.controller.beta
         n_minibatches = -(-len(batch) // cfg.batch_size)
         metrics.update({
             "kl/beta": beta_used,
+            "kl/in_band": float(cfg.kl_target / cfg.kl_band <= d <= cfg.kl_target * cfg.kl_band),
             "kl/target": cfg.kl_target,
             "kl/target_low": cfg.kl_target / cfg.kl_band,
             "kl/target_high": cfg.kl_target * cfg.kl_band,
@@ -165,6 +170,7 @@ class PPO:
             "train/epochs": len(stepped) / n_minibatches,
             "train/early_stopped": float(stopped),
             "train/n_updates": self.grad_steps,
+            **control,
         })  # fmt: skip
         return metrics
 
@@ -172,6 +178,7 @@ class PPO:
         return {
             "optimizer": self.optimizer.state_dict(),
             "beta": self.beta,
+            "controller": self.controller.state_dict(),
             "grad_steps": self.grad_steps,
         }
 
@@ -182,4 +189,12 @@ class PPO:
         if not (isinstance(grad_steps, int) and grad_steps >= 0):
             raise ValueError(f"grad_steps {grad_steps!r} is not an integer ≥ 0")
         self.optimizer.load_state_dict(state["optimizer"])
-        self.beta, self.grad_steps = float(beta), grad_steps
+        self.controller.load_state_dict(state.get("controller", {"beta": state["beta"]}))
+        self.beta, self.grad_steps = self.controller.beta, grad_steps
+
+
+def kl_controller(cfg: PPOConfig) -> trust_region.FixedBeta:
+    """What moves β: nothing with a fixed penalty (β 0 without one), else cfg.kl_controller."""
+    if cfg.kl_penalty != "adaptive":
+        return trust_region.FixedBeta(cfg.kl_beta if cfg.kl_penalty == "fixed" else 0.0)
+    return trust_region.CONTROLLERS[cfg.kl_controller].from_config(cfg)

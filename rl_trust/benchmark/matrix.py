@@ -58,8 +58,9 @@ class Trial:
         )
 
 
-def matrix(agents, envs, seeds, steps, overrides=()) -> list[Trial]:
-    """Every trial, ours beside SB3's, after checking every agent and env resolves.
+def matrix(agents, envs, seeds, steps, overrides=(), libraries=("rl-trust", "sb3")) -> list[Trial]:
+    """Every trial, ours beside SB3's (or of `libraries` only), after checking every agent and
+    env resolves.
 
     Ordered env by env and, within an env, seed by seed, so that a matrix stopped halfway
     already holds complete pairs (ours and SB3's, same agent and seed) for a first comparison.
@@ -76,6 +77,7 @@ def matrix(agents, envs, seeds, steps, overrides=()) -> list[Trial]:
         for seed in range(seeds)
         for agent in agents
         for library in ("rl-trust", "sb3")
+        if library in libraries
     ]
 
 

@@ -106,12 +106,99 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+def kl_band_stats(run_dir: Path) -> dict[str, float] | None:
+    """How a PPO run held its KL: the fractions of updates whose exact mean KL(π_old‖π_new)
+    lies in the band d_targ/band … band·d_targ (kl/in_band), above it and above 3·d_targ,
+    and the largest, from kl/forward_mean and the run's config.yaml; None for a run without
+    a KL target (TRPO, SB3) or without the curve."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    agent = (yaml.safe_load(path.read_text()) or {}).get("agent", {})
+    curve = read_curve(run_dir, "kl/forward_mean")
+    if agent.get("algo") != "ppo" or curve is None or not len(curve[1]):
+        return None
+    d, target, width = curve[1], agent["kl_target"], agent["kl_band"]
+    return {
+        "in_band": float(np.mean((d >= target / width) & (d <= target * width))),
+        "above": float(np.mean(d > target * width)),
+        "above_3x": float(np.mean(d > 3 * target)),
+        "max": float(d.max()),
+        "target": float(target),
+        "updates": len(d),
+    }
+
+
+def kl_control(rows: list[dict], out: Path, baseline: str = "ppo-clip") -> list[dict]:
+    """Per (env, agent) of our PPO runs: the KL band statistics pooled over every update of
+    every seed (kl_band_stats), the final return's IQM with its CI, and P(agent > baseline) over
+    seeds with its CI where the matrix has the baseline."""
+    from rl_trust.benchmark.matrix import Trial
+
+    ours = [r for r in rows if r["library"] == "rl-trust" and r["status"] == "ok"]
+    returns: dict[tuple[str, str], list[float]] = {}
+    stats: dict[tuple[str, str], list[dict]] = {}
+    for r in ours:
+        key = (r["env"], r["agent"])
+        returns.setdefault(key, []).append(float(r["final_return"]))
+        run = out / "tb" / Trial(r["library"], r["agent"], r["env"], int(r["seed"])).name / "run"
+        if (s := kl_band_stats(run)) is not None:
+            stats.setdefault(key, []).append(s)
+    lines = []
+    for (env, agent), per_seed in stats.items():
+        x = returns[(env, agent)]
+        y = returns.get((env, baseline))
+        weights = [s["updates"] for s in per_seed]  # every update of every seed weighs one
+        pooled = {
+            k: float(np.average([s[k] for s in per_seed], weights=weights))
+            for k in ("in_band", "above", "above_3x")
+        }
+        line = {
+            "env": env, "agent": agent, "seeds": len(per_seed), "target": per_seed[0]["target"],
+            **pooled, "max": max(s["max"] for s in per_seed),
+            "return": (iqm(x), *bootstrap_ci(x)),
+            "p_baseline": (prob_improvement(x, y), *bootstrap_ci(x, y, stat=prob_improvement))
+            if y and agent != baseline else None,
+        }  # fmt: skip
+        lines.append(line)
+    return lines
+
+
 def _fmt(x, digits: int = 1) -> str:
     if x is None:
         return "–"
     mid, lo, hi = x
     d = digits
     return f"{mid:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]" if not math.isnan(lo) else f"{mid:.{d}f}"
+
+
+def _kl_control_section(rows: list[dict], out: Path) -> list[str]:
+    """The KL control table (kl_control), where the matrix has PPO runs of ours."""
+    lines = kl_control(rows, out)
+    if not lines:
+        return []
+    pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
+    text = [
+        "",
+        "KL control (rl-trust's PPO runs): the exact mean KL(π_old‖π_new) of every update of "
+        "every seed against the run's d_targ: in band d_targ/1.5 … 1.5·d_targ (kl/in_band), "
+        "above 1.5·d_targ, above 3·d_targ, and the largest; the final return's IQM [95% CI]; "
+        "P(agent > ppo-clip): a seed of the agent against a seed of our ppo-clip on the same "
+        "env, ties half, with its bootstrap interval.",
+        "",
+        "| env | agent | d_targ | in band | above | above 3× | max KL | IQM [95% CI] "
+        "| P(agent > ppo-clip) | seeds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in lines:
+        text.append(
+            f"| {c['env']} | {c['agent']} | {c['target']:g} | {pct(c['in_band'])} "
+            f"| {pct(c['above'])} | {pct(c['above_3x'])} | {c['max']:.4f} "
+            f"| {_fmt(c['return'])} | {_fmt(c['p_baseline'], 2)} | {c['seeds']} |"
+        )
+    return text
 
 
 def write_report(rows: list[dict], path: Path, command: str, plots: list[Path]) -> str:
@@ -144,6 +231,7 @@ def write_report(rows: list[dict], path: Path, command: str, plots: list[Path]) 
             f"| {_fmt(s['p_better'], 2)} "
             f"| {s['rl-trust seeds']} / {s['sb3 seeds']} | {ratio} | {s['crashed']} |"
         )
+    lines += _kl_control_section(rows, path.parent)
     shared = [r for r in rows if r.get("same_run_as")]
     if shared:
         lines += [

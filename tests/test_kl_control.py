@@ -1,0 +1,270 @@
+"""The KL controllers (kl_controller=paper|rllib|pid): hand-computed sequences, their tags in a
+CLI run's event file, and their state across a checkpoint."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from conftest import cli, events, scalars
+from test_agents import setup
+from test_cli import layout_of
+
+from rl_trust import checkpoint, trust_region
+from rl_trust.trust_region import PaperRule, PIDControl, RLlibRule
+
+NAN, INF = float("nan"), float("inf")
+
+
+def test_paper_rule_is_the_papers_adaptive_beta():
+    rule = PaperRule(1.0, 0.01)
+    kls = [0.001, 0.02, 0.01, NAN, 0.0067, 0.0066, 0.0151, 0.015, INF, 0.03]
+    seen = []
+    for d in kls:
+        assert rule.step_beta(0.5) == rule.beta  # no running KL consulted: β fixed per update
+        rule.update(d)
+        seen.append(rule.beta)
+    assert seen == [0.5, 1.0, 1.0, 1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 2.0]
+    assert rule.update(0.01 * math.e)["kl/ctl_error"] == pytest.approx(1.0)
+
+
+def test_rllib_rule_moves_by_half_and_one_and_a_half_at_half_and_twice_the_target():
+    rule = RLlibRule(1.0, 0.01)
+    kls = [0.025, 0.02, 0.004, 0.005, NAN, 0.1, 0.0049, 0.012]
+    seen = []
+    for d in kls:
+        rule.update(d)
+        seen.append(rule.beta)
+    assert seen == [1.5, 1.5, 0.75, 0.75, 0.75, 1.125, 0.5625, 0.5625]
+
+
+def test_pid_on_log_beta_on_a_hand_computed_sequence():
+    """Kp 2, Ki 0.5, Kd 1, d_targ 0.01, β₀ 1; running KLs chosen so that ê is 0.5, ±2, 0."""
+    pid = PIDControl(1.0, 0.01, kp=2.0, ki=0.5, kd=1.0)
+    exp, at = math.exp, lambda e: 0.01 * math.exp(e)  # the KL whose log error is e
+    # update 1: I 0, D 0; P = 2ê per step: none without a running KL, −4 at KL 0 (ê clamped
+    # to −2), +1 at ê 0.5, +4 far above (ê clamped to 2)
+    steps = [pid.step_beta(None), pid.step_beta(0.0), pid.step_beta(at(0.5)), pid.step_beta(1.0)]
+    assert steps == pytest.approx([1.0, exp(-4), exp(1), exp(4)])
+    tags = pid.update(at(0.5))
+    assert tags == pytest.approx(
+        {
+            "kl/ctl_error": 0.5,
+            "kl/ctl_p": 0.25,
+            "kl/ctl_p_max": 4.0,
+            "kl/ctl_i": 0.0,
+            "kl/ctl_d": 0.0,
+            "kl/beta_max": exp(4),
+        }
+    )
+    # I ← 0 + 0.5·0.5 = 0.25, D ← 1·max(0, 0.5 − 0) = 0.5
+    assert pid.beta == pytest.approx(exp(0.75))
+    # update 2: at the target the step's β is the integral's and derivative's
+    assert pid.step_beta(0.01) == pytest.approx(exp(0.75))
+    tags = pid.update(at(-1.0))
+    assert tags == pytest.approx(
+        {
+            "kl/ctl_error": -1.0,
+            "kl/ctl_p": 0.0,
+            "kl/ctl_p_max": 0.0,
+            "kl/ctl_i": 0.25,
+            "kl/ctl_d": 0.5,
+            "kl/beta_max": exp(0.75),
+        }
+    )
+    # I ← 0.25 − 0.5 = −0.25; the error fell: D ← 0
+    assert pid.beta == pytest.approx(exp(-0.25))
+    # update 3, no gradient step (P 0): the error rose from −1 to 1, D ← 1·2
+    assert pid.update(at(1.0))["kl/ctl_p"] == 0.0
+    assert pid.beta == pytest.approx(exp(0.25 + 2.0))
+    # a NaN KL says nothing: the state stays
+    state = pid.state_dict()
+    assert math.isnan(pid.update(NAN)["kl/ctl_error"])
+    assert pid.state_dict() == state
+    # the integral is held within LOG_BETA_RANGE (anti-windup)
+    windup = PIDControl(1.0, 0.01, kp=0.0, ki=10.0, kd=0.0)
+    windup.update(1.0)
+    assert windup.beta == pytest.approx(1e4)
+    for _ in range(3):
+        windup.update(0.0)
+    assert windup.beta == pytest.approx(1e-4)
+
+
+def test_log_error_is_clamped_and_nan_for_a_kl_that_says_nothing():
+    assert trust_region.log_error(0.02, 0.01) == pytest.approx(math.log(2))
+    assert trust_region.log_error(1.0, 0.01) == trust_region.MAX_ERROR == 2.0
+    assert trust_region.log_error(0.0, 0.01) == -2.0
+    assert trust_region.log_error(1e-9, 0.01) == -2.0
+    assert math.isnan(trust_region.log_error(NAN, 0.01))
+    assert math.isnan(trust_region.log_error(INF, 0.01))
+
+
+def test_a_bad_controller_name_is_one_line_and_exit_2():
+    res = cli("config", "--agent", "ppo", "--set", "kl_controller=pdi")
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        "rl-trust: error: kl_controller='pdi' is not valid: kl_controller takes one of "
+        "paper, rllib, pid"
+    )
+    res = cli("config", "--agent", "ppo", "--set", "kl_kp=-1")
+    assert res.returncode == 2 and "kl_kp=-1.0 is out of range" in res.stderr
+
+
+def test_the_agent_builds_the_configured_controller():
+    for name, cls in trust_region.CONTROLLERS.items():
+        _, agent, _ = setup("ppo", kl_controller=name)
+        assert type(agent.controller) is cls
+    _, fixed, _ = setup("ppo-fixed", kl_controller="pid", kl_beta=0.5)
+    assert type(fixed.controller) is trust_region.FixedBeta and fixed.beta == 0.5
+    _, clip, _ = setup("ppo-clip")
+    assert clip.beta == 0.0
+
+
+def test_pid_state_survives_a_checkpoint_exactly(tmp_path: Path):
+    cfg, agent, collector = setup("ppo", kl_controller="pid", kl_kd=0.5, batch_size=64)
+    for _ in range(3):
+        agent.update(collector.collect())
+    saved = agent.controller.state_dict()
+    assert saved["integral"] != 0.0 and saved["error"] != 0.0
+    path = checkpoint.save(tmp_path, 1, agent.state_dict(), keep=1)
+    _, fresh, _ = setup("ppo", kl_controller="pid", kl_kd=0.5, batch_size=64)
+    assert fresh.controller.state_dict() != saved
+    fresh.load_state_dict(checkpoint.load(path))
+    assert fresh.controller.state_dict() == saved  # bit for bit, through JSON
+    assert fresh.beta == agent.beta == agent.controller.beta
+    assert fresh.controller.step_beta(0.03) == agent.controller.step_beta(0.03)
+
+
+PID_TAGS = ["kl/ctl_error", "kl/ctl_p", "kl/ctl_p_max", "kl/ctl_i", "kl/ctl_d", "kl/beta_max"]
+
+
+@pytest.fixture(scope="module")
+def pid_run(tmp_path_factory) -> Path:
+    """A pid run of 2 updates, checkpointed and resumed for 2 more, through the CLI."""
+    run = tmp_path_factory.mktemp("pid") / "run"
+    res = cli(
+        "train",
+        "--agent",
+        "ppo",
+        "--env",
+        "CartPole-v1",
+        "--steps",
+        "1024",
+        "--seed",
+        "0",
+        "--set",
+        "kl_controller=pid",
+        "--set",
+        "kl_kd=0.5",
+        "--set",
+        "n_steps=512",
+        "--set",
+        "batch_size=128",
+        "--set",
+        "n_epochs=4",
+        "--run-dir",
+        str(run),
+        "--no-progress",
+    )
+    assert res.returncode == 0, res.stderr
+    res = cli("resume", str(run), "--steps", "2048", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    return run
+
+
+def test_pid_tags_follow_the_controller_across_a_resume(pid_run: Path):
+    acc = events(pid_run)
+    tags = {t: scalars(acc, t) for t in ["kl/forward_mean", "kl/in_band", "kl/beta", *PID_TAGS]}
+    steps = sorted(tags["kl/forward_mean"])
+    assert steps == [512, 1024, 1536, 2048]  # 2 updates before the checkpoint, 2 after
+    assert all(sorted(v) == steps for v in tags.values())
+    kl, e, i, d = (tags[t] for t in ("kl/forward_mean", "kl/ctl_error", "kl/ctl_i", "kl/ctl_d"))
+    assert i[512] == 0.0 and d[512] == 0.0  # log β₀ = log 1
+    for s in steps:
+        assert tags["kl/in_band"][s] == float(0.01 / 1.5 <= kl[s] <= 0.015)
+        assert e[s] == pytest.approx(min(max(math.log(kl[s] / 0.01), -2), 2), abs=1e-5)
+        assert tags["kl/beta"][s] == pytest.approx(math.exp(i[s] + d[s]), rel=1e-5)
+        assert tags["kl/beta_max"][s] == pytest.approx(
+            math.exp(i[s] + d[s] + tags["kl/ctl_p_max"][s]), rel=1e-5
+        )
+        assert tags["kl/ctl_p"][s] <= tags["kl/ctl_p_max"][s]
+    # the integral and the derivative carry on from the update before, the resume included:
+    # a controller rebuilt from the config instead of the checkpoint would restart at 0
+    previous_error = 0.0
+    for prev, cur in zip(steps, steps[1:], strict=False):
+        assert i[cur] == pytest.approx(i[prev] + 0.5 * e[prev], abs=1e-5)
+        assert d[cur] == pytest.approx(0.5 * max(0.0, e[prev] - previous_error), abs=1e-5)
+        previous_error = e[prev]
+    assert any(v != 0 for v in i.values())
+
+
+def test_the_dashboard_shows_the_band_and_the_controller(pid_run: Path):
+    charts = layout_of(events(pid_run))
+    multiline = {title: c[2] for title, c in charts.items() if c[1] == "multiline"}
+    assert ["^kl/in_band$"] in multiline.values()
+    assert ["^kl/ctl_"] in multiline.values()
+    assert ["^kl/beta(_max)?$"] in multiline.values()
+    assert all(c[0] == "Trust region" for c in charts.values())
+
+
+def test_paper_runs_log_in_band_and_the_error_only(ppo_run: Path):
+    acc = events(ppo_run)
+    written = set(acc.Tags()["scalars"])
+    assert {"kl/in_band", "kl/ctl_error"} <= written
+    assert not {"kl/ctl_i", "kl/ctl_p", "kl/beta_max"} & written
+    kl, band = scalars(acc, "kl/forward_mean"), scalars(acc, "kl/in_band")
+    assert band == {s: float(0.01 / 1.5 <= d <= 0.015) for s, d in kl.items()}
+
+
+def test_a_benchmark_of_our_agents_only_reports_kl_control(tmp_path: Path):
+    import csv
+
+    from rl_trust.benchmark.report import prob_improvement
+
+    out = tmp_path / "bench"
+    res = cli(
+        "benchmark",
+        "--agents",
+        "ppo-pid,ppo-clip",
+        "--envs",
+        "CartPole-v1",
+        "--seeds",
+        "2",
+        "--steps",
+        "1024",
+        "--set",
+        "n_steps=256",
+        "--libraries",
+        "rl-trust",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr
+    with (out / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["library"], r["agent"], r["seed"]) for r in rows} == {
+        ("rl-trust", a, s) for a in ("ppo-pid", "ppo-clip") for s in ("0", "1")
+    }
+    report = (out / "report.md").read_text()
+    line = next(x for x in report.splitlines() if x.startswith("| CartPole-v1 | ppo-pid | 0.01 |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    # the report's in-band share is the agent's own kl/in_band tag, over both seeds' updates
+    logged = [
+        v
+        for s in (0, 1)
+        for v in scalars(
+            events(out / "tb" / f"rl-trust-ppo-pid-CartPole-v1-s{s}" / "run"), "kl/in_band"
+        ).values()
+    ]
+    assert len(logged) == 8 and cells[3] == f"{100 * sum(logged) / len(logged):.1f}%"
+    returns = {
+        a: [float(r["final_return"]) for r in rows if r["agent"] == a]
+        for a in ("ppo-pid", "ppo-clip")
+    }
+    assert cells[8].startswith(f"{prob_improvement(returns['ppo-pid'], returns['ppo-clip']):.2f}")
+    clip = next(x for x in report.splitlines() if x.startswith("| CartPole-v1 | ppo-clip | 0.01 |"))
+    assert clip.rstrip().endswith("| – | 2 |")  # no P against itself
