@@ -448,6 +448,8 @@ class Trainer:
                     code = 130 if stop[0] == signal.SIGINT else 143
                     raise Interrupted(code, run_dir, learner.step)
                 batch = collector.collect()
+                if stop:  # (no update: the loop's top keeps what the last one gave)
+                    continue
                 t_update = time.perf_counter()
                 try:
                     metrics = agent.update(batch, progress_remaining=1.0 - learner.step / total)

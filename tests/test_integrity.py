@@ -300,8 +300,8 @@ def test_a_signal_during_evaluation_stops_training_with_a_checkpoint(tmp_path, s
 
 def test_ctrl_c_before_the_first_update_removes_the_run_folder(tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.Popen(
-        [RL_TRUST, "train", "--run-dir", str(run), *TINY],
+    proc = subprocess.Popen(  # (a first rollout of 16384 steps takes a second or more)
+        [RL_TRUST, "train", "--run-dir", str(run), "--set", "n_steps=16384", "--no-progress"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

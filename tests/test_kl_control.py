@@ -127,10 +127,15 @@ def test_pid_state_survives_a_checkpoint_exactly(tmp_path: Path):
         agent.update(collector.collect())
     saved = agent.controller.state_dict()
     assert saved["integral"] != 0.0 and saved["error"] != 0.0
-    path = checkpoint.save(tmp_path, 1, agent.state_dict(), keep=1)
+    learner = {  # a checkpoint holds a learner's state (checkpoint.SCHEMA), the agent's in it
+        "step": 1, "updates": 3, "best_eval": None, "policy": {}, "agent": agent.state_dict(),
+        "normalizer": {}, "rng": {}, "episodes": {"returns": [], "lengths": [], "count": 0},
+        "spaces": {"observation": "", "action": ""}, "config": {}, "versions": {},
+    }  # fmt: skip
+    path = checkpoint.save(tmp_path, 1, learner, keep=1)
     _, fresh, _ = setup("ppo", kl_controller="pid", kl_kd=0.5, batch_size=64)
     assert fresh.controller.state_dict() != saved
-    fresh.load_state_dict(checkpoint.load(path))
+    fresh.load_state_dict(checkpoint.load(path)["agent"])
     assert fresh.controller.state_dict() == saved  # bit for bit, through JSON
     assert fresh.beta == agent.beta == agent.controller.beta
     assert fresh.controller.step_beta(0.03) == agent.controller.step_beta(0.03)
