@@ -18,20 +18,20 @@ from safetensors.torch import load_file
 from rl_trust import agents, config
 
 # the README's example: SB3's custom-extractor contract
-NETWORK = '''
+NETWORK = """
 import torch
 from torch import nn
 
 
-class TwoTowers(nn.Module):
-    """Separate policy and value towers; rl-trust adds the heads."""
+def tower(n_in: int, width: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(n_in, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh())
 
+
+class TwoTowers(nn.Module):
     def __init__(self, n_obs: int, width: int = 64):
         super().__init__()
         self.latent_dim_pi = self.latent_dim_vf = width
-        tower = lambda: nn.Sequential(nn.Linear(n_obs, width), nn.Tanh(),
-                                      nn.Linear(width, width), nn.Tanh())
-        self.pi, self.vf = tower(), tower()
+        self.pi, self.vf = tower(n_obs, width), tower(n_obs, width)
 
     def forward(self, obs: torch.Tensor):
         return self.pi(obs), self.vf(obs)
@@ -39,7 +39,7 @@ class TwoTowers(nn.Module):
 
 def factory(observation_space, action_space):
     return TwoTowers(observation_space.shape[0])
-'''
+"""
 
 BROKEN = """
 import torch
