@@ -27,6 +27,7 @@ from rl_trust.envs import Normalizer, make_env, make_vec
 from rl_trust.errors import Diverged, UserError
 from rl_trust.evaluate import run_episodes
 from rl_trust.logging import RunWriter
+from rl_trust.policies import family_for, obs_dim
 from rl_trust.rollout import Collector
 
 
@@ -99,8 +100,10 @@ def prepare(cfg: RunConfig, run_dir: Path | None, runs_root: Path) -> Path:
     and write the resolved config.yaml into it. Nothing is created when a check fails."""
     probe = make_env(cfg.env)
     try:
-        # the spaces, the network and its engine, before anything is written
-        agents.build(cfg.agent, probe.observation_space, probe.action_space, cfg.run.seed)
+        obs_dim(probe.observation_space)
+        family_for(probe.action_space)
+        if cfg.agent.policy is not None or cfg.agent.device == "cuda":  # what can still fail
+            agents.build(cfg.agent, probe.observation_space, probe.action_space, cfg.run.seed)
     finally:
         probe.close()
     if run_dir is None and Path(runs_root).exists() and not Path(runs_root).is_dir():
