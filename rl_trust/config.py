@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -76,6 +77,10 @@ class AgentConfig:
     log_std_init: float = 0.0
     ortho_init: bool = True
     kl_direction: Literal["forward", "reverse"] = "forward"
+    # the network and how its gradient is found (rl_trust/networks.py)
+    policy: str | None = None  # package.module:factory, your own network; null: the MLP
+    engine: Literal["auto", "manual", "autograd"] = "auto"  # auto: manual for the MLP
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # the autograd engine's; auto: cuda if any
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,10 @@ RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "line_search_max_iter": _positive_int,
     "n_critic_updates": _positive_int,
     "sub_sampling_factor": _positive_int,
+    "policy": (
+        lambda v: re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v) is not None,
+        "null or package.module:factory",
+    ),  # fmt: skip
 }
 
 
@@ -532,4 +541,18 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(
             "clip=false, kl_penalty=off and target_kl=null leave PPO unconstrained: "
             "turn on clip, a kl_penalty or target_kl"
+        )
+    _validate_network(a)
+
+
+def _validate_network(a: AgentConfig) -> None:
+    """The manual engine is the built-in MLP's, on the CPU."""
+    if a.engine == "manual" and a.policy is not None:
+        raise UserError(
+            f"engine=manual cannot train policy={a.policy}: the manual engine is the built-in "
+            "MLP's; use engine=auto or engine=autograd"
+        )
+    if a.engine == "manual" and a.device == "cuda":
+        raise UserError(
+            "engine=manual runs on the CPU: device=cuda needs engine=auto or engine=autograd"
         )

@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rl_trust import agents, checkpoint
+from rl_trust import agents, checkpoint, networks
 from rl_trust.envs import Normalizer, check_import, make_env
 from rl_trust.errors import UserError
 from rl_trust.policies import ActorCritic
@@ -46,7 +46,7 @@ def act(
     env takes them: observations normalized with the statistics frozen, Box actions clipped."""
     fam = policy.family
     x = policy.preprocess_numpy(normalizer.obs(obs, update=False))
-    params = policy.dist_params(torch.from_numpy(x))
+    params = policy.dist_params(torch.from_numpy(x)).cpu()
     action = fam.mode(params) if deterministic else fam.sample(params, generator)
     return fam.to_env(action.numpy())
 
@@ -137,6 +137,7 @@ def evaluate(
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     check_import(cfg.env.env_id, f"{run_dir}/config.yaml", allow_import)
+    networks.check_import(cfg.agent.policy, f"{run_dir}/config.yaml", allow_import)
     path, state = find_checkpoint(run_dir, which)
     seed = cfg.run.seed + 10_000 if seed is None else seed  # episodes training never saw
 
@@ -155,6 +156,7 @@ def evaluate(
         env = gym.wrappers.RecordVideo(
             env, str(videos), lambda _: True, name_prefix="eval", disable_logger=True
         )
+    torch.set_num_threads(cfg.run.torch_threads)
     agent = agents.build(cfg.agent, env.observation_space, env.action_space, seed)
     policy = agent.policy
     normalizer = Normalizer(

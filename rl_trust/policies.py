@@ -230,10 +230,15 @@ def family_for(space: gym.Space) -> Family:
 
 
 def obs_dim(space: gym.Space) -> int:
+    return int(np.prod(obs_shape(space)))
+
+
+def obs_shape(space: gym.Space) -> tuple[int, ...]:
+    """The shape of one preprocessed observation: a Box's own, a Discrete's one-hot."""
     if isinstance(space, gym.spaces.Box):
-        return int(np.prod(space.shape))
+        return tuple(int(n) for n in space.shape)
     if isinstance(space, gym.spaces.Discrete):
-        return int(space.n)
+        return (int(space.n),)
     raise UserError(
         f"observation space {space} is not supported: use a Box or a Discrete observation space"
     )
@@ -274,8 +279,190 @@ def mlp_backward(layers: list[nn.Linear], act_grad: Callable, outs: list[Tensor]
             d = act_grad(d.mm(m.weight), outs[i])
 
 
+class MlpExtractor(nn.Module):
+    """Separate policy and value MLPs on the flattened observation (stable-baselines3's
+    default for PPO and TRPO), behind the extractor contract every network meets:
+    forward(obs) → (latent_pi, latent_vf), of widths latent_dim_pi and latent_dim_vf."""
+
+    def __init__(self, n_obs: int, net_arch: tuple[int, ...], activation: str):
+        super().__init__()
+        sizes = [n_obs, *net_arch]
+        act = ACTIVATIONS[activation]
+        self.pi_body, self.vf_body = mlp(sizes, act), mlp(sizes, act)
+        self.latent_dim_pi = self.latent_dim_vf = sizes[-1]
+
+    def forward_actor(self, obs: Tensor) -> Tensor:
+        return self.pi_body(obs.flatten(1))
+
+    def forward_critic(self, obs: Tensor) -> Tensor:
+        return self.vf_body(obs.flatten(1))
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        return self.forward_actor(obs), self.forward_critic(obs)
+
+
 class ActorCritic(nn.Module):
-    """Separate policy and value MLPs (stable-baselines3's default for PPO and TRPO)."""
+    """The policy every agent and the rollout use: observations in, distribution parameters
+    and values out. An extractor (any nn.Module with stable-baselines3's contract: forward(obs)
+    → (latent_pi, latent_vf), attributes latent_dim_pi and latent_dim_vf) computes the two
+    latents; this adds the action-distribution head, the log-std and the value head.
+
+    The agents find ∂L/∂(distribution parameters) and ∂L/∂values in closed form and hand
+    them to `backward`, which carries them through the network by the chain rule. Here that
+    is the autograd engine: `forward_train` keeps the graph as its cache and `backward` runs
+    torch.autograd.backward from it, so any module trains. MlpActorCritic (the manual engine)
+    is the built-in MLP, whose backward is written out by hand.
+
+    The parameters stay where `.to(device)` puts them; observations given as tensors move
+    there, and what comes out is on that device.
+    """
+
+    engine = "autograd"
+
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        action_space: gym.Space,
+        extractor: nn.Module,
+        log_std_init: float = 0.0,
+        ortho_init: bool = True,
+    ):
+        super().__init__()
+        self.family = fam = family_for(action_space)
+        self.obs_shape = obs_shape(obs_space)
+        self.one_hot = isinstance(obs_space, gym.spaces.Discrete)
+        self.extractor = extractor
+        n_out = fam.sizes[0] if fam.kind == "gaussian" else fam.n_params
+        self.pi_head = nn.Linear(int(extractor.latent_dim_pi), n_out)
+        self.vf_head = nn.Linear(int(extractor.latent_dim_vf), 1)
+        self.log_std = (
+            nn.Parameter(torch.full((fam.sizes[0],), float(log_std_init)))
+            if fam.kind == "gaussian"
+            else None
+        )
+        if ortho_init:  # gains as stable-baselines3: √2 hidden, 0.01 policy head, 1 value head
+            for m in extractor.modules():
+                if isinstance(m, nn.Linear | nn.Conv2d):
+                    nn.init.orthogonal_(m.weight, math.sqrt(2))
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+            for head, gain in ((self.pi_head, 0.01), (self.vf_head, 1.0)):
+                nn.init.orthogonal_(head.weight, gain)
+                nn.init.zeros_(head.bias)
+        self._split_parameters()
+
+    def _split_parameters(self) -> None:
+        """Which of the extractor's parameters each latent depends on (found by autograd on
+        a probe batch): TRPO needs the policy's and the critic's apart."""
+        named = [(n, p) for n, p in self.extractor.named_parameters() if p.requires_grad]
+        reached: list[set[str]] = []
+        with torch.enable_grad():
+            probe = torch.zeros((2, *self.obs_shape), dtype=self.pi_head.weight.dtype)
+            for latent in self.extractor(probe):
+                grads = torch.autograd.grad(
+                    latent.sum(), [p for _, p in named], allow_unused=True, retain_graph=True
+                ) if named else []  # fmt: skip
+                reached.append({n for (n, _), g in zip(named, grads, strict=True) if g is not None})
+        pi, vf = reached
+        self.shared = [f"extractor.{n}" for n, _ in named if n in pi and n in vf]
+        heads_pi = ["pi_head.weight", "pi_head.bias"] + (
+            ["log_std"] if self.log_std is not None else []
+        )
+        self._policy_names = [f"extractor.{n}" for n, _ in named if n not in vf or n in pi]
+        self._policy_names += heads_pi
+        self._value_names = [f"extractor.{n}" for n, _ in named if n in vf and n not in pi]
+        self._value_names += ["vf_head.weight", "vf_head.bias"]
+
+    @property
+    def device(self) -> torch.device:
+        return self.pi_head.weight.device
+
+    def _input(self, obs: Tensor) -> Tensor:
+        w = self.pi_head.weight
+        return obs.to(w.device, w.dtype)
+
+    def _head(self, latent_pi: Tensor) -> Tensor:
+        out = self.pi_head(latent_pi)
+        if self.log_std is None:
+            return out
+        return torch.cat([out, self.log_std.expand_as(out)], dim=-1)
+
+    def _latent_pi(self, obs: Tensor) -> Tensor:
+        actor = getattr(self.extractor, "forward_actor", None)
+        return actor(obs) if actor is not None else self.extractor(obs)[0]
+
+    def _latent_vf(self, obs: Tensor) -> Tensor:
+        critic = getattr(self.extractor, "forward_critic", None)
+        return critic(obs) if critic is not None else self.extractor(obs)[1]
+
+    def preprocess_numpy(self, obs: np.ndarray) -> np.ndarray:
+        """Observations as the network takes them: float32, a Discrete one-hot."""
+        if self.one_hot:
+            return np.eye(self.obs_shape[0], dtype=np.float32)[obs.astype(np.int64).reshape(-1)]
+        return obs.reshape(obs.shape[0], *self.obs_shape).astype(np.float32, copy=False)
+
+    def dist_params(self, obs: Tensor) -> Tensor:
+        return self._head(self._latent_pi(self._input(obs)))
+
+    def value(self, obs: Tensor) -> Tensor:
+        return self.vf_head(self._latent_vf(self._input(obs))).squeeze(-1)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """Distribution parameters and values."""
+        latent_pi, latent_vf = self.extractor(self._input(obs))
+        return self._head(latent_pi), self.vf_head(latent_vf).squeeze(-1)
+
+    def sampler(self, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+        """Actions sampled from the current policy, for the rollout's per-step path: one
+        forward pass without a graph, then family.sample_numpy on its output."""
+        fam = self.family
+
+        @torch.no_grad()
+        def sample(x: np.ndarray) -> np.ndarray:
+            return fam.sample_numpy(self.dist_params(torch.from_numpy(x)).cpu().numpy(), rng)
+
+        return sample
+
+    def forward_train(self, obs: Tensor) -> tuple[Tensor, Tensor, tuple]:
+        """dist_params and values (detached), with the cache `backward` needs: here the
+        outputs themselves, their graph kept."""
+        with torch.enable_grad():
+            params, values = self(obs)
+        return params.detach(), values.detach(), (params, values)
+
+    def value_train(self, obs: Tensor) -> tuple[Tensor, tuple]:
+        """values alone, with the cache `backward(cache, None, d_values)` needs."""
+        with torch.enable_grad():
+            values = self.value(obs)
+        return values.detach(), (None, values)
+
+    def backward(self, cache: tuple, d_params: Tensor | None, d_values: Tensor | None) -> None:
+        """Add ∂L/∂(every parameter) into the .grad, given ∂L/∂dist_params (per state) and
+        ∂L/∂values from forward_train; None skips that output. The chain rule at the
+        distribution boundary: torch.autograd.backward(outputs, their gradients)."""
+        pairs = [(out, d) for out, d in zip(cache, (d_params, d_values), strict=True)
+                 if out is not None and d is not None]  # fmt: skip
+        if pairs:
+            torch.autograd.backward([o for o, _ in pairs], [d for _, d in pairs])
+
+    def policy_parameters(self) -> list[nn.Parameter]:
+        """The parameters the action distribution depends on (TRPO's θ)."""
+        named = dict(self.named_parameters())
+        return [named[n] for n in self._policy_names]
+
+    def value_parameters(self) -> list[nn.Parameter]:
+        """The critic's own parameters, none of the policy's."""
+        named = dict(self.named_parameters())
+        return [named[n] for n in self._value_names]
+
+
+class MlpActorCritic(ActorCritic):
+    """The built-in network, MlpExtractor's two MLPs, with the manual engine: its backward
+    is written out by hand (no autograd graph per minibatch) and its rollout sampler runs in
+    numpy. Parameters, outputs and initialization are those of
+    ActorCritic(obs_space, action_space, MlpExtractor(...)) with the same seed."""
+
+    engine = "manual"
 
     def __init__(
         self,
@@ -286,48 +473,18 @@ class ActorCritic(nn.Module):
         log_std_init: float = 0.0,
         ortho_init: bool = True,
     ):
-        super().__init__()
-        self.family = family_for(action_space)
-        self.n_obs = obs_dim(obs_space)
-        self.one_hot = isinstance(obs_space, gym.spaces.Discrete)
+        n_obs = obs_dim(obs_space)
+        extractor = MlpExtractor(n_obs, tuple(net_arch), activation)
+        super().__init__(obs_space, action_space, extractor, log_std_init, ortho_init)
+        self.obs_shape = (n_obs,)  # stored flat: the rollout's sampler multiplies matrices
         self.activation = activation
-        act = ACTIVATIONS[activation]
-        sizes = [self.n_obs, *net_arch]
-        self.pi_body, self.vf_body = mlp(sizes, act), mlp(sizes, act)
-        fam = self.family
-        n_out = fam.sizes[0] if fam.kind == "gaussian" else fam.n_params
-        self.pi_head = nn.Linear(sizes[-1], n_out)
-        self.vf_head = nn.Linear(sizes[-1], 1)
-        self.pi_layers = [m for m in self.pi_body if isinstance(m, nn.Linear)] + [self.pi_head]
-        self.vf_layers = [m for m in self.vf_body if isinstance(m, nn.Linear)] + [self.vf_head]
+        linear = [m for m in extractor.pi_body if isinstance(m, nn.Linear)]
+        self.pi_layers = linear + [self.pi_head]
+        self.vf_layers = [m for m in extractor.vf_body if isinstance(m, nn.Linear)] + [self.vf_head]
         self.act, self.act_grad = FUNCTIONS[activation]
-        self.log_std = (
-            nn.Parameter(torch.full((fam.sizes[0],), float(log_std_init)))
-            if fam.kind == "gaussian"
-            else None
-        )
-        if ortho_init:  # gains as stable-baselines3: √2 hidden, 0.01 policy head, 1 value head
-            for body in (self.pi_body, self.vf_body):
-                for m in body:
-                    if isinstance(m, nn.Linear):
-                        nn.init.orthogonal_(m.weight, math.sqrt(2))
-                        nn.init.zeros_(m.bias)
-            for head, gain in ((self.pi_head, 0.01), (self.vf_head, 1.0)):
-                nn.init.orthogonal_(head.weight, gain)
-                nn.init.zeros_(head.bias)
+        self._register_load_state_dict_pre_hook(_earlier_names)
 
-    def preprocess(self, obs: Tensor) -> Tensor:
-        if self.one_hot:
-            return F.one_hot(obs.long().reshape(-1), self.n_obs).float()
-        return obs.reshape(obs.shape[0], -1).float()
-
-    def dist_params(self, obs: Tensor) -> Tensor:
-        out = self.pi_head(self.pi_body(obs))
-        if self.log_std is None:
-            return out
-        return torch.cat([out, self.log_std.expand_as(out)], dim=-1)
-
-    def numpy_sampler(self, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    def sampler(self, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
         """Actions sampled from the current policy, computed in numpy on views of the weights:
         the rollout calls it once per env step, where torch's per-call overhead would cost
         more than the arithmetic. Draws as family.sample_numpy does (Gaussian: with σ = e^s
@@ -347,14 +504,6 @@ class ActorCritic(nn.Module):
 
         return sample
 
-    def preprocess_numpy(self, obs: np.ndarray) -> np.ndarray:
-        if self.one_hot:
-            return np.eye(self.n_obs, dtype=np.float32)[obs.astype(np.int64).reshape(-1)]
-        return obs.reshape(obs.shape[0], -1).astype(np.float32, copy=False)
-
-    def forward(self, obs: Tensor) -> Tensor:
-        return self.dist_params(obs)
-
     def forward_train(self, obs: Tensor) -> tuple[Tensor, Tensor, tuple]:
         """dist_params and values, with the activations `backward` needs (no autograd)."""
         pi = mlp_forward(self.pi_layers, self.act, obs)
@@ -363,6 +512,10 @@ class ActorCritic(nn.Module):
         if self.log_std is not None:
             out = torch.cat([out, self.log_std.expand_as(out)], dim=-1)
         return out, vf[-1].squeeze(-1), (pi, vf)
+
+    def value_train(self, obs: Tensor) -> tuple[Tensor, tuple]:
+        vf = mlp_forward(self.vf_layers, self.act, obs)
+        return vf[-1].squeeze(-1), (None, vf)
 
     def backward(self, cache: tuple, d_params: Tensor | None, d_values: Tensor | None) -> None:
         """Add ∂L/∂(every parameter) into the .grad, given ∂L/∂dist_params (per state) and
@@ -376,12 +529,10 @@ class ActorCritic(nn.Module):
         if d_values is not None:
             mlp_backward(self.vf_layers, self.act_grad, vf, d_values.unsqueeze(-1))
 
-    def value(self, obs: Tensor) -> Tensor:
-        return self.vf_head(self.vf_body(obs)).squeeze(-1)
 
-    def policy_parameters(self) -> list[nn.Parameter]:
-        params = [*self.pi_body.parameters(), *self.pi_head.parameters()]
-        return params + ([self.log_std] if self.log_std is not None else [])
-
-    def value_parameters(self) -> list[nn.Parameter]:
-        return [*self.vf_body.parameters(), *self.vf_head.parameters()]
+def _earlier_names(state_dict: dict, prefix: str, *_) -> None:
+    """Checkpoints from before the extractor held the MLPs name them pi_body.*, vf_body.*."""
+    for key in list(state_dict):
+        rest = key[len(prefix) :]
+        if key.startswith(prefix) and rest.startswith(("pi_body.", "vf_body.")):
+            state_dict[f"{prefix}extractor.{rest}"] = state_dict.pop(key)

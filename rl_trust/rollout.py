@@ -97,10 +97,11 @@ class Collector:
     """Steps a vector env with a policy; owns the env's current observation and the
     episode statistics (on raw, unnormalized rewards), and refills one preallocated batch.
 
-    Per step, actions are sampled from the policy evaluated in numpy (policies.numpy_sampler),
-    which costs a few microseconds where a torch call costs tens. After the last step, one
-    batched torch pass computes what the update needs of p = π_old: its distribution
+    Per step, actions are sampled from the policy's `sampler` (the manual engine's evaluates
+    the MLP in numpy, a few microseconds where a torch call costs tens). After the last step,
+    one batched torch pass computes what the update needs of p = π_old: its distribution
     parameters, log p(a|s) and V(s), exactly as the update's own forward pass computes them.
+    Observations are stored on the CPU; the batch is handed over on the policy's device.
     """
 
     def __init__(
@@ -118,7 +119,7 @@ class Collector:
         self.n_envs = N = env.num_envs
         self.rng = np.random.Generator(np.random.PCG64(seed))
         T, fam = n_steps, policy.family
-        self.obs = np.zeros((T, N, policy.n_obs), np.float32)
+        self.obs = np.zeros((T, N, *policy.obs_shape), np.float32)
         self.actions = np.zeros((T, N, fam.action_dim), np.float32)
         self.rewards = np.zeros((T, N), np.float32)
         self.terminated = np.zeros((T, N), np.float32)
@@ -135,7 +136,7 @@ class Collector:
     @torch.no_grad()
     def collect(self) -> Batch:
         policy, fam, rng = self.policy, self.policy.family, self.rng
-        sample = policy.numpy_sampler(rng)
+        sample = policy.sampler(rng)
         T, N = self.obs.shape[:2]
         truncated_finals: list[tuple[int, int, np.ndarray]] = []
         start, in_env = time.perf_counter(), 0.0
@@ -157,17 +158,18 @@ class Collector:
                 truncated_finals.append((t, i, policy.preprocess_numpy(final)[0]))
 
         # p = π_old on the whole batch, one torch pass
-        flat_obs = torch.from_numpy(self.obs.reshape(T * N, -1))
-        flat_actions = torch.from_numpy(self.actions.reshape(T * N, -1))
+        device = policy.device
+        flat_obs = torch.from_numpy(self.obs.reshape(T * N, *self.obs.shape[2:])).to(device)
+        flat_actions = torch.from_numpy(self.actions.reshape(T * N, -1)).to(device)
         dist_params = policy.dist_params(flat_obs)
         log_probs = fam.log_prob(dist_params, flat_actions)
-        values = policy.value(flat_obs).numpy().reshape(T, N)
+        values = policy.value(flat_obs).cpu().numpy().reshape(T, N)
         next_values = np.empty_like(values)  # V(s_{t+1}) within the episode
         next_values[:-1] = values[1:]
-        next_values[-1] = policy.value(torch.from_numpy(self.current)).numpy()
+        next_values[-1] = policy.value(torch.from_numpy(self.current)).cpu().numpy()
         if truncated_finals:
             finals = np.stack([o for _, _, o in truncated_finals])
-            v = policy.value(torch.from_numpy(finals)).numpy()
+            v = policy.value(torch.from_numpy(finals)).cpu().numpy()
             for (t, i, _), value in zip(truncated_finals, v, strict=True):
                 next_values[t, i] = value
 
@@ -177,10 +179,10 @@ class Collector:
         )  # fmt: skip
         self.seconds["env"] += in_env
         self.seconds["policy"] += time.perf_counter() - start - in_env
+        values, adv, ret = (torch.from_numpy(x.reshape(-1)).to(device) for x in (values, adv, ret))
         return Batch(
-            obs=flat_obs, actions=flat_actions, log_probs=log_probs,
-            values=torch.from_numpy(values.reshape(-1)), dist_params=dist_params,
-            advantages=torch.from_numpy(adv.reshape(-1)), returns=torch.from_numpy(ret.reshape(-1)),
+            obs=flat_obs, actions=flat_actions, log_probs=log_probs, values=values,
+            dist_params=dist_params, advantages=adv, returns=ret,
         )  # fmt: skip
 
     def _track_episodes(self, reward: np.ndarray, end: np.ndarray) -> None:

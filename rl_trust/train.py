@@ -102,6 +102,8 @@ def prepare(cfg: RunConfig, run_dir: Path | None, runs_root: Path) -> Path:
     try:
         obs_dim(probe.observation_space)
         family_for(probe.action_space)
+        if cfg.agent.policy is not None or cfg.agent.device == "cuda":  # what can still fail
+            agents.build(cfg.agent, probe.observation_space, probe.action_space, cfg.run.seed)
     finally:
         probe.close()
     if run_dir is None and Path(runs_root).exists() and not Path(runs_root).is_dir():

@@ -126,4 +126,5 @@ def test_the_policy_is_a_torch_module_that_exports():
     model = rl_trust.PPO("CartPole-v1", run_dir=False)
     obs = torch.zeros(1, 4)
     program = torch.export.export(model.policy, (obs,))
-    assert torch.equal(program.module()(obs), model.policy(obs))
+    for exported, own in zip(program.module()(obs), model.policy(obs), strict=True):
+        assert torch.equal(exported, own)  # distribution parameters, then values

@@ -9,7 +9,7 @@ import torch
 
 from rl_trust.agents.ppo import PPO
 from rl_trust.config import PPOConfig
-from rl_trust.policies import ActorCritic, Family, flat_parameters
+from rl_trust.policies import Family, MlpActorCritic, flat_parameters
 from rl_trust.rollout import Batch
 
 pytestmark = pytest.mark.usefixtures("float64")  # numbers compared in double (conftest)
@@ -60,7 +60,7 @@ def test_closed_form_derivatives_match_autograd(fam):
 @pytest.mark.parametrize("kind", ["categorical", "gaussian"])
 def test_backpropagation_by_hand_matches_autograd(kind, activation):
     torch.manual_seed(1)
-    net = ActorCritic(gym.spaces.Box(-1, 1, (5,)), SPACES[kind], (16, 8), activation)
+    net = MlpActorCritic(gym.spaces.Box(-1, 1, (5,)), SPACES[kind], (16, 8), activation)
     flat = flat_parameters(list(net.parameters()))
     obs = torch.randn(40, 5)
     d_params = torch.randn(40, net.family.n_params)
@@ -78,7 +78,7 @@ def test_backpropagation_by_hand_matches_autograd(kind, activation):
     assert flat.grad.abs().min() >= 0 and flat.grad.norm() > 0
 
 
-def minibatch(net: ActorCritic, g: torch.Generator, n: int = 48) -> Batch:
+def minibatch(net: MlpActorCritic, g: torch.Generator, n: int = 48) -> Batch:
     obs = torch.randn(n, 5, generator=g)
     with torch.no_grad():
         old = net.dist_params(obs) + 0.3 * torch.randn(n, net.family.n_params, generator=g)
@@ -113,7 +113,7 @@ def test_ppo_minibatch_gradient_is_the_gradient_of_its_loss(kind, variant):
     docstring states, for every family and loss variant (ratios far enough from 1 that the
     clipping is active on some states)."""
     torch.manual_seed(2)
-    net = ActorCritic(gym.spaces.Box(-1, 1, (5,)), SPACES[kind], (16, 16))
+    net = MlpActorCritic(gym.spaces.Box(-1, 1, (5,)), SPACES[kind], (16, 16))
     cfg = PPOConfig(**VARIANTS[variant])
     agent = PPO(cfg, net, torch.Generator().manual_seed(0))
     mb = minibatch(net, torch.Generator().manual_seed(3))

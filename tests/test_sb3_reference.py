@@ -14,15 +14,17 @@ from rl_trust.agents.ppo import PPO
 from rl_trust.agents.trpo import TRPO
 from rl_trust.benchmark.sb3 import sb3_kwargs
 from rl_trust.config import PPOConfig, TRPOConfig
-from rl_trust.policies import ActorCritic
+from rl_trust.policies import ActorCritic, MlpActorCritic
 from rl_trust.rollout import Batch
 
 N = 256  # one rollout of N steps, one env
 
 # our parameter names → SB3's
 NAMES = {
-    "pi_body.0": "mlp_extractor.policy_net.0", "pi_body.2": "mlp_extractor.policy_net.2",
-    "vf_body.0": "mlp_extractor.value_net.0", "vf_body.2": "mlp_extractor.value_net.2",
+    "extractor.pi_body.0": "mlp_extractor.policy_net.0",
+    "extractor.pi_body.2": "mlp_extractor.policy_net.2",
+    "extractor.vf_body.0": "mlp_extractor.value_net.0",
+    "extractor.vf_body.2": "mlp_extractor.value_net.2",
     "pi_head": "action_net", "vf_head": "value_net", "log_std": "log_std",
 }  # fmt: skip
 
@@ -41,7 +43,7 @@ def rollout(model) -> None:
 def twin(model, net_arch=(64, 64), activation="tanh") -> ActorCritic:
     """Our network with SB3's weights."""
     env = model.env
-    policy = ActorCritic(env.observation_space, env.action_space, net_arch, activation)
+    policy = MlpActorCritic(env.observation_space, env.action_space, net_arch, activation)
     theirs = dict(model.policy.named_parameters())
     with torch.no_grad():
         for name, p in policy.named_parameters():
@@ -282,7 +284,7 @@ def test_a_rollout_of_ours_is_sb3s_on_the_same_actions(env_id, monkeypatch):
     env = make_vec(EnvConfig(env_id=env_id, n_envs=1), 0)
     shape = env.single_observation_space.shape
     ours = iter(actions)
-    monkeypatch.setattr(policy, "numpy_sampler", lambda rng: lambda x: next(ours))
+    monkeypatch.setattr(policy, "sampler", lambda rng: lambda x: next(ours))
     normalizer = Normalizer(shape, 1, obs=True, reward=True, gamma=0.99, clip_obs=10.0,
                             clip_reward=10.0)  # VecNormalize's defaults  # fmt: skip
     collector = Collector(env, policy, normalizer, T, 0.99, 0.95, 0)

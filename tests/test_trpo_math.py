@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn.utils import parameters_to_vector
 
-from rl_trust.policies import ActorCritic
+from rl_trust.policies import ActorCritic, MlpActorCritic
 from rl_trust.trust_region import (
     conjugate_gradient,
     fisher_vector_product,
@@ -56,7 +56,7 @@ def test_cg_stops_at_the_tolerance_and_at_max_iters():
 def tiny_policy(space: gym.Space) -> ActorCritic:
     torch.manual_seed(0)
     obs_space = gym.spaces.Box(-1, 1, (3,))
-    pi = ActorCritic(obs_space, space, net_arch=(4,), log_std_init=-0.3).double()
+    pi = MlpActorCritic(obs_space, space, net_arch=(4,), log_std_init=-0.3).double()
     with torch.no_grad():  # a non-trivial policy head (the default init is nearly uniform)
         pi.pi_head.weight.mul_(100)
     return pi
@@ -78,7 +78,7 @@ def test_fisher_vector_product_is_the_hessian_of_the_mean_kl(space):
     def kl_of(flat):
         chunks = flat.split([p.numel() for p in params])
         values = {n: c.view(p.shape) for n, c, p in zip(names, chunks, params, strict=True)}
-        new = torch.func.functional_call(pi, values, (obs,), {}, strict=False)
+        new, _ = torch.func.functional_call(pi, values, (obs,), {}, strict=False)
         return pi.family.kl(old, new).mean()
 
     hessian = torch.autograd.functional.hessian(kl_of, theta0)

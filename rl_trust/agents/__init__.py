@@ -6,16 +6,14 @@ import gymnasium as gym
 import torch
 
 from rl_trust.config import AgentConfig
-from rl_trust.policies import ActorCritic
+from rl_trust.networks import make_policy
 
 
 def build(cfg: AgentConfig, obs_space: gym.Space, action_space: gym.Space, seed: int):
     """An agent with a freshly initialized policy, its randomness drawn from `seed` only."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        policy = ActorCritic(
-            obs_space, action_space, cfg.net_arch, cfg.activation, cfg.log_std_init, cfg.ortho_init
-        )
+        policy = make_policy(cfg, obs_space, action_space)
     generator = torch.Generator().manual_seed(seed + 1)
     if cfg.algo == "ppo":
         from rl_trust.agents.ppo import PPO

@@ -17,15 +17,9 @@ import torch
 
 from rl_trust import divergence
 from rl_trust.config import TRPOConfig
-from rl_trust.errors import Diverged
+from rl_trust.errors import Diverged, UserError
 from rl_trust.optim import Adam
-from rl_trust.policies import (
-    ActorCritic,
-    flat_parameters,
-    mlp_backward,
-    mlp_forward,
-    non_finite_grads,
-)
+from rl_trust.policies import ActorCritic, flat_parameters, non_finite_grads
 from rl_trust.rollout import Batch
 from rl_trust.trust_region import fisher_vector_product, line_search, natural_step
 
@@ -36,6 +30,12 @@ ACCEPTED, NO_IMPROVING_STEP, NOT_POSITIVE_CURVATURE, NON_FINITE_STEP = 0, 1, 2, 
 class TRPO:
     def __init__(self, cfg: TRPOConfig, policy: ActorCritic, generator: torch.Generator):
         self.cfg, self.policy, self.generator = cfg, policy, generator
+        if policy.shared:  # θ and the critic's parameters must be apart
+            raise UserError(
+                f"trpo needs separate policy and value networks, but latent_pi and latent_vf "
+                f"both depend on {', '.join(policy.shared)}: use a ppo agent, or a network "
+                "whose two latents share no parameter"
+            )
         self.theta = flat_parameters(policy.policy_parameters())  # θ, one vector
         self.phi = flat_parameters(policy.value_parameters())  # the critic's, one vector
         self.critic_optimizer = Adam(self.phi, lr=cfg.learning_rate, eps=1e-5)  # as SB3's
@@ -130,14 +130,14 @@ class TRPO:
 
     @torch.no_grad()
     def fit_critic(self, batch: Batch) -> float:
-        """Minimize (V(s) − R̂)² by minibatch Adam, backpropagating 2(V − R̂)/n by hand."""
+        """Minimize (V(s) − R̂)² by minibatch Adam, backpropagating ∂/∂V = 2(V − R̂)/n."""
         cfg, pi, losses = self.cfg, self.policy, []
         for _ in range(cfg.n_critic_updates):
             for idx in torch.randperm(len(batch), generator=self.generator).split(cfg.batch_size):
-                outs = mlp_forward(pi.vf_layers, pi.act, batch.obs[idx])
-                error = outs[-1] - batch.returns[idx].unsqueeze(-1)
+                values, cache = pi.value_train(batch.obs[idx])
+                error = values - batch.returns[idx]
                 self.phi.grad.zero_()  # not None: the critic's .grad are views of it
-                mlp_backward(pi.vf_layers, pi.act_grad, outs, error * (2 / len(idx)))
+                pi.backward(cache, None, error * (2 / len(idx)))
                 if not torch.isfinite(self.phi.grad).all():  # stop before the step is applied
                     raise Diverged(f"non-finite critic gradient of {non_finite_grads(pi)}")
                 self.critic_optimizer.step()

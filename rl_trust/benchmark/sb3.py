@@ -147,6 +147,13 @@ def sb3_caveats(cfg: dict) -> list[str]:
     """Where the SB3 run cannot do what the rl-trust config asks (empty: a faithful copy)."""
     agent, env = cfg["agent"], cfg["env"]
     out = []
+    if agent.get("policy"):
+        out.append(
+            f"policy={agent['policy']}: your own network has no SB3 counterpart here; SB3 "
+            f"trains its MlpPolicy (net_arch {list(agent['net_arch'])})"
+        )
+    if agent.get("device") == "cuda":
+        out.append("device=cuda: SB3 runs on the CPU here")
     if agent["algo"] == "ppo":
         if not agent["clip"]:
             out.append(

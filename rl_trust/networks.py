@@ -1,0 +1,157 @@
+"""Which network a config asks for, with which gradient engine, on which device.
+
+    engine: auto | manual | autograd     device: auto | cpu | cuda     policy: module:factory
+
+The built-in MLP trains with the manual engine (its backward written out by hand) unless
+engine=autograd or device=cuda asks otherwise. `policy=package.module:factory` names a
+callable factory(observation_space, action_space) returning an nn.Module with
+stable-baselines3's custom-extractor contract: forward(obs) → (latent_pi, latent_vf) and the
+attributes latent_dim_pi and latent_dim_vf; rl-trust adds the heads and trains it with the
+autograd engine. `obs` arrives as the rollout stores it: float32 of the observation space's
+shape (batch first), a Discrete observation one-hot.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from collections.abc import Callable
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from rl_trust.config import AgentConfig
+from rl_trust.errors import UserError
+from rl_trust.policies import ActorCritic, MlpActorCritic, MlpExtractor, obs_dim, obs_shape
+
+FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+CONTRACT = (
+    "a callable factory(observation_space, action_space) returning an nn.Module whose "
+    "forward(obs) gives (latent_pi, latent_vf) and which has the integer attributes "
+    "latent_dim_pi and latent_dim_vf"
+)
+
+
+def check_import(spec: str | None, source: str, allow: bool) -> None:
+    """A run folder's config is data: the module its `policy` names is imported (its code
+    run) only when already loaded or when the user allows it (--allow-import)."""
+    if spec is None:
+        return
+    module = spec.partition(":")[0]
+    if not allow and module not in sys.modules:
+        raise UserError(
+            f"{source} names policy {spec!r}: importing module {module!r} runs its code; "
+            "pass --allow-import if you trust this run"
+        )
+
+
+def load_factory(spec: str) -> Callable:
+    """The callable `package.module:factory` names, or a UserError saying what was expected."""
+    module_name, _, attr = spec.partition(":")
+    if not FACTORY.fullmatch(spec):
+        raise UserError(f"policy={spec!r} is not valid: expected package.module:factory")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # the user's module: any error it raises while importing
+        why = " ".join(str(e).split())[:200]
+        raise UserError(
+            f"policy={spec!r}: cannot import module {module_name!r} ({e.__class__.__name__}: "
+            f"{why}); expected {module_name} on PYTHONPATH holding {attr}, {CONTRACT}"
+        ) from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UserError(
+            f"policy={spec!r}: module {module_name!r} has no callable {attr!r}; expected {CONTRACT}"
+        )
+    return factory
+
+
+def _describe(out) -> str:
+    if isinstance(out, torch.Tensor):
+        return f"a tensor of shape {tuple(out.shape)}"
+    if isinstance(out, tuple | list):
+        return f"a {type(out).__name__} of {len(out)}: " + ", ".join(_describe(o) for o in out)
+    return type(out).__name__
+
+
+def user_extractor(spec: str, obs_space: gym.Space, action_space: gym.Space) -> nn.Module:
+    """The module the factory returns, checked against the contract on a probe batch."""
+    factory = load_factory(spec)
+    try:
+        module = factory(obs_space, action_space)
+    except Exception as e:  # the user's code
+        why = " ".join(str(e).split())[:200]
+        raise UserError(
+            f"policy={spec!r}: factory(observation_space, action_space) raised "
+            f"{e.__class__.__name__}: {why}"
+        ) from None
+    if not isinstance(module, nn.Module):
+        raise UserError(
+            f"policy={spec!r}: the factory returned {type(module).__name__}; expected {CONTRACT}"
+        )
+    dims = [getattr(module, name, None) for name in ("latent_dim_pi", "latent_dim_vf")]
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
+        raise UserError(
+            f"policy={spec!r}: the module has latent_dim_pi={dims[0]!r}, "
+            f"latent_dim_vf={dims[1]!r}; expected both to be integers ≥ 1"
+        )
+    batch = 2
+    probe = torch.zeros((batch, *obs_shape(obs_space)))
+    expected = f"(latent_pi, latent_vf) of shapes ({batch}, {dims[0]}) and ({batch}, {dims[1]})"
+    try:
+        with torch.no_grad():
+            out = module(probe)
+    except Exception as e:  # the user's code
+        why = " ".join(str(e).split())[:200]
+        raise UserError(
+            f"policy={spec!r}: forward(obs) on observations of shape {tuple(probe.shape)} "
+            f"raised {e.__class__.__name__}: {why}; expected it to return {expected}"
+        ) from None
+    shapes_ok = (
+        isinstance(out, tuple | list)
+        and len(out) == 2
+        and all(isinstance(t, torch.Tensor) for t in out)
+        and [tuple(t.shape) for t in out] == [(batch, dims[0]), (batch, dims[1])]
+    )
+    if not shapes_ok:
+        raise UserError(
+            f"policy={spec!r}: forward(obs) on observations of shape {tuple(probe.shape)} "
+            f"returned {_describe(out)}; expected {expected}"
+        )
+    return module
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "device=cuda: torch sees no CUDA device (torch.cuda.is_available() is false); "
+            "use device=auto or device=cpu"
+        )
+    return torch.device(name)
+
+
+def engine_of(cfg: AgentConfig) -> str:
+    """manual wherever it applies (the built-in MLP, on the CPU), else autograd."""
+    if cfg.engine != "auto":
+        return cfg.engine
+    return "manual" if cfg.policy is None and cfg.device != "cuda" else "autograd"
+
+
+def make_policy(cfg: AgentConfig, obs_space: gym.Space, action_space: gym.Space) -> ActorCritic:
+    """The config's network, freshly initialized from torch's global generator, on its
+    device (the manual engine's always on the CPU)."""
+    if engine_of(cfg) == "manual":
+        return MlpActorCritic(
+            obs_space, action_space, cfg.net_arch, cfg.activation, cfg.log_std_init, cfg.ortho_init
+        )
+    if cfg.policy is None:
+        extractor = MlpExtractor(obs_dim(obs_space), cfg.net_arch, cfg.activation)
+    else:
+        obs_shape(obs_space)  # a supported space, before the user's code sees it
+        extractor = user_extractor(cfg.policy, obs_space, action_space)
+    policy = ActorCritic(obs_space, action_space, extractor, cfg.log_std_init, cfg.ortho_init)
+    return policy.to(resolve_device(cfg.device))
