@@ -143,6 +143,8 @@ CHARTS = {
     "forward KL(p‖q) against reverse KL(q‖p)": ["ppo", "trpo"],
     "KL spread: mean, p95, max": ["ppo", "trpo"],
     "β, the penalty coefficient": ["ppo"],
+    "KL in the band d_targ/1.5 … 1.5·d_targ: 1 in, 0 out": ["ppo"],
+    "KL controller: log error and the P, I, D terms of log β": ["ppo"],
     "TRPO: post-update KL against δ": ["ppo", "trpo"],
     "TRPO: expected against actual improvement": ["trpo"],
     "TRPO: accepted steps and line-search steps": ["trpo"],

@@ -155,7 +155,15 @@ def yaml_steps(run: Path) -> int:
     return yaml.safe_load((run / "config.yaml").read_text())["run"]["steps"]
 
 
-WRONG = [None, "x", [], {}, True, 1.5, -5000, 2**64, float("nan")]
+MISSING = object()  # the field deleted
+WRONG = [MISSING, None, "x", [], {}, True, 1.5, -5000, 2**64, float("nan")]
+
+
+def put(state: dict, field: str, value) -> None:
+    if value is MISSING:
+        del state[field]
+    else:
+        state[field] = value
 
 
 @pytest.mark.parametrize("field", list(checkpoint.SCHEMA))
@@ -165,7 +173,7 @@ def test_every_state_field_of_a_wrong_type_or_out_of_range(run, capsys, field):
     newest = checkpoint.list_checkpoints(run)[-1]
     original, before = (newest / checkpoint.STATE).read_bytes(), digests(run)
     for value in WRONG:
-        rewrite_state(newest, lambda s, v=value: s.__setitem__(field, v))
+        rewrite_state(newest, lambda s, v=value: put(s, field, v))
         status, err = main(capsys, "eval", run, "--episodes", "1")
         if status == 0:  # e.g. a best_eval of 1.5, or versions {}
             assert isinstance(value, checkpoint.SCHEMA[field]) and value is not True, value
