@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from rl_trust import checkpoint, config, train
-from rl_trust.envs import make_vec
+from rl_trust.envs import check_id, make_vec
 from rl_trust.envs.sync import SyncVectorEnv
 from rl_trust.errors import UserError
 from rl_trust.evaluate import act
@@ -198,6 +198,11 @@ class Agent:
             run_dir = path.parent.parent
             which = path.name
         cfg = train.read_run_config(run_dir)
+        if env is None:
+            try:
+                check_id(cfg.env.env_id)
+            except UserError as e:
+                raise UserError(f"{run_dir}: {e}: pass env= (the env it was trained on)") from None
         if which is None:
             source, state = checkpoint.newest(run_dir)
         elif which == checkpoint.BEST:

@@ -4,6 +4,7 @@ save and load, callbacks, env instances, and the same scalars as the CLI."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -128,3 +129,63 @@ def test_the_policy_is_a_torch_module_that_exports():
     program = torch.export.export(model.policy, (obs,))
     for exported, own in zip(program.module()(obs), model.policy(obs), strict=True):
         assert torch.equal(exported, own)  # distribution parameters, then values
+
+
+def test_the_readme_example_runs(tmp_path, monkeypatch):
+    """The README's "Use it from Python" example, on a smaller budget."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text[text.index("## Use it from Python") :]
+    code = section[section.index("```python\n") + 10 : section.index("```\n", 10)]
+    assert "model.learn(100_000" in code
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code.replace("100_000", "2_048"), "README.md", "exec"), scope)
+    assert isinstance(scope["model"], rl_trust.PPO) and scope["model"].num_timesteps >= 2048
+    assert (tmp_path / "my-cartpole" / "config.yaml").is_file()
+
+
+def test_predict_normalizes_with_frozen_statistics_and_a_save_load_round_trip_acts_alike(
+    tmp_path,
+):
+    model = rl_trust.PPO("Pendulum-v1", run_dir=False, normalize_obs=True, n_steps=256)
+    model.learn(512)
+    rms = model.trainer.learner.normalizer
+    obs = np.stack([gym.make("Pendulum-v1").reset(seed=s)[0] for s in range(8)])
+    expected = np.clip((obs - rms.obs_rms.mean) / np.sqrt(rms.obs_rms.var + 1e-8), -10, 10)
+    with torch.no_grad():
+        mean = model.policy.dist_params(torch.as_tensor(expected, dtype=torch.float32))[:, :1]
+    actions, _ = model.predict(obs, deterministic=True)
+    assert np.allclose(actions, np.clip(mean.numpy(), -2, 2), atol=1e-6)
+    before = rms.obs_rms.mean.copy()
+    model.predict(obs * 100)
+    assert np.array_equal(rms.obs_rms.mean, before)  # frozen
+    back = rl_trust.load(model.save(tmp_path / "saved"))
+    assert np.array_equal(back.predict(obs, deterministic=True)[0], actions)
+
+
+def test_a_preset_file_and_a_network_of_your_own_through_the_api(tmp_path, monkeypatch):
+    (tmp_path / "mynet_api.py").write_text(
+        "from torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, n):\n"
+        "        super().__init__()\n"
+        "        self.latent_dim_pi = self.latent_dim_vf = 32\n"
+        "        self.pi = nn.Sequential(nn.Linear(n, 32), nn.Tanh())\n"
+        "        self.vf = nn.Sequential(nn.Linear(n, 32), nn.Tanh())\n"
+        "    def forward(self, obs):\n"
+        "        return self.pi(obs), self.vf(obs)\n"
+        "def factory(observation_space, action_space):\n"
+        "    return Net(observation_space.shape[0])\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("algo: ppo\nkl_penalty: adaptive\nclip: false\nn_steps: 256\n")
+    model = rl_trust.PPO("CartPole-v1", preset=str(preset), run_dir=tmp_path / "run",
+                         policy="mynet_api:factory").learn(512)  # fmt: skip
+    assert model.config.agent_name == "mine" and not model.config.agent.clip
+    assert type(model.policy.extractor).__name__ == "Net"
+    again = rl_trust.load(tmp_path / "run")
+    obs = np.zeros((3, 4), np.float32)
+    assert np.array_equal(again.predict(obs, True)[0], model.predict(obs, True)[0])
+    with pytest.raises(ValueError, match="mynet_missing"):
+        rl_trust.PPO("CartPole-v1", run_dir=False, policy="mynet_missing:factory")
