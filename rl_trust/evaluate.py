@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from rl_trust import agents, checkpoint, networks
-from rl_trust.envs import Normalizer, check_import, make_env
+from rl_trust.envs import Normalizer, check_import, check_wrappers_import, make_env
 from rl_trust.errors import UserError
 from rl_trust.policies import ActorCritic
 
@@ -139,6 +139,7 @@ def evaluate(
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     check_import(cfg.env.env_id, f"{run_dir}/config.yaml", allow_import)
+    check_wrappers_import(cfg.env.wrappers, f"{run_dir}/config.yaml", allow_import)
     networks.check_import(cfg.agent.policy, f"{run_dir}/config.yaml", allow_import)
     path, state = find_checkpoint(run_dir, which)
     seed = cfg.run.seed + 10_000 if seed is None else seed  # episodes training never saw
@@ -161,8 +162,8 @@ def evaluate(
     torch.set_num_threads(cfg.run.torch_threads)
     agent = agents.build(cfg.agent, env.observation_space, env.action_space, seed)
     policy = agent.policy
-    normalizer = Normalizer(
-        policy.obs_layout.norm_shape, 1, obs=cfg.env.normalize_obs, reward=False,
+    normalizer = Normalizer(  # (as many envs as training had: its state holds their returns)
+        policy.obs_layout.norm_shape, cfg.env.n_envs, obs=cfg.env.normalize_obs, reward=False,
         gamma=cfg.agent.gamma, clip_obs=cfg.env.clip_obs, clip_reward=cfg.env.clip_reward,
     )  # fmt: skip
     try:
