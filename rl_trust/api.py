@@ -163,15 +163,8 @@ class Agent:
     def predict(self, observation, deterministic: bool = False) -> tuple[np.ndarray, None]:
         """Actions for one observation or a batch, as SB3's predict: the normalization
         statistics frozen, Box actions clipped to the bounds."""
-        space = self.env.single_observation_space
-        obs = np.asarray(observation)
-        single = obs.shape == (space.shape or ())
-        batch = obs[None] if single else obs
-        if batch.shape[1:] != (space.shape or ()):
-            raise ValueError(
-                f"observation of shape {obs.shape}: expected {space.shape or ()} or a batch of them"
-            )
         learner = self.trainer.learner
+        batch, single = learner.agent.policy.obs_layout.batch_of(observation)
         actions = act(learner.agent.policy, learner.normalizer, batch, deterministic,
                       self._generator)  # fmt: skip
         return (actions[0] if single else actions), None

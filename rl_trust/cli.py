@@ -179,10 +179,11 @@ def cmd_train(args) -> int:
 
 def cmd_resume(args) -> int:
     from rl_trust import networks, train
-    from rl_trust.envs import check_import
+    from rl_trust.envs import check_import, check_wrappers_import
 
     cfg = train.load_run_config(args.run_dir, args.steps)
     check_import(cfg.env.env_id, f"{args.run_dir}/config.yaml", args.allow_import)
+    check_wrappers_import(cfg.env.wrappers, f"{args.run_dir}/config.yaml", args.allow_import)
     networks.check_import(cfg.agent.policy, f"{args.run_dir}/config.yaml", args.allow_import)
     return _train(cfg, args.run_dir, progress=not args.no_progress, resume_from=args.checkpoint,
                   resume=True)  # fmt: skip

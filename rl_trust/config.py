@@ -54,6 +54,9 @@ class EnvConfig:
     clip_obs: float = 10.0
     clip_reward: float = 10.0
     env_kwargs: dict = field(default_factory=dict)
+    # gymnasium wrappers applied in order around each env: a list of "package.module.Class"
+    # or {"package.module.Class": {kwarg: value}} (envs/__init__.py)
+    wrappers: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class PPOConfig(AgentConfig):
         True  # use the clipped surrogate; clip_range is also where clip_fraction is measured
     )
     clip_range: float = 0.2
+    clip_range_schedule: Literal["constant", "linear"] = "constant"  # linear: ε·progress left
     clip_range_vf: float | None = None
     kl_penalty: Literal["adaptive", "fixed", "off"] = "off"
     kl_target: float = 0.01  # d_targ of the adaptive rule
@@ -199,8 +203,12 @@ RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "vf_coef": _nonneg,
     "max_grad_norm": _positive,
     "net_arch": (
-        lambda v: 1 <= len(v) <= 64 and all(1 <= n <= 65536 for n in v),
-        "a list of 1 to 64 layer sizes in 1..65536",
+        lambda v: len(v) <= 64 and all(1 <= n <= 65536 for n in v),
+        "a list of up to 64 layer sizes in 1..65536 ([]: the heads on the input or encoder)",
+    ),  # fmt: skip
+    "wrappers": (
+        lambda v: all(_wrapper_entry(w) is not None for w in v),
+        'a list of "package.module.Class" or {"package.module.Class": {kwarg: value}}',
     ),  # fmt: skip
     "clip_range": _positive,
     "clip_range_vf": (lambda v: v is None or v > 0, "null or a number > 0"),
@@ -224,6 +232,28 @@ RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
         "null or package.module:factory",
     ),  # fmt: skip
 }
+
+
+WRAPPER = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+")
+
+
+def _wrapper_entry(entry: Any) -> tuple[str, dict] | None:
+    """A `wrappers` entry as (class path, kwargs), or None when it is malformed."""
+    if isinstance(entry, dict) and len(entry) == 1:
+        ((path, kwargs),) = entry.items()
+        kwargs = {} if kwargs is None else kwargs
+    else:
+        path, kwargs = entry, {}
+    if not isinstance(path, str) or not WRAPPER.fullmatch(path) or not isinstance(kwargs, dict):
+        return None
+    if not all(isinstance(k, str) for k in kwargs):
+        return None
+    return path, dict(kwargs)
+
+
+def wrapper_entries(wrappers: list) -> list[tuple[str, dict]]:
+    """A validated `wrappers` list as (class path, kwargs) pairs."""
+    return [_wrapper_entry(w) for w in wrappers]
 
 
 def _type_name(tp: Any) -> str:
@@ -289,6 +319,17 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
                 f"{key}={value!r} is not valid: {key} takes a list such as [64, 64]"
             )
         return tuple(coerce(key, v, args[0]) for v in value)
+    if tp is list or origin is list:
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise UserTypeError(f"{key}={value!r} is not valid: {key} takes a list") from None
+        if value is None:
+            return []
+        if not isinstance(value, list | tuple):
+            raise UserTypeError(f"{key}={value!r} is not valid: {key} takes a list")
+        return list(value)
     if tp is dict or origin is dict:
         if isinstance(value, str):
             value = yaml.safe_load(value)
@@ -353,6 +394,11 @@ def presets(kind: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise UserError(f"preset folder {folder} not found: set RL_TRUST_PRESETS to the repo root")
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def preset_name(env_id: str) -> str:
+    """The env preset's file name (without .yaml) for an env id: ALE/Pong-v5 → ALE_Pong-v5."""
+    return env_id.replace("/", "_")
 
 
 SECTIONS = ("per_algo", "per_tuning", "per_agent")  # an env preset's tuning, by whom it reaches
@@ -448,7 +494,7 @@ def load(
     if env_preset is not None:
         env_file = _preset_file(env_preset, "--env-preset")
     else:  # (an env the user built in Python gets no preset: it is theirs as it is)
-        env_file = presets("envs").get(env) if use_env_preset else None
+        env_file = presets("envs").get(preset_name(env)) if use_env_preset else None
     sections = dict.fromkeys(SECTIONS, {})
     if env_file is not None:
         env_preset = _read_yaml(env_file)

@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import gymnasium as gym
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from rl_trust import agents, checkpoint, networks
-from rl_trust.envs import Normalizer, check_import, make_env
+from rl_trust.envs import Normalizer, check_import, check_wrappers_import, make_env
 from rl_trust.errors import UserError
 from rl_trust.policies import ActorCritic
 
@@ -45,8 +46,8 @@ def act(
     """The policy's actions (its mode, or samples) for a batch of raw observations, as the
     env takes them: observations normalized with the statistics frozen, Box actions clipped."""
     fam = policy.family
-    x = policy.preprocess_numpy(normalizer.obs(obs, update=False))
-    params = policy.dist_params(torch.from_numpy(x)).cpu()
+    x = policy.preprocess_numpy(obs, partial(normalizer.obs, update=False))
+    params = policy.dist_params(policy.obs_layout.tensor(x)).cpu()
     action = fam.mode(params) if deterministic else fam.sample(params, generator)
     return fam.to_env(action.numpy())
 
@@ -78,7 +79,8 @@ def run_episodes(
             while not done:
                 if stop():
                     return returns, lengths
-                action = act(policy, normalizer, np.asarray(obs)[None], deterministic, generator)
+                batch = policy.obs_layout.one(obs)
+                action = act(policy, normalizer, batch, deterministic, generator)
                 obs, reward, terminated, truncated, _ = env.step(action[0])
                 total, length = total + float(reward), length + 1
                 done = terminated or truncated or length >= limit
@@ -137,6 +139,7 @@ def evaluate(
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     check_import(cfg.env.env_id, f"{run_dir}/config.yaml", allow_import)
+    check_wrappers_import(cfg.env.wrappers, f"{run_dir}/config.yaml", allow_import)
     networks.check_import(cfg.agent.policy, f"{run_dir}/config.yaml", allow_import)
     path, state = find_checkpoint(run_dir, which)
     seed = cfg.run.seed + 10_000 if seed is None else seed  # episodes training never saw
@@ -159,8 +162,8 @@ def evaluate(
     torch.set_num_threads(cfg.run.torch_threads)
     agent = agents.build(cfg.agent, env.observation_space, env.action_space, seed)
     policy = agent.policy
-    normalizer = Normalizer(
-        env.observation_space.shape, 1, obs=cfg.env.normalize_obs, reward=False,
+    normalizer = Normalizer(  # (as many envs as training had: its state holds their returns)
+        policy.obs_layout.norm_shape, cfg.env.n_envs, obs=cfg.env.normalize_obs, reward=False,
         gamma=cfg.agent.gamma, clip_obs=cfg.env.clip_obs, clip_reward=cfg.env.clip_reward,
     )  # fmt: skip
     try:

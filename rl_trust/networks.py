@@ -7,13 +7,17 @@ engine=autograd or device=cuda asks otherwise. `policy=package.module:factory` n
 callable factory(observation_space, action_space) returning an nn.Module with
 stable-baselines3's custom-extractor contract: forward(obs) → (latent_pi, latent_vf) and the
 attributes latent_dim_pi and latent_dim_vf; rl-trust adds the heads and trains it with the
-autograd engine. `obs` arrives as the rollout stores it: float32 of the observation space's
-shape (batch first), a Discrete observation one-hot.
+autograd engine. `obs` arrives preprocessed as for the built-in encoders
+(rl_trust/observations.py), batch first: a vector float32 of the space's shape, a Discrete
+one-hot, an image float in [0, 1] channels first, a Dict a dict of such tensors (a Tuple, a
+tuple). Image, Dict and Tuple observations get the built-in encoders (rl_trust/encoders.py)
+unless a policy is given; either way they train with the autograd engine.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import re
 import sys
 from collections.abc import Callable
@@ -23,8 +27,10 @@ import torch
 from torch import nn
 
 from rl_trust.config import AgentConfig
+from rl_trust.encoders import EncoderMlp
 from rl_trust.errors import UserError
-from rl_trust.policies import ActorCritic, MlpActorCritic, MlpExtractor, obs_dim, obs_shape
+from rl_trust.observations import Observation, layout_for
+from rl_trust.policies import ActorCritic, MlpActorCritic, MlpExtractor
 
 FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 CONTRACT = (
@@ -71,6 +77,8 @@ def load_factory(spec: str) -> Callable:
 def _describe(out) -> str:
     if isinstance(out, torch.Tensor):
         return f"a tensor of shape {tuple(out.shape)}"
+    if isinstance(out, dict):
+        return "a dict of " + ", ".join(f"{k!r}: {_describe(v)}" for k, v in out.items())
     if isinstance(out, tuple | list):
         return f"a {type(out).__name__} of {len(out)}: " + ", ".join(_describe(o) for o in out)
     return type(out).__name__
@@ -98,7 +106,7 @@ def user_extractor(spec: str, obs_space: gym.Space, action_space: gym.Space) -> 
             f"latent_dim_vf={dims[1]!r}; expected both to be integers ≥ 1"
         )
     batch = 2
-    probe = torch.zeros((batch, *obs_shape(obs_space)))
+    probe = layout_for(obs_space).probe(batch, torch.get_default_dtype())
     expected = f"(latent_pi, latent_vf) of shapes ({batch}, {dims[0]}) and ({batch}, {dims[1]})"
     try:
         with torch.no_grad():
@@ -106,7 +114,7 @@ def user_extractor(spec: str, obs_space: gym.Space, action_space: gym.Space) -> 
     except Exception as e:  # the user's code
         why = " ".join(str(e).split())[:200]
         raise UserError(
-            f"policy={spec!r}: forward(obs) on observations of shape {tuple(probe.shape)} "
+            f"policy={spec!r}: forward(obs) on observations {_describe(probe)} "
             f"raised {e.__class__.__name__}: {why}; expected it to return {expected}"
         ) from None
     shapes_ok = (
@@ -117,7 +125,7 @@ def user_extractor(spec: str, obs_space: gym.Space, action_space: gym.Space) -> 
     )
     if not shapes_ok:
         raise UserError(
-            f"policy={spec!r}: forward(obs) on observations of shape {tuple(probe.shape)} "
+            f"policy={spec!r}: forward(obs) on observations {_describe(probe)} "
             f"returned {_describe(out)}; expected {expected}"
         )
     return module
@@ -134,24 +142,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def engine_of(cfg: AgentConfig) -> str:
-    """manual wherever it applies (the built-in MLP, on the CPU), else autograd."""
+def engine_of(cfg: AgentConfig, layout: Observation) -> str:
+    """manual wherever it applies (the built-in MLP on vector observations, on the CPU),
+    else autograd."""
     if cfg.engine != "auto":
         return cfg.engine
-    return "manual" if cfg.policy is None and cfg.device != "cuda" else "autograd"
+    manual = cfg.policy is None and cfg.device != "cuda" and layout.is_vector
+    return "manual" if manual else "autograd"
 
 
 def make_policy(cfg: AgentConfig, obs_space: gym.Space, action_space: gym.Space) -> ActorCritic:
     """The config's network, freshly initialized from torch's global generator, on its
     device (the manual engine's always on the CPU)."""
-    if engine_of(cfg) == "manual":
+    layout = layout_for(obs_space)  # a supported space, before the user's code sees it
+    if engine_of(cfg, layout) == "manual":
         return MlpActorCritic(
             obs_space, action_space, cfg.net_arch, cfg.activation, cfg.log_std_init, cfg.ortho_init
         )
-    if cfg.policy is None:
-        extractor = MlpExtractor(obs_dim(obs_space), cfg.net_arch, cfg.activation)
-    else:
-        obs_shape(obs_space)  # a supported space, before the user's code sees it
+    if cfg.policy is not None:
         extractor = user_extractor(cfg.policy, obs_space, action_space)
+    elif layout.is_vector:
+        extractor = MlpExtractor(math.prod(layout.shape), cfg.net_arch, cfg.activation)
+    else:  # images, Dict, Tuple: their encoders, shared by policy and value in PPO
+        extractor = EncoderMlp(layout, cfg.net_arch, cfg.activation, share=cfg.algo == "ppo")
     policy = ActorCritic(obs_space, action_space, extractor, cfg.log_std_init, cfg.ortho_init)
     return policy.to(resolve_device(cfg.device))

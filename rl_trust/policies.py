@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from rl_trust import divergence as D
 from rl_trust.errors import UserError
+from rl_trust.observations import Normalize, identity, layout_for
 
 
 @dataclass(frozen=True)
@@ -229,21 +230,6 @@ def family_for(space: gym.Space) -> Family:
     )
 
 
-def obs_dim(space: gym.Space) -> int:
-    return int(np.prod(obs_shape(space)))
-
-
-def obs_shape(space: gym.Space) -> tuple[int, ...]:
-    """The shape of one preprocessed observation: a Box's own, a Discrete's one-hot."""
-    if isinstance(space, gym.spaces.Box):
-        return tuple(int(n) for n in space.shape)
-    if isinstance(space, gym.spaces.Discrete):
-        return (int(space.n),)
-    raise UserError(
-        f"observation space {space} is not supported: use a Box or a Discrete observation space"
-    )
-
-
 def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
@@ -329,8 +315,7 @@ class ActorCritic(nn.Module):
     ):
         super().__init__()
         self.family = fam = family_for(action_space)
-        self.obs_shape = obs_shape(obs_space)
-        self.one_hot = isinstance(obs_space, gym.spaces.Discrete)
+        self.obs_layout = layout_for(obs_space)  # how observations are stored and fed in
         self.extractor = extractor
         n_out = fam.sizes[0] if fam.kind == "gaussian" else fam.n_params
         self.pi_head = nn.Linear(int(extractor.latent_dim_pi), n_out)
@@ -357,7 +342,7 @@ class ActorCritic(nn.Module):
         named = [(n, p) for n, p in self.extractor.named_parameters() if p.requires_grad]
         reached: list[set[str]] = []
         with torch.enable_grad():
-            probe = torch.zeros((2, *self.obs_shape), dtype=self.pi_head.weight.dtype)
+            probe = self.obs_layout.probe(2, self.pi_head.weight.dtype)
             for latent in self.extractor(probe):
                 grads = torch.autograd.grad(
                     latent.sum(), [p for _, p in named], allow_unused=True, retain_graph=True
@@ -377,9 +362,11 @@ class ActorCritic(nn.Module):
     def device(self) -> torch.device:
         return self.pi_head.weight.device
 
-    def _input(self, obs: Tensor) -> Tensor:
+    def _input(self, obs):
+        """Stored observations (a tensor, or an ObsBatch) as the extractor takes them, on
+        the parameters' device: images scaled to [0, 1] there, a Dict as a dict of tensors."""
         w = self.pi_head.weight
-        return obs.to(w.device, w.dtype)
+        return self.obs_layout.to_input(obs, w.dtype, w.device)
 
     def _head(self, latent_pi: Tensor) -> Tensor:
         out = self.pi_head(latent_pi)
@@ -395,11 +382,10 @@ class ActorCritic(nn.Module):
         critic = getattr(self.extractor, "forward_critic", None)
         return critic(obs) if critic is not None else self.extractor(obs)[1]
 
-    def preprocess_numpy(self, obs: np.ndarray) -> np.ndarray:
-        """Observations as the network takes them: float32, a Discrete one-hot."""
-        if self.one_hot:
-            return np.eye(self.obs_shape[0], dtype=np.float32)[obs.astype(np.int64).reshape(-1)]
-        return obs.reshape(obs.shape[0], *self.obs_shape).astype(np.float32, copy=False)
+    def preprocess_numpy(self, obs, normalize: Normalize = identity):
+        """A batch of raw observations as the rollout stores them (observations.py): vector
+        parts float32 and passed through `normalize`, a Discrete one-hot, pixels uint8."""
+        return self.obs_layout.store(obs, normalize)
 
     def dist_params(self, obs: Tensor) -> Tensor:
         return self._head(self._latent_pi(self._input(obs)))
@@ -419,7 +405,8 @@ class ActorCritic(nn.Module):
 
         @torch.no_grad()
         def sample(x: np.ndarray) -> np.ndarray:
-            return fam.sample_numpy(self.dist_params(torch.from_numpy(x)).cpu().numpy(), rng)
+            params = self.dist_params(self.obs_layout.tensor(x))
+            return fam.sample_numpy(params.cpu().numpy(), rng)
 
         return sample
 
@@ -473,10 +460,15 @@ class MlpActorCritic(ActorCritic):
         log_std_init: float = 0.0,
         ortho_init: bool = True,
     ):
-        n_obs = obs_dim(obs_space)
-        extractor = MlpExtractor(n_obs, tuple(net_arch), activation)
+        layout = layout_for(obs_space, flat=True)  # stored flat: the sampler multiplies matrices
+        if not layout.is_vector:
+            raise UserError(
+                f"engine=manual trains the built-in MLP on vector observations, not "
+                f"{obs_space}: use engine=auto or engine=autograd"
+            )
+        extractor = MlpExtractor(layout.shape[0], tuple(net_arch), activation)
         super().__init__(obs_space, action_space, extractor, log_std_init, ortho_init)
-        self.obs_shape = (n_obs,)  # stored flat: the rollout's sampler multiplies matrices
+        self.obs_layout = layout
         self.activation = activation
         linear = [m for m in extractor.pi_body if isinstance(m, nn.Linear)]
         self.pi_layers = linear + [self.pi_head]

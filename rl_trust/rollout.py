@@ -12,12 +12,14 @@ import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from rl_trust.envs import Normalizer
+from rl_trust.observations import ObsBatch, cat
 from rl_trust.policies import ActorCritic
 
 
@@ -54,7 +56,7 @@ def gae(
 class Batch:
     """One rollout, flattened to (T·n_envs, ...) views."""
 
-    obs: Tensor
+    obs: Tensor | ObsBatch  # as the rollout stores them (pixels uint8)
     actions: Tensor
     log_probs: Tensor
     values: Tensor
@@ -73,7 +75,7 @@ class Batch:
     @staticmethod
     def cat(batches) -> Batch:
         fields = [f.name for f in dataclasses.fields(Batch)]
-        return Batch(*(torch.cat([getattr(b, f) for b in batches]) for f in fields))
+        return Batch(*(cat([getattr(b, f) for b in batches]) for f in fields))
 
     def minibatches(self, size: int) -> list[Batch]:
         """Consecutive slices of `size` (the last may be shorter), as stable-baselines3's."""
@@ -101,7 +103,9 @@ class Collector:
     the MLP in numpy, a few microseconds where a torch call costs tens). After the last step,
     one batched torch pass computes what the update needs of p = π_old: its distribution
     parameters, log p(a|s) and V(s), exactly as the update's own forward pass computes them.
-    Observations are stored on the CPU; the batch is handed over on the policy's device.
+    Observations are stored on the CPU as the policy's layout stores them (observations.py:
+    pixels as uint8, scaled only inside the network); the batch is handed over on the
+    policy's device.
     """
 
     def __init__(
@@ -119,7 +123,8 @@ class Collector:
         self.n_envs = N = env.num_envs
         self.rng = np.random.Generator(np.random.PCG64(seed))
         T, fam = n_steps, policy.family
-        self.obs = np.zeros((T, N, *policy.obs_shape), np.float32)
+        self.layout = policy.obs_layout
+        self.obs = self.layout.empty((T, N))
         self.actions = np.zeros((T, N, fam.action_dim), np.float32)
         self.rewards = np.zeros((T, N), np.float32)
         self.terminated = np.zeros((T, N), np.float32)
@@ -131,19 +136,21 @@ class Collector:
         self._ep_return = np.zeros(N)
         self._ep_length = np.zeros(N, np.int64)
         obs, _ = env.reset(seed=seed)
-        self.current = policy.preprocess_numpy(normalizer.obs(obs))
+        self.current = policy.preprocess_numpy(obs, normalizer.obs)
 
     @torch.no_grad()
     def collect(self) -> Batch:
-        policy, fam, rng = self.policy, self.policy.family, self.rng
+        policy, fam, rng, layout = self.policy, self.policy.family, self.rng, self.layout
         sample = policy.sampler(rng)
-        T, N = self.obs.shape[:2]
+        T, N = self.actions.shape[:2]
         truncated_finals: list[tuple[int, int, np.ndarray]] = []
+        frozen = partial(self.normalizer.obs, update=False)
         start, in_env = time.perf_counter(), 0.0
         for t in range(T):
             x = self.current
             action = sample(x)
-            self.obs[t], self.actions[t] = x, action
+            layout.write(self.obs, t, x)
+            self.actions[t] = action
             t_env = time.perf_counter()
             obs, reward, term, trunc, info = self.env.step(fam.to_env(action))
             in_env += time.perf_counter() - t_env
@@ -151,25 +158,25 @@ class Collector:
             self._track_episodes(reward, end)
             self.rewards[t] = self.normalizer.reward(reward, end)
             self.terminated[t], self.episode_end[t] = term, end
-            self.current = policy.preprocess_numpy(self.normalizer.obs(obs))
+            self.current = policy.preprocess_numpy(obs, self.normalizer.obs)
             for i in np.flatnonzero(trunc):  # bootstrap through the time limit: the final
                 # observation normalized by this step's statistics, as SB3's VecNormalize does
-                final = self.normalizer.obs(np.asarray(info["final_obs"][i])[None], update=False)
-                truncated_finals.append((t, i, policy.preprocess_numpy(final)[0]))
+                final = layout.one(info["final_obs"][i])
+                truncated_finals.append((t, i, policy.preprocess_numpy(final, frozen)))
 
         # p = π_old on the whole batch, one torch pass
         device = policy.device
-        flat_obs = torch.from_numpy(self.obs.reshape(T * N, *self.obs.shape[2:])).to(device)
+        flat_obs = layout.tensor(self.obs, device)
         flat_actions = torch.from_numpy(self.actions.reshape(T * N, -1)).to(device)
         dist_params = policy.dist_params(flat_obs)
         log_probs = fam.log_prob(dist_params, flat_actions)
         values = policy.value(flat_obs).cpu().numpy().reshape(T, N)
         next_values = np.empty_like(values)  # V(s_{t+1}) within the episode
         next_values[:-1] = values[1:]
-        next_values[-1] = policy.value(torch.from_numpy(self.current)).cpu().numpy()
+        next_values[-1] = policy.value(layout.tensor(self.current)).cpu().numpy()
         if truncated_finals:
-            finals = np.stack([o for _, _, o in truncated_finals])
-            v = policy.value(torch.from_numpy(finals)).cpu().numpy()
+            finals = layout.concat([o for _, _, o in truncated_finals])
+            v = policy.value(layout.tensor(finals)).cpu().numpy()
             for (t, i, _), value in zip(truncated_finals, v, strict=True):
                 next_values[t, i] = value
 

@@ -27,7 +27,8 @@ from rl_trust.envs import Normalizer, make_env, make_vec
 from rl_trust.errors import Diverged, UserError
 from rl_trust.evaluate import run_episodes
 from rl_trust.logging import RunWriter
-from rl_trust.policies import family_for, obs_dim
+from rl_trust.observations import ObsBatch, layout_for
+from rl_trust.policies import family_for
 from rl_trust.rollout import Collector
 
 
@@ -100,9 +101,10 @@ def prepare(cfg: RunConfig, run_dir: Path | None, runs_root: Path) -> Path:
     and write the resolved config.yaml into it. Nothing is created when a check fails."""
     probe = make_env(cfg.env)
     try:
-        obs_dim(probe.observation_space)
+        layout = layout_for(probe.observation_space)
         family_for(probe.action_space)
-        if cfg.agent.policy is not None or cfg.agent.device == "cuda":  # what can still fail
+        # what can still fail: a network of your own, the device, an encoder (image size)
+        if cfg.agent.policy is not None or cfg.agent.device == "cuda" or not layout.is_vector:
             agents.build(cfg.agent, probe.observation_space, probe.action_space, cfg.run.seed)
     finally:
         probe.close()
@@ -250,7 +252,7 @@ class Learner:
         seed = cfg.run.seed
         self.agent = agents.build(a, env.single_observation_space, env.single_action_space, seed)
         self.normalizer = Normalizer(
-            env.single_observation_space.shape, env.num_envs,
+            self.agent.policy.obs_layout.norm_shape, env.num_envs,
             obs=cfg.env.normalize_obs, reward=cfg.env.normalize_reward, gamma=a.gamma,
             clip_obs=cfg.env.clip_obs, clip_reward=cfg.env.clip_reward,
         )  # fmt: skip
@@ -382,14 +384,18 @@ def diagnose(run_dir: Path, error: Diverged, learner: Learner, batch) -> Path:
                if finite.numel() > 1 else {}),
         }  # fmt: skip
 
+    fields = {
+        name: getattr(batch, name)
+        for name in ("obs", "actions", "log_probs", "values", "advantages", "returns")
+    }
+    if isinstance(batch.obs, ObsBatch):  # a Dict or Tuple space: each part
+        del fields["obs"]
+        fields = {**{f"obs.{k}": v for k, v in batch.obs.parts.items()}, **fields}
     report = {
         "error": str(error),
         "update": learner.updates + 1,
         "step": learner.step,
-        "batch": {
-            name: stats(getattr(batch, name))
-            for name in ("obs", "actions", "log_probs", "values", "advantages", "returns")
-        },
+        "batch": {name: stats(x) for name, x in fields.items()},
         "last_checkpoint": (found[-1].name if (found := checkpoint.list_checkpoints(run_dir))
                             else None),
     }  # fmt: skip

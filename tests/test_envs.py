@@ -41,3 +41,43 @@ def test_sync_vector_env_matches_gymnasium(env_id, steps):
         assert ends["truncated"] == 6  # 3 envs × 2 time limits of 200 steps
     ours.close()
     theirs.close()
+
+
+def _same(x, y) -> None:
+    """Equal observations, a Dict's or Tuple's part by part."""
+    if isinstance(x, dict):
+        assert list(x) == list(y)
+        for k in x:
+            _same(x[k], y[k])
+    elif isinstance(x, tuple):
+        assert len(x) == len(y)
+        for a, b in zip(x, y, strict=True):
+            _same(a, b)
+    else:
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("env_id", ["Blackjack-v1", "rl_trust/DictCue-v0"])
+def test_sync_vector_env_batches_dict_and_tuple_observations(env_id):
+    """A Tuple (Blackjack) or Dict observation is batched per part, as gymnasium's own
+    SyncVectorEnv batches it, final observations included."""
+    ours = make_vec(EnvConfig(env_id=env_id, n_envs=3), 0)
+    theirs = gym.make_vec(
+        env_id, 3, vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+    )  # fmt: skip
+    _same(ours.reset(seed=5)[0], theirs.reset(seed=5)[0])
+    theirs.action_space.seed(1)
+    ended = 0
+    for _ in range(60):
+        a = theirs.action_space.sample()
+        r1, r2 = ours.step(a), theirs.step(a)
+        _same(r1[0], r2[0])
+        for x, y in zip(r1[1:4], r2[1:4], strict=True):
+            np.testing.assert_array_equal(x, y)
+        for i in np.flatnonzero(r1[2] | r1[3]):
+            _same(r1[4]["final_obs"][i], r2[4]["final_obs"][i])
+            ended += 1
+    assert ended > 0
+    ours.close()
+    theirs.close()

@@ -109,3 +109,15 @@ def test_videos_of_mujoco_robots_follow_the_robot(monkeypatch):
     follow_camera(env)
     assert robot_pixels(env.render()) > 100  # the model's "track" camera follows it
     env.close()
+
+
+def test_eval_of_a_run_with_several_envs(tmp_path):
+    """The checkpoint's normalizer holds one running return per training env; eval, with
+    one env, still loads it."""
+    run = tmp_path / "run"
+    res = cli("train", "--steps", "256", "--set", "n_envs=2", "--set", "n_steps=64",
+              "--set", "normalize_reward=true", "--run-dir", str(run), "--no-progress")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    res = cli("eval", str(run), "--episodes", "2")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((run / "eval.json").read_text())["episodes"] == 2

@@ -36,6 +36,7 @@ class PPO:
         self.optimizer = Adam(self.params, lr=cfg.learning_rate, eps=1e-5)
         self.controller = kl_controller(cfg)
         self.beta = self.controller.beta  # the β of the current gradient step
+        self.clip_range = cfg.clip_range  # ε of the current update (clip_range_schedule)
         self.grad_steps = 0
 
     def penalty_kl(self, old, new):
@@ -45,7 +46,7 @@ class PPO:
 
     def objective(self, mb: Batch, params: Tensor, values: Tensor) -> dict[str, Tensor]:
         """The terms of L on minibatch mb, where the networks output (params, values)."""
-        cfg, fam, eps = self.cfg, self.policy.family, self.cfg.clip_range
+        cfg, fam, eps = self.cfg, self.policy.family, self.clip_range
         log_ratio = fam.log_prob(params, mb.actions) - mb.log_probs
         ratio = log_ratio.exp()
         surrogate = ratio * mb.advantages
@@ -78,7 +79,7 @@ class PPO:
     def gradient(self, mb: Batch, params: Tensor, values: Tensor, log_ratio: Tensor):
         """∂L/∂params and ∂L/∂values per state: the derivative of loss(objective) in closed
         form, so no autograd graph is built per minibatch (tests compare the two)."""
-        cfg, fam, eps, n = self.cfg, self.policy.family, self.cfg.clip_range, len(mb)
+        cfg, fam, eps, n = self.cfg, self.policy.family, self.clip_range, len(mb)
         ratio, adv = log_ratio.exp(), mb.advantages
         weight = ratio * adv  # ∂(r Â)/∂log π
         if cfg.clip:  # only where the unclipped term is the min does r carry a gradient
@@ -99,6 +100,8 @@ class PPO:
         cfg, pi, fam = self.cfg, self.policy, self.policy.family
         lr = cfg.learning_rate * (progress_remaining if cfg.lr_schedule == "linear" else 1.0)
         self.optimizer.lr = lr
+        linear_clip = cfg.clip_range_schedule == "linear"  # as SB3's clip_range schedule
+        self.clip_range = cfg.clip_range * (progress_remaining if linear_clip else 1.0)
         stepped: list[tuple[Batch, Tensor, Tensor]] = []  # minibatch, params, values
         stopped = False
         beta_used = self.controller.beta  # this update's β (before any per-step brake)
@@ -166,6 +169,7 @@ class PPO:
             "train/approx_kl": terms["approx_kl"],
             "train/clip_fraction": terms["clip_fraction"],
             "train/learning_rate": lr,
+            "train/clip_range": self.clip_range,
             "train/grad_steps": len(stepped),
             "train/epochs": len(stepped) / n_minibatches,
             "train/early_stopped": float(stopped),

@@ -13,6 +13,7 @@ import json
 import math
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,14 @@ def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
 
     Returns (algo_name, kwargs, env_kwargs):
       algo_name  "PPO" (stable_baselines3.PPO) or "TRPO" (sb3_contrib.TRPO);
-      kwargs     constructor arguments except `policy` and `env` ("MlpPolicy" and the
-                 vec env), including seed, device and policy_kwargs;
-      env_kwargs how to build the env: env_id, n_envs, seed, env_kwargs and vec_env
-                 ("dummy" or "subproc") for make_vec_env, then `normalize`, the
-                 VecNormalize arguments, or None for no VecNormalize.
+      kwargs     constructor arguments except `policy` and `env` (env_kwargs["policy"]
+                 and the vec env), including seed, device and policy_kwargs;
+      env_kwargs how to build the env: env_id, n_envs, seed, env_kwargs, wrappers (the
+                 config's, as make_vec_env's wrapper_class) and vec_env ("dummy" or
+                 "subproc") for make_vec_env, then `normalize`, the VecNormalize
+                 arguments, or None for no VecNormalize; and `policy`, SB3's policy for
+                 the observation space: CnnPolicy for images, MultiInputPolicy for a
+                 Dict, MlpPolicy otherwise.
     """
     import torch
 
@@ -40,12 +44,15 @@ def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
     else:
         learning_rate = lr
     arch = [int(n) for n in agent["net_arch"]]
+    policy = policy_name(env)
     policy_kwargs = {
         "net_arch": {"pi": list(arch), "vf": list(arch)},
         "activation_fn": {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[agent["activation"]],
         "log_std_init": float(agent["log_std_init"]),
         "ortho_init": bool(agent["ortho_init"]),
     }
+    if policy != "MlpPolicy":  # rl-trust's PPO shares the encoder, its TRPO does not
+        policy_kwargs["share_features_extractor"] = algo == "ppo"
     common = {
         "learning_rate": learning_rate,
         "n_steps": int(agent["n_steps"]),
@@ -64,7 +71,11 @@ def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
         kwargs = {
             **common,
             "n_epochs": int(agent["n_epochs"]),
-            "clip_range": float(agent["clip_range"]),
+            "clip_range": (
+                _LinearSchedule(float(agent["clip_range"]))
+                if agent.get("clip_range_schedule", "constant") == "linear"
+                else float(agent["clip_range"])
+            ),
             "clip_range_vf": agent["clip_range_vf"],
             "ent_coef": float(agent["ent_coef"]),
             "vf_coef": float(agent["vf_coef"]),
@@ -99,6 +110,8 @@ def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
         "n_envs": int(env["n_envs"]),
         "seed": int(run["seed"]),
         "env_kwargs": dict(env.get("env_kwargs") or {}),
+        "wrappers": list(env.get("wrappers") or []),
+        "policy": policy,
         "vec_env": "subproc" if env["vectorization"] == "async" else "dummy",
         "normalize": normalize,
     }
@@ -119,15 +132,37 @@ def kl_dims(env: dict) -> int:
     """
     import gymnasium as gym
 
-    from rl_trust.envs import check_id
-
-    check_id(env["env_id"])  # imports a "module:Env-v0" id's module, which registers it
-    probe = gym.make(env["env_id"].rpartition(":")[2], **dict(env.get("env_kwargs") or {}))
-    space = probe.action_space
-    probe.close()
+    space = _spaces(env)[1]
     if isinstance(space, gym.spaces.Box | gym.spaces.MultiBinary):
         return int(math.prod(space.shape))
     return 1
+
+
+def _spaces(env: dict):
+    """The observation and action spaces of the env section's env, wrapped."""
+    from rl_trust.config import EnvConfig
+    from rl_trust.envs import make_env
+
+    probe = make_env(EnvConfig(  # (imports a "module:Env-v0" id's module, which registers it)
+        env_id=env["env_id"], env_kwargs=dict(env.get("env_kwargs") or {}),
+        wrappers=list(env.get("wrappers") or []),
+    ))  # fmt: skip
+    spaces = probe.observation_space, probe.action_space
+    probe.close()
+    return spaces
+
+
+def policy_name(env: dict) -> str:
+    """SB3's policy for the env's observations: CnnPolicy for an image (SB3's rule, as
+    rl-trust's), MultiInputPolicy for a Dict, MlpPolicy otherwise."""
+    import gymnasium as gym
+
+    from rl_trust.observations import is_image
+
+    space = _spaces(env)[0]
+    if is_image(space):
+        return "CnnPolicy"
+    return "MultiInputPolicy" if isinstance(space, gym.spaces.Dict) else "MlpPolicy"
 
 
 class _LinearSchedule:
@@ -188,6 +223,12 @@ def sb3_caveats(cfg: dict) -> list[str]:
         )
     if env["normalize_obs"] or env["normalize_reward"]:
         out.append("normalization: SB3 VecNormalize, rl-trust its own Normalizer (same stats rule)")
+    observations = _spaces(env)[0]
+    if env["normalize_obs"] and policy_name(env) != "MlpPolicy":
+        out.append("normalize_obs: SB3's VecNormalize normalizes pixels too; rl-trust only "
+                   "vector parts")  # fmt: skip
+    if type(observations).__name__ == "Tuple":
+        out.append("Tuple observations: SB3 does not support them; its run will fail")
     return out
 
 
@@ -207,16 +248,20 @@ def train(cfg: dict, tb_dir: Path | None = None) -> dict:
     else:
         from sb3_contrib import TRPO as Algo
 
+    from rl_trust.envs import apply_wrappers, check_id
+
+    check_id(env_kw["env_id"])  # (registers ALE/ ids)
     venv = make_vec_env(  # (gymnasium imports a "module:Env-v0" id's module, in each process)
         env_kw["env_id"],
         n_envs=env_kw["n_envs"],
         seed=env_kw["seed"],
         env_kwargs=env_kw["env_kwargs"],
         vec_env_cls=SubprocVecEnv if env_kw["vec_env"] == "subproc" else DummyVecEnv,
+        wrapper_class=partial(apply_wrappers, wrappers=env_kw["wrappers"]),
     )
     if env_kw["normalize"] is not None:
         venv = VecNormalize(venv, **env_kw["normalize"])
-    model = Algo("MlpPolicy", venv, **kwargs)
+    model = Algo(env_kw["policy"], venv, **kwargs)
     if tb_dir is not None:
         from stable_baselines3.common.logger import configure
 

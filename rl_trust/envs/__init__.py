@@ -5,16 +5,18 @@ from __future__ import annotations
 import difflib
 import importlib
 import sys
+from functools import partial
 
 import gymnasium as gym
 
-from rl_trust.config import EnvConfig
+from rl_trust.config import EnvConfig, wrapper_entries
 from rl_trust.envs import probes
 from rl_trust.envs.normalize import Normalizer, RunningMeanStd
 from rl_trust.envs.sync import SyncVectorEnv
 from rl_trust.errors import UserError
 
-__all__ = ["make_vec", "make_env", "Normalizer", "RunningMeanStd", "check_id", "check_import"]
+__all__ = ["make_vec", "make_env", "Normalizer", "RunningMeanStd", "check_id", "check_import",
+           "apply_wrappers"]  # fmt: skip
 
 probes.register()
 
@@ -34,6 +36,13 @@ def check_id(env_id: str) -> None:
                 f"{e.__class__.__name__}: {first}"
             ) from None
         env_id = name
+    if env_id.startswith("ALE/") and env_id not in gym.registry:
+        try:  # ale-py registers the ALE/ ids when imported
+            import ale_py
+
+            gym.register_envs(ale_py)
+        except ImportError:
+            raise UserError(f"env {env_id!r} needs ale-py: pip install 'rl-trust[atari]'") from None
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -51,15 +60,68 @@ def check_import(env_id: str, source: str, allow: bool) -> None:
         )
 
 
+def wrapper_classes(wrappers: list) -> list[tuple[type, dict]]:
+    """The config's `wrappers` as (class, kwargs), imported; a UserError for one that is not
+    a class that can be imported."""
+    out = []
+    for path, kwargs in wrapper_entries(wrappers):
+        module, _, name = path.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except Exception as e:  # ImportError, or whatever the module's code raised
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise UserError(
+                f"wrappers: cannot import {module!r} for {path} ({e.__class__.__name__}: {first})"
+            ) from None
+        if not isinstance(cls, type) or not issubclass(cls, gym.Wrapper):
+            raise UserError(f"wrappers: {path} is not a gymnasium.Wrapper class")
+        out.append((cls, kwargs))
+    return out
+
+
+def apply_wrappers(env: gym.Env, wrappers: list) -> gym.Env:
+    """`env` inside the config's `wrappers`, the first innermost; a UserError naming the
+    wrapper that rejects its kwargs or the env."""
+    for cls, kwargs in wrapper_classes(wrappers):
+        try:
+            env = cls(env, **kwargs)
+        except gym.error.DependencyNotInstalled as e:
+            raise UserError(f"wrappers: {cls.__name__} needs a package that is not installed: "
+                            f"{e}") from None  # fmt: skip
+        except Exception as e:  # TypeError for a kwarg, or the wrapper's own check of the env
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise UserError(
+                f"wrappers: {cls.__module__}.{cls.__name__}(**{kwargs}) failed: "
+                f"{e.__class__.__name__}: {first}"
+            ) from None
+    return env
+
+
+def check_wrappers_import(wrappers: list, source: str, allow: bool) -> None:
+    """As check_import, for the modules the config's wrappers name."""
+    for path, _ in wrapper_entries(wrappers):
+        module = path.rpartition(".")[0]
+        if not allow and module not in sys.modules:
+            raise UserError(
+                f"{source} names wrapper {path!r}: importing module {module!r} runs its code; "
+                "pass --allow-import if you trust this run"
+            )
+
+
+def _make(env_id: str, cfg: EnvConfig, kwargs: dict) -> gym.Env:
+    return apply_wrappers(gym.make(env_id, **kwargs), cfg.wrappers)
+
+
 def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
-    """One env of the config (for probing its spaces and for evaluation); `render_mode`
-    replaces one that env_kwargs may give."""
+    """One env of the config, wrapped (for probing its spaces and for evaluation);
+    `render_mode` replaces one that env_kwargs may give."""
     check_id(cfg.env_id)
+    wrapper_classes(cfg.wrappers)  # (each wrapper importable, before the env is made)
     kwargs = dict(cfg.env_kwargs)
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
     try:
-        return gym.make(cfg.env_id.rpartition(":")[2], **kwargs)
+        return _make(cfg.env_id.rpartition(":")[2], cfg, kwargs)
     except gym.error.DependencyNotInstalled as e:
         raise UserError(f"env {cfg.env_id!r} needs a package that is not installed: {e}") from None
     except TypeError as e:
@@ -74,9 +136,15 @@ def make_vec(cfg: EnvConfig, seed: int) -> gym.vector.VectorEnv:
     seeded seed, seed+1, ..."""
     check_id(cfg.env_id)
     env_id = cfg.env_id.rpartition(":")[2]
+    wrapper_classes(cfg.wrappers)
     try:
         if cfg.vectorization == "sync":
-            env = SyncVectorEnv([lambda: gym.make(env_id, **cfg.env_kwargs)] * cfg.n_envs)
+            env = SyncVectorEnv([lambda: _make(env_id, cfg, cfg.env_kwargs)] * cfg.n_envs)
+        elif cfg.wrappers:  # each worker makes and wraps its env
+            env = gym.vector.AsyncVectorEnv(
+                [partial(_make, env_id, cfg, cfg.env_kwargs)] * cfg.n_envs,
+                autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+            )
         else:
             env = gym.make_vec(
                 env_id,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector.utils import batch_space
+from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
 
 class SyncVectorEnv(gym.vector.VectorEnv):
@@ -28,13 +28,22 @@ class SyncVectorEnv(gym.vector.VectorEnv):
         self.observation_space = batch_space(first.observation_space, n)
         self.action_space = batch_space(first.action_space, n)
         space = first.observation_space
-        self._obs = np.zeros((n, *space.shape), space.dtype)
+        # observations go into one array in place; a Dict's or Tuple's are batched per part
+        # by gymnasium's concatenate
+        self._box = not isinstance(space, gym.spaces.Dict | gym.spaces.Tuple)
+        self._obs = np.zeros((n, *space.shape), space.dtype) if self._box else [None] * n
+
+    def _batch(self):
+        if self._box:
+            return self._obs.copy()
+        space = self.single_observation_space
+        return concatenate(space, self._obs, create_empty_array(space, self.num_envs))
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         seeds = [None] * self.num_envs if seed is None else [seed + i for i in range(self.num_envs)]
         for i, (env, s) in enumerate(zip(self.envs, seeds, strict=True)):
             self._obs[i], _ = env.reset(seed=s, options=options)
-        return self._obs.copy(), {}
+        return self._batch(), {}
 
     def step(self, actions):
         n = self.num_envs
@@ -50,7 +59,7 @@ class SyncVectorEnv(gym.vector.VectorEnv):
                 obs, _ = env.reset()
             self._obs[i] = obs
         info = {} if final_obs is None else {"final_obs": final_obs}
-        return self._obs.copy(), rewards, terminated, truncated, info
+        return self._batch(), rewards, terminated, truncated, info
 
     def close_extras(self, **kwargs):
         for env in self.envs:
