@@ -190,7 +190,7 @@ class Agent:
         if path.parent.name == "checkpoints":
             run_dir = path.parent.parent
             which = path.name
-        cfg = train.read_run_config(run_dir)
+        cfg = config.read_run(run_dir)
         if env is None:
             try:
                 check_id(cfg.env.env_id)

@@ -280,3 +280,14 @@ def newest(run_dir: Path, which: int | None = None) -> tuple[Path, dict]:
                     if before else "; no earlier checkpoint is kept")  # fmt: skip
             raise Corrupt(f"{e}{hint}") from None
     raise UserError(f"{run_dir}: every checkpoint was removed while reading it; try again")
+
+
+def check_spaces(state: dict, spaces: dict[str, str], env_id: str) -> None:
+    """A UserError unless the checkpoint was saved for these observation and action spaces."""
+    saved = state["spaces"]
+    if saved != spaces:
+        raise UserError(
+            f"was saved for observation space {saved['observation']} and "
+            f"action space {saved['action']}; {env_id} has "
+            f"{spaces['observation']} and {spaces['action']}"
+        )

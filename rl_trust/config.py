@@ -602,3 +602,14 @@ def _validate_network(a: AgentConfig) -> None:
         raise UserError(
             "engine=manual runs on the CPU: device=cuda needs engine=auto or engine=autograd"
         )
+
+
+def read_run(run_dir: Path) -> RunConfig:
+    """The resolved config a run was trained with (its config.yaml)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not an rl-trust run folder (no config.yaml)")
+    try:
+        return from_dict(yaml.safe_load(path.read_text()))
+    except yaml.YAMLError:
+        raise UserError(f"{path} is not valid YAML") from None

@@ -12,3 +12,9 @@ class UserTypeError(UserError, TypeError):
 
 class Diverged(Exception):
     """Training produced non-finite values; the message says which and where."""
+
+
+def one_line(e: Exception) -> str:
+    """An exception's message on one line (torch's load_state_dict spreads it over several)."""
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    return f"{e.__class__.__name__}: {text[:300]}"

@@ -14,9 +14,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rl_trust import agents, checkpoint, networks
+from rl_trust import agents, checkpoint, config, networks
 from rl_trust.envs import Normalizer, check_import, check_wrappers_import, make_env
-from rl_trust.errors import UserError
+from rl_trust.errors import UserError, one_line
 from rl_trust.policies import ActorCritic
 
 
@@ -124,11 +124,6 @@ def evaluate(
     max_steps: int | None = None,
 ) -> dict:
     """Run `episodes` episodes of the checkpoint's policy; returns (and writes) eval.json."""
-    from rl_trust.train import (
-        check_spaces,
-        one_line,
-        read_run_config,
-    )  # (train imports run_episodes)
 
     if not 1 <= episodes <= 1_000_000:
         raise UserError(f"--episodes {episodes}: must be in 1..1000000")
@@ -137,7 +132,7 @@ def evaluate(
     if max_steps is not None and not 1 <= max_steps < 2**31:
         raise UserError(f"--max-steps {max_steps}: must be in 1..{2**31 - 1}")
     run_dir = Path(run_dir)
-    cfg = read_run_config(run_dir)
+    cfg = config.read_run(run_dir)
     check_import(cfg.env.env_id, f"{run_dir}/config.yaml", allow_import)
     check_wrappers_import(cfg.env.wrappers, f"{run_dir}/config.yaml", allow_import)
     networks.check_import(cfg.agent.policy, f"{run_dir}/config.yaml", allow_import)
@@ -149,7 +144,7 @@ def evaluate(
     env = make_env(cfg.env, render_mode="rgb_array" if video else None)
     spaces = {"observation": str(env.observation_space), "action": str(env.action_space)}
     try:
-        check_spaces(state, spaces, cfg.env.env_id)
+        checkpoint.check_spaces(state, spaces, cfg.env.env_id)
     except UserError as e:
         raise UserError(f"checkpoint {path} {e}") from None
     videos = run_dir / "videos" / f"{path.name}-{'mode' if deterministic else 'sample'}"

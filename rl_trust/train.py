@@ -18,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from safetensors import SafetensorError
 
 from rl_trust import __version__, agents, checkpoint, config
 from rl_trust.config import RunConfig
 from rl_trust.envs import Normalizer, make_env, make_vec
-from rl_trust.errors import Diverged, UserError
+from rl_trust.errors import Diverged, UserError, one_line
 from rl_trust.evaluate import run_episodes
 from rl_trust.logging import RunWriter
 from rl_trust.observations import ObsBatch, layout_for
@@ -119,21 +118,10 @@ def prepare(cfg: RunConfig, run_dir: Path | None, runs_root: Path) -> Path:
     return run_dir
 
 
-def read_run_config(run_dir: Path) -> RunConfig:
-    """The resolved config a run was trained with (its config.yaml)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"{run_dir} is not an rl-trust run folder (no config.yaml)")
-    try:
-        return config.from_dict(yaml.safe_load(path.read_text()))
-    except yaml.YAMLError:
-        raise UserError(f"{path} is not valid YAML") from None
-
-
 def load_run_config(run_dir: Path, steps: int | None = None) -> RunConfig:
     """The config of an existing run, with a new step total for `resume` (written to its
     config.yaml by `run`, once the checkpoint it resumes from has been verified)."""
-    cfg = read_run_config(run_dir)
+    cfg = config.read_run(run_dir)
     if steps is not None and steps != cfg.run.steps:
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, steps=steps))
     return cfg
@@ -163,7 +151,7 @@ def _commit_resume(run_dir: Path, cfg: RunConfig, step: int) -> None:
         print(f"rl-trust: resuming from step_{step:012d}; the later "
               f"{', '.join(p.name for p in later)} moved to {aside}", file=sys.stderr)  # fmt: skip
     path = Path(run_dir) / "config.yaml"
-    if read_run_config(run_dir).run.steps != cfg.run.steps:
+    if config.read_run(run_dir).run.steps != cfg.run.steps:
         tmp = path.with_suffix(".yaml.tmp")
         tmp.write_text(cfg.to_yaml())
         tmp.replace(path)
@@ -216,23 +204,6 @@ class Progress:
             self.bar.close()
 
 
-def one_line(e: Exception) -> str:
-    """An exception's message on one line (torch's load_state_dict spreads it over several)."""
-    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-    return f"{e.__class__.__name__}: {text[:300]}"
-
-
-def check_spaces(state: dict, spaces: dict[str, str], env_id: str) -> None:
-    """A UserError unless the checkpoint was saved for these observation and action spaces."""
-    saved = state["spaces"]
-    if saved != spaces:
-        raise UserError(
-            f"was saved for observation space {saved['observation']} and "
-            f"action space {saved['action']}; {env_id} has "
-            f"{spaces['observation']} and {spaces['action']}"
-        )
-
-
 def _check_finite(metrics: dict, update: int) -> None:
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
@@ -259,7 +230,7 @@ class Learner:
         self.step, self.updates = 0, 0
         self.best_eval: float | None = None  # the best eval/mean_reward so far
         if state is not None:
-            check_spaces(state, self.spaces, cfg.env.env_id)
+            checkpoint.check_spaces(state, self.spaces, cfg.env.env_id)
             self.step, self.updates = int(state["step"]), int(state["updates"])
             self.best_eval = state.get("best_eval")
         # a resumed run starts fresh episodes, from env seeds no earlier segment used

@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import RL_TRUST, cli, events, scalars
 
-from rl_trust import checkpoint, train
+from rl_trust import checkpoint, config, train
 from rl_trust import cli as cli_module
 from rl_trust.envs import make_vec
 
@@ -175,7 +175,7 @@ def test_learner_state_is_bit_identical_right_after_loading(tmp_path, agent):
     run = tiny_run(tmp_path, agent, "--agent", agent, "--env", "Pendulum-v1",
                    "--set", "normalize_obs=true", "--set", "normalize_reward=true")  # fmt: skip
     saved = checkpoint.load(checkpoint.list_checkpoints(run)[-1])
-    cfg = train.read_run_config(run)
+    cfg = config.read_run(run)
     env = make_vec(cfg.env, cfg.run.seed)
     try:
         again = train.Learner(cfg, env, saved).state_dict()
