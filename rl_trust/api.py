@@ -99,15 +99,16 @@ class Agent:
             )
         self.config, self._env = cfg, env
         torch.set_num_threads(cfg.run.torch_threads)
-        if run_dir is False:
+        self.env = _vector_env(env, cfg)
+        self.trainer = train.Trainer(cfg, self.env, None, state, source=source)
+        if run_dir is False:  # (the folder only once the env and the learner are built)
             self.run_dir = None
         elif run_dir is None or not (Path(run_dir) / "config.yaml").is_file():
             self.run_dir = train.claim_run_dir(run_dir or train.new_run_dir(cfg, Path("runs")))
             (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
         else:
             self.run_dir = Path(run_dir)  # a loaded run: learn continues it
-        self.env = _vector_env(env, cfg)
-        self.trainer = train.Trainer(cfg, self.env, self.run_dir, state, source=source)
+        self.trainer.run_dir = self.run_dir
         self._resumed = state is not None
         self._generator = torch.Generator().manual_seed(cfg.run.seed + 20_000)
 

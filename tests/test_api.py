@@ -68,7 +68,7 @@ def test_predict_takes_one_observation_or_a_batch_and_clips_to_the_box():
         model.predict(np.zeros(5))
 
 
-def test_envs_given_as_an_instance_a_callable_or_a_vector_env():
+def test_envs_given_as_an_instance_a_callable_or_a_vector_env(tmp_path):
     for env in (gym.make("CartPole-v1"), lambda: gym.make("CartPole-v1")):
         model = rl_trust.PPO(env, run_dir=False, n_envs=2, **SMALL).learn(512)
         assert model.env.num_envs == 2 and model.num_timesteps == 512
@@ -80,7 +80,8 @@ def test_envs_given_as_an_instance_a_callable_or_a_vector_env():
     model = rl_trust.PPO(vec, run_dir=False, **SMALL).learn(768)
     assert model.config.env.n_envs == 3 and model.num_timesteps == 768
     with pytest.raises(ValueError, match="SAME_STEP"):
-        rl_trust.PPO(gym.make_vec("CartPole-v1", num_envs=2), run_dir=False)
+        rl_trust.PPO(gym.make_vec("CartPole-v1", num_envs=2), run_dir=tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()  # nothing written for a model never built
 
 
 def test_config_values_are_validated_as_the_cli_validates_them():
