@@ -28,7 +28,7 @@ from torch import nn
 
 from rl_trust.config import AgentConfig
 from rl_trust.encoders import EncoderMlp
-from rl_trust.errors import UserError
+from rl_trust.errors import UserError, one_line
 from rl_trust.observations import Observation, layout_for
 from rl_trust.policies import ActorCritic, MlpActorCritic, MlpExtractor
 
@@ -61,10 +61,9 @@ def load_factory(spec: str) -> Callable:
     try:
         module = importlib.import_module(module_name)
     except Exception as e:  # the user's module: any error it raises while importing
-        why = " ".join(str(e).split())[:200]
         raise UserError(
-            f"policy={spec!r}: cannot import module {module_name!r} ({e.__class__.__name__}: "
-            f"{why}); expected {module_name} on PYTHONPATH holding {attr}, {CONTRACT}"
+            f"policy={spec!r}: cannot import module {module_name!r} ({one_line(e)}); "
+            f"expected {module_name} on PYTHONPATH holding {attr}, {CONTRACT}"
         ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
@@ -90,10 +89,8 @@ def user_extractor(spec: str, obs_space: gym.Space, action_space: gym.Space) -> 
     try:
         module = factory(obs_space, action_space)
     except Exception as e:  # the user's code
-        why = " ".join(str(e).split())[:200]
         raise UserError(
-            f"policy={spec!r}: factory(observation_space, action_space) raised "
-            f"{e.__class__.__name__}: {why}"
+            f"policy={spec!r}: factory(observation_space, action_space) raised {one_line(e)}"
         ) from None
     if not isinstance(module, nn.Module):
         raise UserError(
@@ -112,10 +109,9 @@ def user_extractor(spec: str, obs_space: gym.Space, action_space: gym.Space) -> 
         with torch.no_grad():
             out = module(probe)
     except Exception as e:  # the user's code
-        why = " ".join(str(e).split())[:200]
         raise UserError(
             f"policy={spec!r}: forward(obs) on observations {_describe(probe)} "
-            f"raised {e.__class__.__name__}: {why}; expected it to return {expected}"
+            f"raised {one_line(e)}; expected it to return {expected}"
         ) from None
     shapes_ok = (
         isinstance(out, tuple | list)

@@ -13,7 +13,7 @@ from rl_trust.config import EnvConfig, wrapper_entries
 from rl_trust.envs import probes
 from rl_trust.envs.normalize import Normalizer, RunningMeanStd
 from rl_trust.envs.sync import SyncVectorEnv
-from rl_trust.errors import UserError
+from rl_trust.errors import UserError, one_line
 
 __all__ = ["make_vec", "make_env", "Normalizer", "RunningMeanStd", "check_id", "check_import",
            "apply_wrappers"]  # fmt: skip
@@ -30,10 +30,8 @@ def check_id(env_id: str) -> None:
         except ImportError as e:
             raise UserError(f"env {env_id!r}: cannot import module {module!r} ({e})") from None
         except Exception as e:  # SyntaxError, or whatever its code raised
-            first = (str(e).strip().splitlines() or [""])[0]
             raise UserError(
-                f"env {env_id!r}: importing module {module!r} raised "
-                f"{e.__class__.__name__}: {first}"
+                f"env {env_id!r}: importing module {module!r} raised {one_line(e)}"
             ) from None
         env_id = name
     if env_id.startswith("ALE/") and env_id not in gym.registry:
@@ -69,9 +67,8 @@ def wrapper_classes(wrappers: list) -> list[tuple[type, dict]]:
         try:
             cls = getattr(importlib.import_module(module), name, None)
         except Exception as e:  # ImportError, or whatever the module's code raised
-            first = (str(e).strip().splitlines() or [""])[0]
             raise UserError(
-                f"wrappers: cannot import {module!r} for {path} ({e.__class__.__name__}: {first})"
+                f"wrappers: cannot import {module!r} for {path} ({one_line(e)})"
             ) from None
         if not isinstance(cls, type) or not issubclass(cls, gym.Wrapper):
             raise UserError(f"wrappers: {path} is not a gymnasium.Wrapper class")
@@ -89,10 +86,8 @@ def apply_wrappers(env: gym.Env, wrappers: list) -> gym.Env:
             raise UserError(f"wrappers: {cls.__name__} needs a package that is not installed: "
                             f"{e}") from None  # fmt: skip
         except Exception as e:  # TypeError for a kwarg, or the wrapper's own check of the env
-            first = (str(e).strip().splitlines() or [""])[0]
             raise UserError(
-                f"wrappers: {cls.__module__}.{cls.__name__}(**{kwargs}) failed: "
-                f"{e.__class__.__name__}: {first}"
+                f"wrappers: {cls.__module__}.{cls.__name__}(**{kwargs}) failed: {one_line(e)}"
             ) from None
     return env
 
