@@ -84,6 +84,9 @@ class AgentConfig:
     policy: str | None = None  # package.module:factory, your own network; null: the MLP
     engine: Literal["auto", "manual", "autograd"] = "auto"  # auto: manual for the MLP
     device: Literal["auto", "cpu", "cuda"] = "auto"  # the autograd engine's; auto: cuda if any
+    # the autograd engine's network arithmetic; bfloat16: mixed precision (torch.autocast),
+    # parameters, heads and the distribution math stay float32
+    precision: Literal["float32", "bfloat16"] = "float32"
 
 
 @dataclass(frozen=True)
@@ -597,6 +600,11 @@ def _validate_network(a: AgentConfig) -> None:
         raise UserError(
             f"engine=manual cannot train policy={a.policy}: the manual engine is the built-in "
             "MLP's; use engine=auto or engine=autograd"
+        )
+    if a.engine == "manual" and a.precision != "float32":
+        raise UserError(
+            f"engine=manual computes in float32: precision={a.precision} needs engine=auto or "
+            "engine=autograd"
         )
     if a.engine == "manual" and a.device == "cuda":
         raise UserError(

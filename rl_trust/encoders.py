@@ -46,6 +46,11 @@ class NatureCNN(nn.Module):
         self.features_dim = features_dim
 
     def forward(self, images: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and images.device.type == "cpu":
+            # channels last where a gradient will flow: oneDNN's convolution backward is
+            # 1.3-2.7× faster on the CPU that way (the 8×8 stride-4 layer most); the rollout's
+            # small no-grad batches are faster as they are
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.linear(self.cnn(images))
 
 

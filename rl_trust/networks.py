@@ -143,7 +143,10 @@ def engine_of(cfg: AgentConfig, layout: Observation) -> str:
     else autograd."""
     if cfg.engine != "auto":
         return cfg.engine
-    manual = cfg.policy is None and cfg.device != "cuda" and layout.is_vector
+    manual = (
+        cfg.policy is None and cfg.device != "cuda" and cfg.precision == "float32"
+        and layout.is_vector
+    )  # fmt: skip
     return "manual" if manual else "autograd"
 
 
@@ -161,5 +164,8 @@ def make_policy(cfg: AgentConfig, obs_space: gym.Space, action_space: gym.Space)
         extractor = MlpExtractor(math.prod(layout.shape), cfg.net_arch, cfg.activation)
     else:  # images, Dict, Tuple: their encoders, shared by policy and value in PPO
         extractor = EncoderMlp(layout, cfg.net_arch, cfg.activation, share=cfg.algo == "ppo")
-    policy = ActorCritic(obs_space, action_space, extractor, cfg.log_std_init, cfg.ortho_init)
+    autocast = torch.bfloat16 if cfg.precision == "bfloat16" else None
+    policy = ActorCritic(
+        obs_space, action_space, extractor, cfg.log_std_init, cfg.ortho_init, autocast
+    )
     return policy.to(resolve_device(cfg.device))

@@ -195,7 +195,7 @@ class ImageObs(Observation):
         x = x.to(device)  # (as uint8: a quarter of float32's bytes to move)
         if self.channels_last:
             x = x.permute(0, 3, 1, 2)
-        return x.to(dtype) / 255.0
+        return x.to(dtype, copy=True).div_(255.0)  # (one float copy, scaled in place)
 
 
 class StructuredObs(Observation):

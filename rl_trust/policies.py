@@ -312,8 +312,10 @@ class ActorCritic(nn.Module):
         extractor: nn.Module,
         log_std_init: float = 0.0,
         ortho_init: bool = True,
+        autocast: torch.dtype | None = None,
     ):
         super().__init__()
+        self.autocast = autocast  # the extractor's arithmetic under torch.autocast (bfloat16)
         self.family = fam = family_for(action_space)
         self.obs_layout = layout_for(obs_space)  # how observations are stored and fed in
         self.extractor = extractor
@@ -374,13 +376,23 @@ class ActorCritic(nn.Module):
             return out
         return torch.cat([out, self.log_std.expand_as(out)], dim=-1)
 
+    def _extract(self, method, obs) -> Tensor | tuple[Tensor, ...]:
+        """An extractor method on obs; under autocast in lower precision, its latents back
+        in the heads' dtype (so heads, log-std and the distribution math keep theirs)."""
+        if self.autocast is None:
+            return method(obs)
+        with torch.autocast(self.device.type, dtype=self.autocast):
+            out = method(obs)
+        dtype = self.pi_head.weight.dtype
+        return tuple(t.to(dtype) for t in out) if isinstance(out, tuple) else out.to(dtype)
+
     def _latent_pi(self, obs: Tensor) -> Tensor:
         actor = getattr(self.extractor, "forward_actor", None)
-        return actor(obs) if actor is not None else self.extractor(obs)[0]
+        return self._extract(actor, obs) if actor else self._extract(self.extractor, obs)[0]
 
     def _latent_vf(self, obs: Tensor) -> Tensor:
         critic = getattr(self.extractor, "forward_critic", None)
-        return critic(obs) if critic is not None else self.extractor(obs)[1]
+        return self._extract(critic, obs) if critic else self._extract(self.extractor, obs)[1]
 
     def preprocess_numpy(self, obs, normalize: Normalize = identity):
         """A batch of raw observations as the rollout stores them (observations.py): vector
@@ -395,8 +407,15 @@ class ActorCritic(nn.Module):
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """Distribution parameters and values."""
-        latent_pi, latent_vf = self.extractor(self._input(obs))
+        latent_pi, latent_vf = self._extract(self.extractor, self._input(obs))
         return self._head(latent_pi), self.vf_head(latent_vf).squeeze(-1)
+
+    @torch.no_grad()
+    def evaluate(self, obs, size: int = 256) -> tuple[Tensor, Tensor]:
+        """forward(obs) without a graph, `size` states at a time: a pass over a whole rollout
+        holds one slice's activations (and one slice's pixels as floats), not the batch's."""
+        pieces = [self(part) for part in obs.split(size)]
+        return torch.cat([p for p, _ in pieces]), torch.cat([v for _, v in pieces])
 
     def sampler(self, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
         """Actions sampled from the current policy, for the rollout's per-step path: one

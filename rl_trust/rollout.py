@@ -72,10 +72,15 @@ class Batch:
         perm = torch.randperm(len(self), generator=generator)
         return Batch(*(getattr(self, f.name)[perm] for f in dataclasses.fields(self)))
 
+    def without_obs(self) -> Batch:
+        """The batch less its observations (what the objective's terms need)."""
+        return dataclasses.replace(self, obs=None)
+
     @staticmethod
     def cat(batches) -> Batch:
         fields = [f.name for f in dataclasses.fields(Batch)]
-        return Batch(*(cat([getattr(b, f) for b in batches]) for f in fields))
+        parts = ([getattr(b, f) for b in batches] for f in fields)
+        return Batch(*(None if xs[0] is None else cat(xs) for xs in parts))
 
     def minibatches(self, size: int) -> list[Batch]:
         """Consecutive slices of `size` (the last may be shorter), as stable-baselines3's."""
@@ -168,9 +173,9 @@ class Collector:
         device = policy.device
         flat_obs = layout.tensor(self.obs, device)
         flat_actions = torch.from_numpy(self.actions.reshape(T * N, -1)).to(device)
-        dist_params = policy.dist_params(flat_obs)
+        dist_params, values = policy.evaluate(flat_obs)
         log_probs = fam.log_prob(dist_params, flat_actions)
-        values = policy.value(flat_obs).cpu().numpy().reshape(T, N)
+        values = values.cpu().numpy().reshape(T, N)
         next_values = np.empty_like(values)  # V(s_{t+1}) within the episode
         next_values[:-1] = values[1:]
         next_values[-1] = policy.value(layout.tensor(self.current)).cpu().numpy()

@@ -147,6 +147,14 @@ def test_nature_cnn_is_stable_baselines3s():
         x = layout.to_input(torch.from_numpy(raw), torch.float32, torch.device("cpu"))
         with torch.no_grad():
             torch.testing.assert_close(ours(x), theirs(x))
+        # where a gradient flows, ours computes in channels-last: same features and gradients
+        out_ours, out_theirs = ours(x), theirs(x)
+        torch.testing.assert_close(out_ours, out_theirs)
+        g = torch.randn_like(out_ours)
+        out_ours.backward(g)
+        out_theirs.backward(g)
+        for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
 
 
 def test_too_small_an_image_is_one_line():
@@ -228,3 +236,53 @@ def test_a_factory_receives_preprocessed_observations(tmp_path, monkeypatch):
         assert seen["pos"] == ((1, 3), torch.float32, 1.0, 1.0)
     finally:
         sys.modules.pop("recorder", None)
+
+
+@pytest.mark.parametrize("space", [IMAGE_CHW, DICT, Box(-1.0, 1.0, (5,), np.float32)])
+def test_a_pass_over_a_whole_batch_in_slices_equals_one_pass(space):
+    """evaluate (the rollout's and the KL statistics' pass, 256 states at a time) gives
+    forward's outputs on the whole batch, in float64, for pixels, Dicts and vectors."""
+    cfg = PPOConfig(engine="autograd")
+    policy = networks.make_policy(cfg, space, gym.spaces.Discrete(3)).double()
+    layout = policy.obs_layout
+    space.seed(0)
+    raw = [space.sample() for _ in range(600)]
+    stored = layout.store(_stack(space, raw))
+    obs = layout.tensor(stored)
+    with torch.no_grad():
+        whole = policy(obs)
+    sliced = policy.evaluate(obs)
+    for a, b in zip(sliced, whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def _stack(space, samples):
+    if isinstance(space, gym.spaces.Dict):
+        return {k: np.stack([s[k] for s in samples]) for k in space.spaces}
+    return np.stack(samples)
+
+
+def test_bfloat16_precision_keeps_heads_and_distribution_in_float32():
+    """precision=bfloat16 runs the encoder under autocast: outputs float32, close to the
+    float32 network's with the same weights, gradients reach every parameter; the manual
+    engine refuses it in one line."""
+    from rl_trust import config
+
+    torch.manual_seed(0)
+    full = networks.make_policy(PPOConfig(), IMAGE_CHW, gym.spaces.Discrete(4))
+    half = networks.make_policy(PPOConfig(precision="bfloat16"), IMAGE_CHW, gym.spaces.Discrete(4))
+    half.load_state_dict(full.state_dict())
+    raw = np.random.default_rng(0).integers(0, 256, (8, *IMAGE_CHW.shape), dtype=np.uint8)
+    obs = half.obs_layout.tensor(raw)
+    params, values, cache = half.forward_train(obs)
+    assert params.dtype == values.dtype == torch.float32
+    with torch.no_grad():
+        ref_params, ref_values = full(obs)
+    assert not torch.equal(params, ref_params)  # (computed in bfloat16: not bit-equal)
+    torch.testing.assert_close(params, ref_params, rtol=0.05, atol=0.02)
+    torch.testing.assert_close(values, ref_values, rtol=0.05, atol=0.02)
+    half.backward(cache, torch.ones_like(params), torch.ones_like(values))
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in half.parameters())
+    assert all(p.dtype == torch.float32 for p in half.parameters())
+    with pytest.raises(UserError, match="engine=manual computes in float32"):
+        config.load("ppo", "CartPole-v1", {"engine": "manual", "precision": "bfloat16"})

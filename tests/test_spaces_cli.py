@@ -36,15 +36,22 @@ def pixel_run(tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.fixture(scope="module")
+def pixel_run_bfloat16(tmp_path_factory) -> tuple[Path, dict]:
+    return train(tmp_path_factory.mktemp("runs"), "rl_trust/PixelColor-v0",
+                 "--set", "precision=bfloat16")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
 def dict_run(tmp_path_factory) -> tuple[Path, dict]:
     return train(tmp_path_factory.mktemp("runs"), "rl_trust/DictCue-v0",
                  "--set", "normalize_obs=true")  # fmt: skip
 
 
-@pytest.mark.parametrize("fixture", ["pixel_run", "dict_run"])
+@pytest.mark.parametrize("fixture", ["pixel_run", "pixel_run_bfloat16", "dict_run"])
 def test_probe_is_learned(fixture, request):
-    """One pixel's colour (through the Nature CNN), or one key of a Dict, decides the
-    rewarded action: the last 100 episodes of 4096 steps are nearly all right."""
+    """One pixel's colour (through the Nature CNN, in float32 or mixed bfloat16), or one key
+    of a Dict, decides the rewarded action: the last 100 episodes of 4096 steps are nearly
+    all right."""
     run, summary = request.getfixturevalue(fixture)
     assert summary["steps"] == 4096
     assert summary["final"]["rollout/ep_rew_mean"] >= 0.9

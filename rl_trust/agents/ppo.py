@@ -135,7 +135,7 @@ class PPO:
                 self.params.grad.mul_((cfg.max_grad_norm / (grad_norm + 1e-6)).clamp(max=1.0))
                 self.optimizer.step()
                 self.grad_steps += 1
-                stepped.append((mb, params, values))
+                stepped.append((mb.without_obs(), params, values))
             if stopped:
                 break
 
@@ -150,7 +150,7 @@ class PPO:
             k3 = [(torch.expm1(r) - r).mean() for r in epoch_log_ratios]
             terms["approx_kl"] = torch.stack(k3).mean().item()
         metrics = divergence.kl_stats(
-            fam, batch.dist_params, pi.dist_params(batch.obs), batch.actions, batch.log_probs
+            fam, batch.dist_params, pi.evaluate(batch.obs)[0], batch.actions, batch.log_probs
         )
         d = metrics["kl/forward_mean" if cfg.kl_direction == "forward" else "kl/reverse_mean"]
         control = self.controller.update(d)

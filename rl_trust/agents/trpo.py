@@ -101,7 +101,7 @@ class TRPO:
 
         with torch.no_grad():
             metrics = divergence.kl_stats(
-                fam, old, pi.dist_params(batch.obs), batch.actions, batch.log_probs
+                fam, old, pi.evaluate(batch.obs)[0], batch.actions, batch.log_probs
             )
         metrics.update(
             {
