@@ -2,13 +2,17 @@
 
     python scripts/bench_throughput.py [--agents ppo-clip,ppo,trpo]
         [--envs CartPole-v1,Pendulum-v1,Hopper-v5] [--updates 22] [--out bench/throughput]
+        [--preset-hparams] [--set KEY=VALUE ...]
 
 Every trial is a whole process: `rl-trust train` for ours, `python -m rl_trust.benchmark.sb3`
 for SB3's PPO or sb3-contrib's TRPO with the same resolved config (one adapter,
 rl_trust/benchmark/sb3.py). Both train at SB3's defaults (n_envs 1, n_steps 2048; PPO batch
 64 and 10 epochs, TRPO its own) for --updates rollouts. For ours the table splits the time
 into env stepping, the policy during the rollout, and the update; the ceiling is the env
-alone with random actions. Trials already measured in --out are not rerun (--fresh to redo).
+alone with random actions. --preset-hparams trains both at the env preset's own settings
+instead (Atari: 8 envs, 128 steps, batch 256, 4 epochs), --updates rollouts of them; --set
+changes ours (a setting SB3 has no counterpart for, such as precision=bfloat16, reaches
+ours only). Trials already measured in --out are not rerun (--fresh to redo).
 The last line is `min ratio X.XX`, the smallest ours/SB3 ratio in the table.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -48,24 +53,35 @@ def rl_trust_cmd() -> str:
     return str(Path(sys.executable).parent / "rl-trust")
 
 
-def resolve(agent: str, env: str, steps: int) -> tuple[dict, list[str]]:
+def resolve(agent: str, env: str, updates: int, preset: bool, sets: list[str]):
+    """The resolved config both libraries train, the `rl-trust train` arguments that give
+    it, and its steps (`updates` rollouts)."""
     algo = "trpo" if agent in ("trpo", "npg") else "ppo"
-    args = ["--agent", agent, "--env", env, "--steps", str(steps), "--seed", "0"]
-    for key, value in SB3_DEFAULTS[algo].items():
+    args = ["--agent", agent, "--env", env, "--seed", "0"]
+    for key, value in ({} if preset else SB3_DEFAULTS[algo]).items():
         args += ["--set", f"{key}={value}"]
+    for item in sets:
+        args += ["--set", item]
+    cfg = _config(args)
+    steps = updates * int(cfg["agent"]["n_steps"]) * int(cfg["env"]["n_envs"])
+    args += ["--steps", str(steps)]
+    return _config(args), args, steps
+
+
+def _config(args: list[str]) -> dict:
     out = subprocess.run([rl_trust_cmd(), "config", *args], capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"bench_throughput: rl-trust config {' '.join(args)}: {out.stderr.strip()}")
-    return yaml.safe_load(out.stdout), args
+    return yaml.safe_load(out.stdout)
 
 
-def ceiling(env_id: str, steps: int) -> float:
-    """Steps/s of the env alone: gymnasium.make's env, random actions, reset when done."""
-    import gymnasium as gym
+def ceiling(cfg: dict, steps: int) -> float:
+    """Steps/s of the env alone, as the config builds one (its wrappers included), random
+    actions, reset when done."""
+    from rl_trust.config import from_dict
+    from rl_trust.envs import make_env
 
-    import rl_trust.envs  # noqa: F401  (registers the probe envs)
-
-    env = gym.make(env_id)
+    env = make_env(from_dict(cfg).env)
     env.action_space.seed(0)
     actions = [env.action_space.sample() for _ in range(steps)]
     env.reset(seed=0)
@@ -79,13 +95,15 @@ def ceiling(env_id: str, steps: int) -> float:
     return steps / elapsed
 
 
-def trial(agent: str, env: str, steps: int, out: Path, fresh: bool) -> dict:
-    name = f"{agent}-{env}"
+def trial(agent: str, env: str, updates: int, out: Path, fresh: bool, preset: bool,
+          sets: list[str]) -> dict:  # fmt: skip
+    tags = (["preset"] if preset else []) + sets
+    name = re.sub(r"[^\w.=-]", "_", "-".join([agent, env, *tags]))
     result_path = out / f"{name}.json"
     if result_path.exists() and not fresh:
         log(f"{name}: measured before, kept ({result_path})")
         return json.loads(result_path.read_text())
-    cfg, args = resolve(agent, env, steps)
+    cfg, args, steps = resolve(agent, env, updates, preset, sets)
     config_path = out / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     run_dir = out / "ours" / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -108,6 +126,8 @@ def trial(agent: str, env: str, steps: int, out: Path, fresh: bool) -> dict:
     row = {
         "agent": agent,
         "env": env,
+        "settings": " ".join(tags) or "SB3 defaults",
+        "ceiling": ceiling(cfg, min(steps, 20_000)),
         "steps": summary["steps"],
         "ours_fps": summary["fps"],
         "sb3_fps": sb3["fps"],
@@ -124,18 +144,17 @@ def trial(agent: str, env: str, steps: int, out: Path, fresh: bool) -> dict:
     return row
 
 
-def table(rows: list[dict], ceilings: dict[str, float]) -> str:
-    head = "| agent | env | rl-trust steps/s | SB3 steps/s | ratio | env | policy | update |"
-    head += " env alone steps/s | rl-trust / env alone | peak RSS MiB (ours / SB3) |"
-    lines = [head, "|" + "---|" * 11]
+def table(rows: list[dict]) -> str:
+    head = "| agent | env | settings | rl-trust steps/s | SB3 steps/s | ratio | env | policy |"
+    head += " update | env alone steps/s | rl-trust / env alone | peak RSS MiB (ours / SB3) |"
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         s, wall = r["seconds"], r["wall_time_s"]
         share = {k: f"{100 * s[k] / wall:.0f}%" for k in ("env", "policy", "update")}
-        top = ceilings[r["env"]]
         lines.append(
-            f"| {r['agent']} | {r['env']} | {r['ours_fps']:.0f} | {r['sb3_fps']:.0f} "
-            f"| {r['ratio']:.2f} | {share['env']} | {share['policy']} | {share['update']} "
-            f"| {top:.0f} | {r['ours_fps'] / top:.2f} "
+            f"| {r['agent']} | {r['env']} | {r['settings']} | {r['ours_fps']:.0f} "
+            f"| {r['sb3_fps']:.0f} | {r['ratio']:.2f} | {share['env']} | {share['policy']} "
+            f"| {share['update']} | {r['ceiling']:.0f} | {r['ours_fps'] / r['ceiling']:.2f} "
             f"| {r['ours_rss_mib']:.0f} / {r['sb3_rss_mib']:.0f} |"
         )
     return "\n".join(lines)
@@ -145,33 +164,35 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--agents", default="ppo-clip,ppo,trpo")
     p.add_argument("--envs", default="CartPole-v1,Pendulum-v1,Hopper-v5")
-    p.add_argument("--updates", type=int, default=22, help="rollouts of 2048 steps per trial")
+    p.add_argument("--updates", type=int, default=22, help="rollouts per trial")
     p.add_argument("--out", type=Path, default=Path("bench/throughput"))
     p.add_argument("--fresh", action="store_true", help="rerun trials measured before")
+    p.add_argument("--preset-hparams", action="store_true",
+                   help="the env preset's hyperparameters, not SB3's defaults")  # fmt: skip
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting of ours (repeatable)")  # fmt: skip
     args = p.parse_args()
     out = args.out.resolve()
     (out / "ours").mkdir(parents=True, exist_ok=True)
-    steps = args.updates * 2048
     agents = [a for a in args.agents.split(",") if a]
     envs = [e for e in args.envs.split(",") if e]
-
-    ceilings = {}
-    for env in envs:
-        ceilings[env] = ceiling(env, min(steps, 20_000))
-        log(f"{env}: the env alone steps {ceilings[env]:.0f}/s")
-    rows = [trial(a, e, steps, out, args.fresh) for e in envs for a in agents]
+    rows = [
+        trial(a, e, args.updates, out, args.fresh, args.preset_hparams, args.set)
+        for e in envs
+        for a in agents
+    ]
 
     import stable_baselines3
     import torch
 
     text = (
         f"{datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"(1 thread), stable-baselines3 {stable_baselines3.__version__}, {steps} steps per "
-        "trial, seed 0. env / policy / update: shares of rl-trust's training wall time.\n\n"
-        + table(rows, ceilings)
+        f"(1 thread), stable-baselines3 {stable_baselines3.__version__}, {args.updates} "
+        "rollouts per trial, seed 0. env / policy / update: shares of rl-trust's training "
+        "wall time.\n\n" + table(rows)
     )
     (out / "throughput.md").write_text(text + "\n")
-    (out / "throughput.json").write_text(json.dumps({"rows": rows, "ceilings": ceilings}))
+    (out / "throughput.json").write_text(json.dumps({"rows": rows}))
     print(text)
     print(f"min ratio {min(r['ratio'] for r in rows):.2f}")
     return 0

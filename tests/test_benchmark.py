@@ -7,6 +7,7 @@ import dataclasses
 import inspect
 import json
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -56,9 +57,10 @@ def test_the_adapter_maps_every_shared_hyperparameter(agent):
     assert env["n_envs"] == 2 and env["normalize"]["norm_obs"] is True
     assert kwargs["device"] == "cpu"
     assert not [c for c in sb3_caveats(cfg.to_dict()) if c.startswith(("policy=", "device="))]
-    own = config.load(agent, "CartPole-v1", {"policy": "mynet:factory", "device": "cuda"})
-    assert [c.split(":")[0] for c in sb3_caveats(own.to_dict())][:2] == [
-        "policy=mynet", "device=cuda"]  # fmt: skip
+    own = config.load(agent, "CartPole-v1", {"policy": "mynet:factory", "device": "cuda",
+                                             "precision": "bfloat16"})  # fmt: skip
+    assert [c.split(":")[0] for c in sb3_caveats(own.to_dict())][:3] == [
+        "policy=mynet", "device=cuda", "precision=bfloat16"]  # fmt: skip
 
 
 def test_the_adapter_gives_sb3_contrib_trpo_the_same_trust_region_on_box_actions():
@@ -294,6 +296,54 @@ def test_an_interrupted_benchmark_stops_its_trials_and_resumes(tmp_path, signum,
     again = cli(*args)
     assert again.returncode == 0, again.stderr
     assert f"{complete} complete before, {4 - complete} to run" in again.stderr
+
+
+def test_a_trial_cut_short_continues_from_its_own_checkpoint(tmp_path):
+    """The machine goes away mid-trial (SIGKILL to the benchmark and its trials, no chance to
+    save): the rerun continues both libraries' trials from their last checkpoints instead
+    of step 0; the curves join without a repeated step, the row counts two attempts and the
+    largest peak RSS; a changed config starts the trial afresh instead."""
+    from rl_trust.benchmark.matrix import Trial, resume_point
+    from rl_trust.benchmark.sb3 import saved_step
+
+    out = tmp_path / "cut"
+    args = ["benchmark", "--agents", "ppo-clip", "--envs", "CartPole-v1", "--seeds", "1",
+            "--steps", "32768", "--set", "checkpoint_every=2048", "--workers", "2",
+            "--out", str(out)]  # fmt: skip
+    ours, theirs = (out / "tb" / f"{lib}-ppo-clip-CartPole-v1-s0" for lib in ("rl-trust", "sb3"))
+    proc = subprocess.Popen([RL_TRUST, *args], stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def our_step() -> int:
+        steps = [int(p.name[5:]) for p in (ours / "run" / "checkpoints").glob("step_*")]
+        return max(steps, default=0)
+
+    deadline = time.monotonic() + 240
+    while not (our_step() and saved_step(theirs / "sb3_checkpoint")):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    cut = {"rl-trust": our_step(), "sb3": saved_step(theirs / "sb3_checkpoint")}
+    assert 0 < cut["rl-trust"] < 32768 and 0 < cut["sb3"] < 32768, cut
+    assert not list(out.glob("trials/*.json"))
+
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr
+    for lib, folder in (("rl-trust", ours), ("sb3", theirs)):
+        assert f"{folder.name}: continues from its checkpoint at step {cut[lib]:,}" in again.stderr
+        row = json.loads((out / "trials" / f"{folder.name}.json").read_text())
+        assert row["status"] == "ok" and row["steps"] == 32768 and row["segments"] == 2
+        attempts = json.loads((folder / "attempts.json").read_text())
+        assert [a["from_step"] for a in attempts] == [0, cut[lib]]
+        assert attempts[0]["exit"] is None and attempts[1]["exit"] == 0  # (killed: unknown)
+        assert row["peak_rss_mib"] == attempts[1]["peak_rss_mib"] > 50
+        steps = [e.step for e in events(folder / "run").Scalars("rollout/ep_rew_mean")]
+        assert steps == sorted(set(steps)) and steps[0] <= cut[lib] < steps[-1], steps
+    trial = Trial("rl-trust", "ppo-clip", "CartPole-v1", 0, 32768, ("checkpoint_every=2048",))
+    assert resume_point(trial, ours) == 32768
+    changed = dataclasses.replace(trial, overrides=(*trial.overrides, "gamma=0.98"))
+    assert resume_point(changed, ours) is None
+    assert resume_point(dataclasses.replace(changed, library="sb3"), theirs) is None
 
 
 def test_a_crashed_trial_is_reported_not_dropped(tmp_path):

@@ -4,8 +4,12 @@ Each trial is its own process — `rl-trust train`, or `python -m rl_trust.bench
 the same resolved config — writing TensorBoard events under OUT/tb/<trial> (SB3 through its
 own logger, so the tags overlay) and its row to OUT/trials/<trial>.json. A trial with a row
 of status "ok" is complete and skipped on a rerun; a crashed one is retried, and reported
-if it crashes again. Backends: a local pool of worker threads each driving one trial
-process, or Ray tasks (one CPU each) whose trial folders travel back to OUT as tar archives.
+if it crashes again. A trial cut short (the matrix stopped, the machine went away) continues
+on the rerun from its own last checkpoint, every run.checkpoint_every steps: ours with
+`rl-trust resume`, SB3's from the model and VecNormalize statistics it saves alongside.
+Backends: a local pool of worker threads each driving one trial process, or Ray tasks (one
+CPU each) whose trial folders travel back to OUT as tar archives (a Ray trial that is cut
+short starts again).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from rl_trust import config
+from rl_trust import checkpoint, config
 from rl_trust.errors import UserError
 
 SB3_OF = {"ppo": "PPO", "trpo": "TRPO"}  # by algo: stable_baselines3.PPO, sb3_contrib.TRPO
@@ -96,35 +101,67 @@ def final_return(tb_dir: Path, total: int) -> float:
     return sum(last) / len(last)
 
 
-def run_trial(trial: Trial, tb_dir: Path) -> dict:
-    """Run one trial in its own process, its events into tb_dir; returns its row."""
+def resume_point(trial: Trial, tb_dir: Path) -> int | None:
+    """The step a trial cut short can continue from (its newest checkpoint that verifies,
+    written with the config the presets give it now), or None to start it afresh."""
+    try:
+        if trial.library == "rl-trust":
+            run_dir = tb_dir / "run"
+            path = run_dir / "config.yaml"
+            found = checkpoint.newest(run_dir) if path.exists() else None
+            step = None if found is None else checkpoint.step_of(found[0])
+        else:
+            from rl_trust.benchmark.sb3 import saved_step
+
+            path = tb_dir / "config.yaml"
+            step = saved_step(tb_dir / "sb3_checkpoint") if path.exists() else None
+        if step is None:
+            return None
+        recorded = config.from_dict(yaml.safe_load(path.read_text())).to_dict()
+        return step if recorded == trial.config().to_dict() else None
+    except (UserError, OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return None  # unreadable or corrupt: the trial starts again
+
+
+def run_trial(trial: Trial, tb_dir: Path, note: Callable[[str], None] = lambda _: None) -> dict:
+    """Run one trial in its own process, its events into tb_dir (continuing from its own
+    checkpoint where an earlier attempt left one); returns its row."""
     cfg = trial.config()
     row = blank_row(trial, "ok")
-    shutil.rmtree(tb_dir, ignore_errors=True)  # what an incomplete earlier attempt left
-    tb_dir.mkdir(parents=True)
+    start = resume_point(trial, tb_dir)
+    if start is None:
+        shutil.rmtree(tb_dir, ignore_errors=True)  # what an incomplete earlier attempt left
+        tb_dir.mkdir(parents=True)
+    else:
+        note(f"{trial.name}: continues from its checkpoint at step {start:,}")
     log = tb_dir / "trial.log"
     with tempfile.TemporaryDirectory() as tmp:
         if trial.library == "rl-trust":
             run_dir = tb_dir / "run"
-            cmd = [
-                sys.executable,
-                "-m",
-                "rl_trust.cli",
-                "train",
-                "--agent",
-                trial.agent,
-                "--env",
-                trial.env,
-                "--seed",
-                str(trial.seed),
-                "--run-dir",
-                str(run_dir),
-                "--no-progress",
-                *(a for o in trial.overrides for a in ("--set", o)),
-            ]
-            if trial.steps is not None:
-                cmd += ["--steps", str(trial.steps)]
             result_path = run_dir / "summary.json"
+            if start is not None:
+                result_path.unlink(missing_ok=True)  # (the summary of an earlier segment)
+                cmd = [sys.executable, "-m", "rl_trust.cli", "resume", str(run_dir),
+                       "--no-progress", "--allow-import"]  # fmt: skip
+            else:
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "rl_trust.cli",
+                    "train",
+                    "--agent",
+                    trial.agent,
+                    "--env",
+                    trial.env,
+                    "--seed",
+                    str(trial.seed),
+                    "--run-dir",
+                    str(run_dir),
+                    "--no-progress",
+                    *(a for o in trial.overrides for a in ("--set", o)),
+                ]
+                if trial.steps is not None:
+                    cmd += ["--steps", str(trial.steps)]
         else:  # the config stays in the trial folder: what the trial ran (config_change)
             config_path, result_path = tb_dir / "config.yaml", Path(tmp) / "result.json"
             config_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -135,8 +172,14 @@ def run_trial(trial: Trial, tb_dir: Path) -> dict:
                 str(config_path),
                 str(result_path),
                 str(tb_dir / "run"),
+                "--checkpoint",
+                str(tb_dir / "sb3_checkpoint"),
             ]
-        status = _run_child(cmd, log)
+        _attempt(tb_dir, start or 0)
+        status, rss = _run_child(cmd, log)
+        attempts = _attempt(tb_dir, start or 0, (status, rss))
+        known = [a["peak_rss_mib"] for a in attempts if a["peak_rss_mib"] is not None]
+        row.update(peak_rss_mib=max(known), segments=len(attempts))
         if status != 0 or not result_path.exists():
             lines = log.read_text(errors="replace").strip().splitlines() or ["(no output)"]
             row.update(status="crashed", error=f"exit {status}: {lines[-1]}")
@@ -154,21 +197,41 @@ def run_trial(trial: Trial, tb_dir: Path) -> dict:
     return row
 
 
+def _attempt(tb_dir: Path, start: int, result: tuple[int, float] | None = None) -> list[dict]:
+    """Record in tb_dir/attempts.json that a process starts the trial from step `start`
+    (result None: its exit status and peak RSS stay null if it is killed with the matrix),
+    or how it ended; returns every attempt (a trial continued from checkpoints has several:
+    its peak RSS is the largest known)."""
+    path = tb_dir / "attempts.json"
+    attempts = json.loads(path.read_text()) if path.exists() else []
+    if result is None:
+        attempts.append({"from_step": start, "exit": None, "peak_rss_mib": None})
+    else:
+        attempts[-1].update(exit=result[0], peak_rss_mib=round(result[1], 1))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(attempts, indent=2))
+    tmp.replace(path)
+    return attempts
+
+
 _children: set[subprocess.Popen] = set()  # the trial processes running now
 _children_lock = threading.Lock()
 _stopping = threading.Event()
 
 
-def _run_child(cmd: list[str], log: Path) -> int:
-    """Run a trial process, its output into `log`; refused once the matrix is stopping."""
-    with log.open("w") as fh:
+def _run_child(cmd: list[str], log: Path) -> tuple[int, float]:
+    """Run a trial process, its output appended to `log`; returns its exit status and peak
+    RSS in MiB. Refused (-1) once the matrix is stopping."""
+    with log.open("a") as fh:
         with _children_lock:
             if _stopping.is_set():
-                return -1
+                return -1, 0.0
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
             _children.add(proc)
         try:
-            return proc.wait()
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_maxrss / 1024
         finally:
             with _children_lock:
                 _children.discard(proc)
@@ -200,10 +263,12 @@ def _remote_trial(trial: Trial) -> tuple[dict, bytes]:
         return row, buf.getvalue()
 
 
-def _local(trials: list[Trial], out: Path, workers: int) -> Iterator[tuple[Trial, dict]]:
+def _local(
+    trials: list[Trial], out: Path, workers: int, note: Callable[[str], None]
+) -> Iterator[tuple[Trial, dict]]:
     _stopping.clear()  # (an earlier matrix in this process may have been stopped)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(run_trial, t, out / "tb" / t.name): t for t in trials}
+        futures = {pool.submit(run_trial, t, out / "tb" / t.name, note): t for t in trials}
         try:
             for future in as_completed(futures):
                 yield futures[future], future.result()
@@ -334,6 +399,8 @@ def blank_row(trial: Trial, status: str) -> dict:
         "final_return": None,
         "wall_time_s": None,
         "fps": None,
+        "peak_rss_mib": None,
+        "segments": None,
         "status": status,
         "error": "",
     }
@@ -399,7 +466,9 @@ def run_matrix(
     t0, done, seconds = time.monotonic(), 0, {}
     remaining = set(todo)
     runs = (
-        _local(todo, out, workers) if backend == "local" else _ray(todo, out, ray_address, workers)
+        _local(todo, out, workers, progress)
+        if backend == "local"
+        else _ray(todo, out, ray_address, workers)
     )
     try:
         for trial, row in runs:

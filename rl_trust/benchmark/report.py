@@ -23,6 +23,8 @@ COLUMNS = [
     "final_return",
     "wall_time_s",
     "fps",
+    "peak_rss_mib",
+    "segments",
     "status",
     "error",
     "same_run_as",

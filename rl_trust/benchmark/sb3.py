@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
 from functools import partial
@@ -189,6 +190,8 @@ def sb3_caveats(cfg: dict) -> list[str]:
         )
     if agent.get("device") == "cuda":
         out.append("device=cuda: SB3 runs on the CPU here")
+    if agent.get("precision", "float32") != "float32":
+        out.append(f"precision={agent['precision']}: SB3 computes in float32")
     if agent["algo"] == "ppo":
         if not agent["clip"]:
             out.append(
@@ -232,9 +235,65 @@ def sb3_caveats(cfg: dict) -> list[str]:
     return out
 
 
-def train(cfg: dict, tb_dir: Path | None = None) -> dict:
-    """Train SB3's counterpart of `cfg` with its torch threads; returns what was measured.
-    With tb_dir, SB3's own logger writes its TensorBoard events there (SB3's tag names)."""
+def saved_step(folder: Path) -> int | None:
+    """The step of the checkpoint `train` keeps in `folder`, None if there is none."""
+    saved = _checkpoint_folder(folder)
+    return None if saved is None else int(json.loads((saved / "meta.json").read_text())["step"])
+
+
+def _checkpoint_folder(folder: Path) -> Path | None:
+    """`folder`, or the one it was replacing when the process stopped mid-swap."""
+    for candidate in (folder, folder.with_name(folder.name + ".old")):
+        if (candidate / "meta.json").exists() and (candidate / "model.zip").exists():
+            return candidate
+    return None
+
+
+def _saver(folder: Path, every: int, start: int):
+    """An SB3 callback that saves the model (optimizer included) and the VecNormalize
+    statistics into `folder` between rollouts, each time the steps pass a multiple of
+    `every`: written beside it, then swapped in, so a kill leaves one whole checkpoint."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Saver(BaseCallback):
+        last = start
+
+        def _on_rollout_start(self) -> None:  # (after the previous update)
+            n = self.model.num_timesteps
+            if every and n // every > self.last // every:
+                self.save(n)
+                self.last = n
+
+        def _on_step(self) -> bool:
+            return True
+
+        def save(self, n: int) -> None:
+            tmp, old = (
+                folder.with_name(folder.name + ".tmp"),
+                folder.with_name(folder.name + ".old"),
+            )
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            self.model.save(tmp / "model.zip")
+            venv = self.model.get_vec_normalize_env()
+            if venv is not None:
+                venv.save(str(tmp / "vecnormalize.pkl"))
+            (tmp / "meta.json").write_text(json.dumps({"step": n}))
+            shutil.rmtree(old, ignore_errors=True)
+            if folder.exists():
+                folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+
+    return Saver()
+
+
+def train(cfg: dict, tb_dir: Path | None = None, checkpoint: Path | None = None) -> dict:
+    """Train SB3's counterpart of `cfg` with its torch threads; returns what was measured
+    (of this process: a continued run counts the steps and time since its checkpoint).
+    With tb_dir, SB3's own logger writes its TensorBoard events there (SB3's tag names).
+    With `checkpoint`, a folder: continue from the checkpoint there if there is one, and
+    save one every run.checkpoint_every steps."""
     import numpy as np
     import torch
 
@@ -259,23 +318,42 @@ def train(cfg: dict, tb_dir: Path | None = None) -> dict:
         vec_env_cls=SubprocVecEnv if env_kw["vec_env"] == "subproc" else DummyVecEnv,
         wrapper_class=partial(apply_wrappers, wrappers=env_kw["wrappers"]),
     )
-    if env_kw["normalize"] is not None:
-        venv = VecNormalize(venv, **env_kw["normalize"])
-    model = Algo(env_kw["policy"], venv, **kwargs)
+    saved = None if checkpoint is None else _checkpoint_folder(checkpoint)
+    if saved is not None:  # the model, its optimizer, schedules' progress and episode stats
+        if env_kw["normalize"] is not None:
+            venv = VecNormalize.load(str(saved / "vecnormalize.pkl"), venv)
+        model = Algo.load(saved / "model.zip", env=venv, device=kwargs.get("device", "auto"))
+    else:
+        if env_kw["normalize"] is not None:
+            venv = VecNormalize(venv, **env_kw["normalize"])
+        model = Algo(env_kw["policy"], venv, **kwargs)
+    start = model.num_timesteps
     if tb_dir is not None:
-        from stable_baselines3.common.logger import configure
+        from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
 
-        model.set_logger(configure(str(tb_dir), ["tensorboard"]))
+        logger = configure(str(tb_dir), ["tensorboard"])
+        if start:  # what the cut-short process logged after its checkpoint is dropped
+            from torch.utils.tensorboard import SummaryWriter
+
+            for fmt in logger.output_formats:
+                if isinstance(fmt, TensorBoardOutputFormat):
+                    fmt.writer.close()
+                    fmt.writer = SummaryWriter(str(tb_dir), purge_step=start + 1)
+        model.set_logger(logger)
     total = int(cfg["run"]["steps"])
+    every = int(cfg["run"].get("checkpoint_every", 0))
+    callback = None if checkpoint is None else _saver(checkpoint, every, start)
     t0 = time.perf_counter()
-    model.learn(total_timesteps=total, progress_bar=False)
+    model.learn(total_timesteps=total - start, callback=callback, progress_bar=False,
+                reset_num_timesteps=not start)  # fmt: skip
     wall = time.perf_counter() - t0
     episodes = [float(ep["r"]) for ep in model.ep_info_buffer]
     result = {
         "algo": name,
         "steps": int(model.num_timesteps),
+        "from_step": start,
         "wall_time_s": wall,
-        "fps": model.num_timesteps / wall,
+        "fps": (model.num_timesteps - start) / wall,
         "ep_rew_mean": float(np.mean(episodes)) if episodes else float("nan"),
         "episodes_in_buffer": len(episodes),
         "torch_threads": torch.get_num_threads(),
@@ -285,13 +363,17 @@ def train(cfg: dict, tb_dir: Path | None = None) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (2, 3):
-        print("usage: python -m rl_trust.benchmark.sb3 CONFIG.yaml RESULT.json [TB_DIR]",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    cfg = yaml.safe_load(Path(argv[0]).read_text())
-    result = train(cfg, Path(argv[2]) if len(argv) == 3 else None)
-    Path(argv[1]).write_text(json.dumps(result, indent=2))
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m rl_trust.benchmark.sb3")
+    parser.add_argument("config", type=Path)
+    parser.add_argument("result", type=Path)
+    parser.add_argument("tb_dir", type=Path, nargs="?")
+    parser.add_argument("--checkpoint", type=Path, help="continue from and save to this folder")
+    args = parser.parse_args(argv)
+    cfg = yaml.safe_load(args.config.read_text())
+    result = train(cfg, args.tb_dir, args.checkpoint)
+    args.result.write_text(json.dumps(result, indent=2))
     return 0
 
 
