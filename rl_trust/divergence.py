@@ -57,10 +57,23 @@ def gaussian_entropy(log_std: Tensor) -> Tensor:
     return (log_std + 0.5 * (1.0 + torch.log(torch.tensor(2 * torch.pi)))).sum(-1)
 
 
+def k3(log_r: Tensor) -> Tensor:
+    """(r − 1) − log r per sample, log_r = log q(a) − log p(a) for a drawn from p: unbiased
+    for KL(p‖q) and never negative (SB3's approx_kl, PPO's target_kl early stop)."""
+    return torch.expm1(log_r) - log_r
+
+
 def estimators(logp_old: Tensor, logp_new: Tensor) -> dict[str, Tensor]:
     """The sample estimators of KL(p‖q) per sample, for actions drawn from p = π_old."""
     log_r = logp_new - logp_old
-    return {"k1": -log_r, "k2": 0.5 * log_r.square(), "k3": torch.expm1(log_r) - log_r}
+    return {"k1": -log_r, "k2": 0.5 * log_r.square(), "k3": k3(log_r)}
+
+
+def directed_kl(family, old: Tensor, new: Tensor, direction: str) -> Tensor:
+    """Per-state KL between the rollout policy (`old`) and the new one in a config's
+    kl_direction: "forward" KL(π_old‖π_new), the papers'; "reverse" KL(π_new‖π_old), what
+    sb3-contrib's TRPO bounds. PPO's penalty and TRPO's constraint are this."""
+    return family.kl(old, new) if direction == "forward" else family.kl(new, old)
 
 
 def kl_stats(family, old: Tensor, new: Tensor, actions: Tensor, logp_old: Tensor) -> dict:

@@ -175,10 +175,10 @@ def test_autograd_engine_gives_the_gradient_of_the_loss_on_any_network(kind, var
         params, values, cache = policy.forward_train(mb.obs)
         assert not params.requires_grad  # the agent sees plain tensors
         log_ratio = policy.family.log_prob(params, mb.actions) - mb.log_probs
-        agent.params.grad.zero_()
+        agent.weights.grad.zero_()
         policy.backward(cache, *agent.gradient(mb, params, values, log_ratio))
-    torch.testing.assert_close(agent.params.grad, expected)
-    assert (agent.params.grad != 0).float().mean() > 0.9
+    torch.testing.assert_close(agent.weights.grad, expected)
+    assert (agent.weights.grad != 0).float().mean() > 0.9
 
 
 class Separate(nn.Module):

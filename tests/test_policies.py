@@ -129,9 +129,9 @@ def test_ppo_minibatch_gradient_is_the_gradient_of_its_loss(kind, variant):
     with torch.no_grad():
         params, values, cache = net.forward_train(mb.obs)
         log_ratio = net.family.log_prob(params, mb.actions) - mb.log_probs
-        agent.params.grad.zero_()
+        agent.weights.grad.zero_()
         net.backward(cache, *agent.gradient(mb, params, values, log_ratio))
-    torch.testing.assert_close(agent.params.grad, expected)
+    torch.testing.assert_close(agent.weights.grad, expected)
 
 
 def test_minibatch_helpers_cover_the_batch_once():

@@ -32,20 +32,20 @@ from rl_trust.rollout import Batch, normalize_per_minibatch
 class PPO:
     def __init__(self, cfg: PPOConfig, policy: ActorCritic, generator: torch.Generator):
         self.cfg, self.policy, self.generator = cfg, policy, generator
-        self.params = flat_parameters(list(policy.parameters()))  # policy and value, one vector
-        self.optimizer = Adam(self.params, lr=cfg.learning_rate, eps=1e-5)
+        self.weights = flat_parameters(list(policy.parameters()))  # policy and value, one vector
+        self.optimizer = Adam(self.weights, lr=cfg.learning_rate, eps=1e-5)
         self.controller = kl_controller(cfg)
         self.beta = self.controller.beta  # the β of the current gradient step
         self.clip_range = cfg.clip_range  # ε of the current update (clip_range_schedule)
         self.grad_steps = 0
 
-    def penalty_kl(self, old, new):
+    def penalty_kl(self, old: Tensor, new: Tensor) -> Tensor:
         """Per-state KL in the penalty's direction."""
-        fam = self.policy.family
-        return fam.kl(old, new) if self.cfg.kl_direction == "forward" else fam.kl(new, old)
+        return divergence.directed_kl(self.policy.family, old, new, self.cfg.kl_direction)
 
     def objective(self, mb: Batch, params: Tensor, values: Tensor) -> dict[str, Tensor]:
-        """The terms of L on minibatch mb, where the networks output (params, values)."""
+        """The terms of L on minibatch mb, where the networks output distribution parameters
+        `params` and `values`."""
         cfg, fam, eps = self.cfg, self.policy.family, self.clip_range
         log_ratio = fam.log_prob(params, mb.actions) - mb.log_probs
         ratio = log_ratio.exp()
@@ -57,7 +57,7 @@ class PPO:
             "vf": F.mse_loss(mb.returns, self.clipped_values(mb, values)),
             "entropy": fam.entropy(params).mean(),
             "penalty": self.penalty_kl(mb.dist_params, params).mean(),
-            "approx_kl": (torch.expm1(log_ratio) - log_ratio).mean(),  # k3
+            "approx_kl": divergence.k3(log_ratio).mean(),
             "clip_fraction": ((ratio - 1).abs() > eps).float().mean(),
         }
 
@@ -97,71 +97,102 @@ class PPO:
 
     @torch.no_grad()
     def update(self, batch: Batch, progress_remaining: float = 1.0) -> dict:
-        cfg, pi, fam = self.cfg, self.policy, self.policy.family
+        """n_epochs over shuffled minibatches (or until target_kl stops them), then β moves
+        once on the batch's exact mean KL; returns the update's metrics."""
+        lr = self.set_schedules(progress_remaining)
+        beta_used = self.controller.beta  # this update's β (before any per-step brake)
+        stepped, last_epoch, stopped = self.epochs(batch)
+        terms = self.stepped_terms(stepped, last_epoch)
+        metrics = divergence.kl_stats(
+            self.policy.family, batch.dist_params, self.policy.evaluate(batch.obs)[0],
+            batch.actions, batch.log_probs,
+        )  # fmt: skip
+        d = metrics["kl/forward_mean" if self.cfg.kl_direction == "forward" else "kl/reverse_mean"]
+        control = self.controller.update(d)
+        self.beta = self.controller.beta
+        metrics.update(self.update_metrics(batch, terms, d, beta_used, lr, len(stepped), stopped))
+        metrics.update(control)
+        return metrics
+
+    def set_schedules(self, progress_remaining: float) -> float:
+        """The learning rate and ε of this update (constant, or linear in the progress left,
+        as SB3's schedules); returns the learning rate."""
+        cfg = self.cfg
         lr = cfg.learning_rate * (progress_remaining if cfg.lr_schedule == "linear" else 1.0)
         self.optimizer.lr = lr
-        linear_clip = cfg.clip_range_schedule == "linear"  # as SB3's clip_range schedule
+        linear_clip = cfg.clip_range_schedule == "linear"
         self.clip_range = cfg.clip_range * (progress_remaining if linear_clip else 1.0)
-        stepped: list[tuple[Batch, Tensor, Tensor]] = []  # minibatch, params, values
-        stopped = False
-        beta_used = self.controller.beta  # this update's β (before any per-step brake)
+        return lr
 
+    def epochs(self, batch: Batch):
+        """The gradient steps. Returns what each saw before it stepped (minibatch less its
+        observations, params, values), the log-ratios of the last epoch's minibatches (the
+        stopping one included) and whether target_kl stopped the update."""
+        cfg, pi, fam = self.cfg, self.policy, self.policy.family
+        stepped: list[tuple[Batch, Tensor, Tensor]] = []
+        last_epoch: list[Tensor] = []
         for _ in range(cfg.n_epochs):
-            epoch_log_ratios: list[Tensor] = []  # SB3 logs approx_kl of the last epoch only
+            last_epoch = []  # SB3 logs approx_kl of the last epoch only
             epoch = batch.shuffled(self.generator)
             if cfg.normalize_advantage:
                 epoch.advantages = normalize_per_minibatch(epoch.advantages, cfg.batch_size)
             for mb in epoch.minibatches(cfg.batch_size):
                 params, values, cache = pi.forward_train(mb.obs)
                 log_ratio = fam.log_prob(params, mb.actions) - mb.log_probs
-                epoch_log_ratios.append(log_ratio)
+                last_epoch.append(log_ratio)
+                if cfg.target_kl is not None:
+                    if divergence.k3(log_ratio).mean().item() > 1.5 * cfg.target_kl:
+                        return stepped, last_epoch, True  # before this minibatch's step
                 d_running = None  # the KL so far, on this minibatch, for a responsive β
                 if self.controller.needs_running_kl:
                     d_running = self.penalty_kl(mb.dist_params, params).mean().item()
-                if cfg.target_kl is not None:
-                    approx_kl = (torch.expm1(log_ratio) - log_ratio).mean()  # k3
-                    if approx_kl.item() > 1.5 * cfg.target_kl:
-                        stopped = True  # before this minibatch's gradient step
-                        break
                 self.beta = self.controller.step_beta(d_running)
-                self.params.grad.zero_()
-                pi.backward(cache, *self.gradient(mb, params, values, log_ratio))
-                grad_norm = self.params.grad.norm()  # clip the global norm, as clip_grad_norm_
-                if not torch.isfinite(grad_norm):  # stop before the step is applied
-                    raise Diverged(
-                        f"non-finite gradient of {non_finite_grads(pi)} at gradient step "
-                        f"{self.grad_steps + 1} (minibatch {len(stepped) + 1} of this update)"
-                    )
-                self.params.grad.mul_((cfg.max_grad_norm / (grad_norm + 1e-6)).clamp(max=1.0))
-                self.optimizer.step()
-                self.grad_steps += 1
+                self.gradient_step(cache, self.gradient(mb, params, values, log_ratio),
+                                   len(stepped))  # fmt: skip
                 stepped.append((mb.without_obs(), params, values))
-            if stopped:
-                break
+        return stepped, last_epoch, False
 
-        # what the gradient steps saw, on every sample they used, before each step
+    def gradient_step(self, cache, grads: tuple[Tensor, Tensor], in_update: int) -> None:
+        """One Adam step on ∂L/∂(every weight), found from ∂L/∂(params, values) by the
+        policy's engine, its global norm clipped to max_grad_norm as clip_grad_norm_."""
+        self.weights.grad.zero_()
+        self.policy.backward(cache, *grads)
+        grad_norm = self.weights.grad.norm()
+        if not torch.isfinite(grad_norm):  # stop before the step is applied
+            raise Diverged(
+                f"non-finite gradient of {non_finite_grads(self.policy)} at gradient step "
+                f"{self.grad_steps + 1} (minibatch {in_update + 1} of this update)"
+            )
+        self.weights.grad.mul_((self.cfg.max_grad_norm / (grad_norm + 1e-6)).clamp(max=1.0))
+        self.optimizer.step()
+        self.grad_steps += 1
+
+    def stepped_terms(self, stepped: list, last_epoch: list[Tensor]) -> dict[str, float]:
+        """The objective's terms over every sample the gradient steps used, as each saw it
+        before its step; approx_kl: k3 per minibatch of the last epoch, averaged (as SB3)."""
         terms = {"pg": 0.0, "vf": 0.0, "entropy": 0.0, "penalty": 0.0}
         terms.update(approx_kl=0.0, clip_fraction=0.0)
         if stepped:
             mbs, params, values = zip(*stepped, strict=True)
             terms = self.objective(Batch.cat(mbs), torch.cat(params), torch.cat(values))
             terms = {k: v.item() for k, v in terms.items()}
-        if epoch_log_ratios:  # k3 per minibatch of the last epoch (the stopping one included)
-            k3 = [(torch.expm1(r) - r).mean() for r in epoch_log_ratios]
+        if last_epoch:
+            k3 = [divergence.k3(r).mean() for r in last_epoch]
             terms["approx_kl"] = torch.stack(k3).mean().item()
-        metrics = divergence.kl_stats(
-            fam, batch.dist_params, pi.evaluate(batch.obs)[0], batch.actions, batch.log_probs
-        )
-        d = metrics["kl/forward_mean" if cfg.kl_direction == "forward" else "kl/reverse_mean"]
-        control = self.controller.update(d)
-        self.beta = self.controller.beta
-        n_minibatches = -(-len(batch) // cfg.batch_size)
-        metrics.update({
+        return terms
+
+    def update_metrics(self, batch: Batch, terms: dict, d: float, beta_used: float, lr: float,
+                       steps: int, stopped: bool) -> dict[str, float]:  # fmt: skip
+        """The update's train/* tags (SB3's names) and the penalty's kl/* tags, d being the
+        batch's exact mean KL in the penalty's direction."""
+        cfg = self.cfg
+        low, high = cfg.kl_target / cfg.kl_band, cfg.kl_target * cfg.kl_band
+        return {
             "kl/beta": beta_used,
-            "kl/in_band": float(cfg.kl_target / cfg.kl_band <= d <= cfg.kl_target * cfg.kl_band),
+            "kl/in_band": float(low <= d <= high),
             "kl/target": cfg.kl_target,
-            "kl/target_low": cfg.kl_target / cfg.kl_band,
-            "kl/target_high": cfg.kl_target * cfg.kl_band,
+            "kl/target_low": low,
+            "kl/target_high": high,
             "kl/penalty": terms["penalty"] if beta_used > 0 else 0.0,
             "train/policy_gradient_loss": terms["pg"],
             "train/value_loss": terms["vf"],
@@ -170,13 +201,11 @@ class PPO:
             "train/clip_fraction": terms["clip_fraction"],
             "train/learning_rate": lr,
             "train/clip_range": self.clip_range,
-            "train/grad_steps": len(stepped),
-            "train/epochs": len(stepped) / n_minibatches,
+            "train/grad_steps": steps,
+            "train/epochs": steps / -(-len(batch) // cfg.batch_size),
             "train/early_stopped": float(stopped),
             "train/n_updates": self.grad_steps,
-            **control,
-        })  # fmt: skip
-        return metrics
+        }
 
     def state_dict(self) -> dict:
         return {

@@ -42,8 +42,7 @@ class TRPO:
 
     def constraint_kl(self, old, new):
         """Per-state KL that δ bounds: KL(π_old‖π_θ) as the paper, or reversed as sb3-contrib."""
-        fam = self.policy.family
-        return fam.kl(old, new) if self.cfg.kl_direction == "forward" else fam.kl(new, old)
+        return divergence.directed_kl(self.policy.family, old, new, self.cfg.kl_direction)
 
     def update(self, batch: Batch, progress_remaining: float = 1.0) -> dict:
         cfg, pi, fam = self.cfg, self.policy, self.policy.family
