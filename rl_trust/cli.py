@@ -283,7 +283,8 @@ def cmd_benchmark(args) -> int:
     plots = report.benchmark_plots(rows, out)
     # the command that runs the matrix (--report-only only rewrites its report)
     command = " ".join(["rl-trust", *(a for a in sys.argv[1:] if a != "--report-only")])
-    print(report.write_report(rows, out / "report.md", command, plots), end="")
+    caveats = matrix.caveats(trials)
+    print(report.write_report(rows, out / "report.md", command, plots, caveats), end="")
     print(out / "report.md")
     return 0 if all(r["status"] in ("ok", "not run") for r in rows) else 1
 

@@ -157,7 +157,14 @@ def test_a_tiny_benchmark_writes_results_report_plots_and_events(local):
     for r in table:
         assert int(r["steps"]) == 2048 and float(r["fps"]) > 0
         assert 8 < float(r["final_return"]) <= 500  # CartPole episodes last 8 to 500 steps
+        assert float(r["peak_rss_mib"]) > 50 and r["segments"] == "1"
     report = (local / "report.md").read_text()
+    rss = {(r["library"], r["agent"]): float(r["peak_rss_mib"]) for r in table}  # (seed 1's)
+    line = next(x for x in report.splitlines() if x.startswith("| CartPole-v1 | ppo-clip |"))
+    ours, theirs = (int(v) for v in line.split("|")[-3].split("/"))
+    assert ours >= rss[("rl-trust", "ppo-clip")] - 1 and theirs >= rss[("sb3", "ppo-clip")] - 1
+    assert "- CartPole-v1 trpo: kl_direction=forward: sb3-contrib TRPO bounds" in report
+    assert "- CartPole-v1 ppo-clip:" not in report  # a faithful copy has no caveat
     assert "| CartPole-v1 | ppo-clip |" in report and "| CartPole-v1 | trpo |" in report
     assert "2 / 2" in report and "rl-trust benchmark --agents ppo-clip,trpo" in report
     assert "| P(rl-trust > SB3) |" in report

@@ -319,6 +319,18 @@ def sb3_identity(trial: Trial) -> str | None:
     return repr((sb3_kwargs(cfg), cfg["run"]["steps"]))
 
 
+def caveats(trials: list[Trial]) -> dict[tuple[str, str], list[str]]:
+    """Per (env, agent) of the SB3 trials: where SB3's run cannot do what ours does
+    (sb3.sb3_caveats), for the report."""
+    from rl_trust.benchmark.sb3 import sb3_caveats
+
+    out: dict[tuple[str, str], list[str]] = {}
+    for t in trials:
+        if t.library == "sb3" and (t.env, t.agent) not in out:
+            out[(t.env, t.agent)] = sb3_caveats(t.config().to_dict())
+    return {k: v for k, v in out.items() if v}
+
+
 def recorded_config(trial: Trial, out: Path) -> dict | None:
     """The resolved config a complete trial ran with: ours from its run's config.yaml, SB3's
     from the config.yaml its trial folder keeps (None where an older benchmark kept none)."""

@@ -101,6 +101,9 @@ def summarize(rows: list[dict]) -> list[dict]:
             by["rl-trust"][s]["fps"] / by["sb3"][s]["fps"] for s in by["rl-trust"] if s in by["sb3"]
         ]
         line["ratio"] = (float(np.median(ratios)), min(ratios), max(ratios)) if ratios else None
+        for lib, seeds in by.items():  # (rows of benchmarks from before it was measured: none)
+            rss = [r["peak_rss_mib"] for r in seeds.values() if r.get("peak_rss_mib")]
+            line[f"{lib} rss"] = max(rss) if rss else None
         line["crashed"] = sum(
             1 for r in rows if (r["env"], r["agent"]) == (env, agent) and r["status"] == "crashed"
         )
@@ -203,7 +206,8 @@ def _kl_control_section(rows: list[dict], out: Path) -> list[str]:
     return text
 
 
-def write_report(rows: list[dict], path: Path, command: str, plots: list[Path]) -> str:
+def write_report(rows: list[dict], path: Path, command: str, plots: list[Path],
+                 caveats: dict[tuple[str, str], list[str]] | None = None) -> str:  # fmt: skip
     lines = [
         "# rl-trust benchmark",
         "",
@@ -216,11 +220,13 @@ def write_report(rows: list[dict], path: Path, command: str, plots: list[Path]) 
         "agent the interquartile mean over seeds with its 95% bootstrap confidence interval. "
         "P(rl-trust > SB3): the probability that a seed of ours ends above a seed of SB3's, "
         "ties half (rliable's probability of improvement; 0.5: level). "
-        "steps/s ratio: rl-trust over SB3 for the same seed, median [min, max] over seeds.",
+        "steps/s ratio: rl-trust over SB3 for the same seed, median [min, max] over seeds "
+        "(trials run side by side: `scripts/bench_throughput.py` measures speed quietly). "
+        "Peak RSS: the largest over seeds, MiB.",
         "",
         "| env | agent | rl-trust IQM [95% CI] | SB3 IQM [95% CI] | P(rl-trust > SB3) "
-        "| seeds | steps/s ratio | crashed |",
-        "|---|---|---|---|---|---|---|---|",
+        "| seeds | steps/s ratio | peak RSS rl-trust / SB3 | crashed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summarize(rows):
         ratio = (
@@ -228,11 +234,16 @@ def write_report(rows: list[dict], path: Path, command: str, plots: list[Path]) 
             if s["ratio"] is None
             else f"{s['ratio'][0]:.2f} [{s['ratio'][1]:.2f}, {s['ratio'][2]:.2f}]"
         )
+        rss = " / ".join("–" if s[f"{lib} rss"] is None else f"{s[f'{lib} rss']:.0f}"
+                         for lib in ("rl-trust", "sb3"))  # fmt: skip
         lines.append(
             f"| {s['env']} | {s['agent']} | {_fmt(s['rl-trust'])} | {_fmt(s['sb3'])} "
             f"| {_fmt(s['p_better'], 2)} "
-            f"| {s['rl-trust seeds']} / {s['sb3 seeds']} | {ratio} | {s['crashed']} |"
+            f"| {s['rl-trust seeds']} / {s['sb3 seeds']} | {ratio} | {rss} | {s['crashed']} |"
         )
+    if caveats:
+        lines += ["", "Where SB3 does not run what ours runs:", ""]
+        lines += [f"- {env} {agent}: {c}" for (env, agent), cs in caveats.items() for c in cs]
     lines += _kl_control_section(rows, path.parent)
     shared = [r for r in rows if r.get("same_run_as")]
     if shared:
