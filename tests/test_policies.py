@@ -9,16 +9,25 @@ import torch
 
 from rl_trust.agents.ppo import PPO
 from rl_trust.config import PPOConfig
-from rl_trust.policies import Family, MlpActorCritic, flat_parameters
+from rl_trust.policies import (
+    Bernoulli,
+    Categorical,
+    DiagGaussian,
+    Family,
+    MlpActorCritic,
+    MultiCategorical,
+    family_for,
+    flat_parameters,
+)
 from rl_trust.rollout import Batch
 
 pytestmark = pytest.mark.usefixtures("float64")  # numbers compared in double (conftest)
 
 FAMILIES = [
-    Family("categorical", (4,)),
-    Family("multicategorical", (3, 2)),
-    Family("bernoulli", (3,)),
-    Family("gaussian", (2,)),
+    Categorical((4,)),
+    MultiCategorical((3, 2)),
+    Bernoulli((3,)),
+    DiagGaussian((2,)),
 ]
 SPACES = {
     "categorical": gym.spaces.Discrete(4),
@@ -38,12 +47,23 @@ def autograd_of(f, x: torch.Tensor) -> torch.Tensor:
 def sample_pair(fam: Family, g: torch.Generator, n: int = 32):
     old = torch.randn(n, fam.n_params, generator=g)
     new = old + 0.5 * torch.randn(n, fam.n_params, generator=g)
-    if fam.kind == "gaussian":  # one log-std per dimension: columns shared by all states
+    if fam.has_log_std:  # one log-std per dimension: columns shared by all states
         old[:, 2:], new[:, 2:] = old[0, 2:] * 0.5, new[0, 2:] * 0.5
     return old, new, fam.sample(old, generator=g)
 
 
-@pytest.mark.parametrize("fam", FAMILIES, ids=lambda f: f.kind)
+@pytest.mark.parametrize("fam", FAMILIES, ids=lambda f: f.name)
+def test_family_for_maps_each_space_to_its_family(fam):
+    space = SPACES[fam.name]
+    got = family_for(space)
+    assert type(got) is type(fam) and got.sizes == fam.sizes
+    log_std_columns = got.action_dim if got.has_log_std else 0  # ActorCritic appends them
+    assert got.n_head_outputs + log_std_columns == got.n_params
+    if isinstance(got, DiagGaussian):
+        assert np.array_equal(got.low, space.low) and np.array_equal(got.high, space.high)
+
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=lambda f: f.name)
 def test_closed_form_derivatives_match_autograd(fam):
     old, new, actions = sample_pair(fam, torch.Generator().manual_seed(0))
     torch.testing.assert_close(
@@ -82,7 +102,7 @@ def minibatch(net: MlpActorCritic, g: torch.Generator, n: int = 48) -> Batch:
     obs = torch.randn(n, 5, generator=g)
     with torch.no_grad():
         old = net.dist_params(obs) + 0.3 * torch.randn(n, net.family.n_params, generator=g)
-        if net.family.kind == "gaussian":
+        if net.family.has_log_std:
             old[:, 2:] = net.log_std.detach() + 0.2
         actions = net.family.sample(old, generator=g)
         values = net.value(obs) + 0.5 * torch.randn(n, generator=g)
