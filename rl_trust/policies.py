@@ -365,11 +365,32 @@ def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
-# each activation as a function, and its backward from the output: ∂L/∂z given ∂L/∂h, h = act(z)
-FUNCTIONS = {
-    "tanh": (torch.tanh, torch.ops.aten.tanh_backward),  # (1 − h²) · ∂L/∂h
-    "relu": (torch.relu, lambda g, h: torch.ops.aten.threshold_backward(g, h, 0)),  # [h > 0]
+@dataclass(frozen=True)
+class Activation:
+    """One activation h = act(z) in each form the networks use: a module for MlpExtractor
+    (the autograd engine), and for the manual engine a torch function, its backward from the
+    output (∂L/∂z given ∂L/∂h and h) and a numpy function for the rollout's sampler.
+    tests/test_policies.py checks that the forms agree."""
+
+    module: type[nn.Module]
+    torch_fn: Callable[[Tensor], Tensor]
+    backward_from_output: Callable[[Tensor, Tensor], Tensor]
+    numpy_fn: Callable[[np.ndarray], np.ndarray]
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "tanh": Activation(
+        nn.Tanh,
+        torch.tanh,
+        torch.ops.aten.tanh_backward,  # (1 − h²) · ∂L/∂h
+        np.tanh,
+    ),
+    "relu": Activation(
+        nn.ReLU,
+        torch.relu,
+        lambda g, h: torch.ops.aten.threshold_backward(g, h, 0),  # [h > 0] · ∂L/∂h
+        lambda z: np.maximum(z, 0),
+    ),
 }
 
 
@@ -401,7 +422,7 @@ class MlpExtractor(nn.Module):
     def __init__(self, n_obs: int, net_arch: tuple[int, ...], activation: str):
         super().__init__()
         sizes = [n_obs, *net_arch]
-        act = ACTIVATIONS[activation]
+        act = ACTIVATIONS[activation].module
         self.pi_body, self.vf_body = mlp(sizes, act), mlp(sizes, act)
         self.latent_dim_pi = self.latent_dim_vf = sizes[-1]
 
@@ -619,7 +640,8 @@ class MlpActorCritic(ActorCritic):
         linear = [m for m in extractor.pi_body if isinstance(m, nn.Linear)]
         self.pi_layers = linear + [self.pi_head]
         self.vf_layers = [m for m in extractor.vf_body if isinstance(m, nn.Linear)] + [self.vf_head]
-        self.act, self.act_grad = FUNCTIONS[activation]
+        act = ACTIVATIONS[activation]
+        self.act, self.act_grad = act.torch_fn, act.backward_from_output
         self._register_load_state_dict_pre_hook(_earlier_names)
 
     def sampler(self, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
@@ -628,7 +650,7 @@ class MlpActorCritic(ActorCritic):
         more than the arithmetic. Draws as family.sample_numpy does (Gaussian: with σ = e^s
         computed once per rollout instead of once per step)."""
         weights = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in self.pi_layers]
-        act = np.tanh if self.activation == "tanh" else (lambda z: np.maximum(z, 0))
+        act = ACTIVATIONS[self.activation].numpy_fn
         std = None if self.log_std is None else np.exp(self.log_std.detach().numpy())
         fam, (W_out, b_out) = self.family, weights[-1]
 

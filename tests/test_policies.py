@@ -1,6 +1,9 @@
 """The closed-form derivatives the update uses instead of autograd, checked against autograd:
-the distribution families' log-prob, entropy and KL gradients, backpropagation by hand
-through the networks, and PPO's whole minibatch gradient for every variant of its loss."""
+the distribution families' log-prob, entropy and KL gradients, every activation's forms and
+backward, backpropagation by hand through the networks, and PPO's whole minibatch gradient
+for every variant of its loss."""
+
+import typing
 
 import gymnasium as gym
 import numpy as np
@@ -8,8 +11,9 @@ import pytest
 import torch
 
 from rl_trust.agents.ppo import PPO
-from rl_trust.config import PPOConfig
+from rl_trust.config import AgentConfig, PPOConfig
 from rl_trust.policies import (
+    ACTIVATIONS,
     Bernoulli,
     Categorical,
     DiagGaussian,
@@ -76,7 +80,32 @@ def test_closed_form_derivatives_match_autograd(fam):
     )
 
 
-@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_every_activation_agrees_in_all_its_forms(name):
+    """The module (autograd engine), the torch function and the backward from the output
+    (manual engine's update) and the numpy function (its rollout sampler) are one function:
+    an activation registered without all its parts, or with parts that disagree, fails."""
+    act = ACTIVATIONS[name]
+    g = torch.Generator().manual_seed(5)
+    z = (3 * torch.randn(64, 7, generator=g)).requires_grad_(True)
+    h = act.module()(z)
+    torch.testing.assert_close(act.torch_fn(z), h)
+    torch.testing.assert_close(torch.from_numpy(act.numpy_fn(z.detach().numpy())), h)
+    z32 = z.detach().numpy().astype(np.float32)  # the sampler's dtype, kept
+    assert act.numpy_fn(z32).dtype == np.float32
+    np.testing.assert_allclose(act.numpy_fn(z32), act.torch_fn(torch.from_numpy(z32)), rtol=1e-6)
+    d_h = torch.randn(64, 7, generator=g)
+    (expected,) = torch.autograd.grad(h, z, d_h)
+    with torch.no_grad():
+        torch.testing.assert_close(act.backward_from_output(d_h, h), expected)
+
+
+def test_the_config_offers_exactly_the_registered_activations():
+    choices = typing.get_args(typing.get_type_hints(AgentConfig)["activation"])
+    assert sorted(choices) == sorted(ACTIVATIONS)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("kind", ["categorical", "gaussian"])
 def test_backpropagation_by_hand_matches_autograd(kind, activation):
     torch.manual_seed(1)
