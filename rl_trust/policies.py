@@ -3,14 +3,17 @@
 A policy outputs a flat tensor of distribution parameters per state (logits, or mean and
 log-std). The rollout stores those parameters, so the old policy's distribution is known
 exactly at update time and the exact KL between old and new can be computed per state.
-Each action space maps to one `Family`, which does the distribution math on such tensors.
+Each action space maps to one `Family` subclass, which does the distribution math on such
+tensors.
 """
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -24,38 +27,99 @@ from rl_trust.observations import Normalize, identity, layout_for
 
 
 @dataclass(frozen=True)
-class Family:
-    """A distribution family over one action space; `params` is (batch, n_params)."""
+class Family(ABC):
+    """A distribution family over one action space; `params` is (batch, n_params).
 
-    kind: str  # "categorical" | "multicategorical" | "bernoulli" | "gaussian"
+    One subclass per family: MultiCategorical (Categorical is its one-component case),
+    Bernoulli and DiagGaussian. Actions are stored as floats, `action_dim` columns per state.
+    """
+
     sizes: tuple[int, ...]  # categories per component, or the action dimension
-    low: np.ndarray | None = None  # Box bounds, for clipping actions sent to the env
-    high: np.ndarray | None = None
+
+    name: ClassVar[str]  # for display and test ids
+    # params end in a log-std per action dimension that no state changes: the policy's head
+    # outputs the rest (n_head_outputs) and ActorCritic holds the log-std as a parameter
+    has_log_std: ClassVar[bool] = False
+
+    @property
+    @abstractmethod
+    def n_params(self) -> int:
+        """Distribution parameters per state."""
+
+    @property
+    @abstractmethod
+    def action_dim(self) -> int:
+        """Columns of the stored action tensor."""
+
+    @property
+    def n_head_outputs(self) -> int:
+        """The parameters the policy's head computes per state."""
+        return self.n_params
+
+    @abstractmethod
+    def log_prob(self, params: Tensor, actions: Tensor) -> Tensor:
+        """log π(a|s) per state."""
+
+    @abstractmethod
+    def entropy(self, params: Tensor) -> Tensor:
+        """H(π) per state."""
+
+    @abstractmethod
+    def kl(self, p: Tensor, q: Tensor) -> Tensor:
+        """Exact per-state KL(p‖q)."""
+
+    # Derivatives with respect to the (new) distribution parameters, in closed form: the
+    # update applies them through the networks by hand (ActorCritic.backward) instead of
+    # building an autograd graph per minibatch. tests/test_policies.py checks each against
+    # autograd of the function it differentiates.
+
+    @abstractmethod
+    def log_prob_grad(self, params: Tensor, actions: Tensor) -> Tensor:
+        """∂ log π(a|s) / ∂params."""
+
+    @abstractmethod
+    def entropy_grad(self, params: Tensor) -> Tensor:
+        """∂H(π)/∂params."""
+
+    @abstractmethod
+    def kl_grad(self, old: Tensor, new: Tensor, reverse: bool = False) -> Tensor:
+        """∂/∂new of KL(old‖new), or of KL(new‖old) when reverse."""
+
+    @abstractmethod
+    def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One action per state, drawn from π, as the rollout stores it."""
+
+    @abstractmethod
+    def sample_numpy(self, params: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """`sample` in numpy, for the rollout's per-step path (no torch call per step)."""
+
+    @abstractmethod
+    def mode(self, params: Tensor) -> Tensor:
+        """The most probable action per state."""
+
+    @abstractmethod
+    def to_env(self, actions: np.ndarray) -> np.ndarray:
+        """Actions as the vector env takes them: clipped to the Box, integer otherwise."""
+
+
+class MultiCategorical(Family):
+    """Independent categoricals (MultiDiscrete): `sizes` holds each component's number of
+    categories, `params` their logits one after the other, an action one index each."""
+
+    name = "multicategorical"
 
     @property
     def n_params(self) -> int:
-        return 2 * self.sizes[0] if self.kind == "gaussian" else sum(self.sizes)
+        return sum(self.sizes)
 
     @property
-    def action_dim(self) -> int:  # columns of the stored action tensor
-        return (
-            1
-            if self.kind == "categorical"
-            else len(self.sizes)
-            if self.kind == "multicategorical"
-            else self.sizes[0]
-        )
+    def action_dim(self) -> int:
+        return len(self.sizes)
 
     def _components(self, params: Tensor) -> tuple[Tensor, ...]:
         return params.split(list(self.sizes), dim=-1)
 
     def log_prob(self, params: Tensor, actions: Tensor) -> Tensor:
-        if self.kind == "gaussian":
-            mean, log_std = params.chunk(2, dim=-1)
-            z = (actions - mean) * torch.exp(-log_std)
-            return (-0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        if self.kind == "bernoulli":
-            return -F.binary_cross_entropy_with_logits(params, actions, reduction="none").sum(-1)
         idx = actions.long()
         return sum(
             logits.log_softmax(-1).gather(-1, idx[:, i : i + 1]).squeeze(-1)
@@ -63,49 +127,21 @@ class Family:
         )
 
     def entropy(self, params: Tensor) -> Tensor:
-        if self.kind == "gaussian":
-            return D.gaussian_entropy(params.chunk(2, dim=-1)[1])
-        if self.kind == "bernoulli":
-            return D.bernoulli_entropy(params)
         return sum(D.categorical_entropy(c) for c in self._components(params))
 
     def kl(self, p: Tensor, q: Tensor) -> Tensor:
-        """Exact per-state KL(p‖q)."""
-        if self.kind == "gaussian":
-            return D.gaussian_kl(*p.chunk(2, dim=-1), *q.chunk(2, dim=-1))
-        if self.kind == "bernoulli":
-            return D.bernoulli_kl(p, q)
         return sum(
             D.categorical_kl(a, b)
             for a, b in zip(self._components(p), self._components(q), strict=True)
         )
 
-    # Derivatives with respect to the (new) distribution parameters, in closed form: the
-    # update applies them through the networks by hand (ActorCritic.backward) instead of
-    # building an autograd graph per minibatch. tests/test_policies.py checks each against
-    # autograd of the function above it.
-
     def log_prob_grad(self, params: Tensor, actions: Tensor) -> Tensor:
-        """∂ log π(a|s) / ∂params."""
-        if self.kind == "gaussian":
-            mean, log_std = params.chunk(2, dim=-1)
-            z = (actions - mean) * torch.exp(-log_std)
-            return torch.cat([z * torch.exp(-log_std), z.square() - 1], dim=-1)
-        if self.kind == "bernoulli":
-            return actions - torch.sigmoid(params)
         parts = [c.softmax(-1).neg_() for c in self._components(params)]
         for i, g in enumerate(parts):  # one-hot(a) − softmax, per component
             g.scatter_add_(-1, actions[:, i : i + 1].long(), torch.ones_like(g[:, :1]))
         return torch.cat(parts, dim=-1)
 
     def entropy_grad(self, params: Tensor) -> Tensor:
-        """∂H(π)/∂params."""
-        if self.kind == "gaussian":
-            mean, log_std = params.chunk(2, dim=-1)
-            return torch.cat([torch.zeros_like(mean), torch.ones_like(log_std)], dim=-1)
-        if self.kind == "bernoulli":
-            q = torch.sigmoid(params)
-            return -params * q * (1 - q)
         parts = []
         for c in self._components(params):
             logq = c.log_softmax(-1)
@@ -114,21 +150,6 @@ class Family:
         return torch.cat(parts, dim=-1)
 
     def kl_grad(self, old: Tensor, new: Tensor, reverse: bool = False) -> Tensor:
-        """∂/∂new of KL(old‖new), or of KL(new‖old) when reverse."""
-        if self.kind == "gaussian":
-            mu_p, s_p = old.chunk(2, dim=-1)
-            mu_q, s_q = new.chunk(2, dim=-1)
-            if reverse:  # KL(q‖p) = s_p − s_q + (σ_q² + (μ_q − μ_p)²) / 2σ_p² − ½
-                inv_var_p = torch.exp(-2 * s_p)
-                return torch.cat(
-                    [(mu_q - mu_p) * inv_var_p, torch.exp(2 * s_q) * inv_var_p - 1], dim=-1
-                )
-            inv_var_q = torch.exp(-2 * s_q)  # KL(p‖q) = s_q − s_p + (σ_p² + Δμ²) / 2σ_q² − ½
-            spread = (torch.exp(2 * s_p) + (mu_p - mu_q).square()) * inv_var_q
-            return torch.cat([(mu_q - mu_p) * inv_var_q, 1 - spread], dim=-1)
-        if self.kind == "bernoulli":
-            q = torch.sigmoid(new)
-            return q * (1 - q) * (new - old) if reverse else q - torch.sigmoid(old)
         parts = []
         for p_logits, q_logits in zip(self._components(old), self._components(new), strict=True):
             logq = q_logits.log_softmax(-1)
@@ -140,13 +161,6 @@ class Family:
         return torch.cat(parts, dim=-1)
 
     def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        if self.kind == "gaussian":
-            mean, log_std = params.chunk(2, dim=-1)
-            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
-            return mean + noise * log_std.exp()
-        if self.kind == "bernoulli":
-            u = torch.rand(params.shape, generator=generator, dtype=params.dtype)
-            return (u < torch.sigmoid(params)).to(params.dtype)
         cols = [
             torch.multinomial(c.softmax(-1), 1, generator=generator)
             for c in self._components(params)
@@ -154,16 +168,6 @@ class Family:
         return torch.cat(cols, dim=-1).to(params.dtype)
 
     def sample_numpy(self, params: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """`sample` in numpy, for the rollout's per-step path (no torch call per step)."""
-        if self.kind == "gaussian":
-            d = self.sizes[0]
-            return params[:, :d] + rng.standard_normal((len(params), d), np.float32) * np.exp(
-                params[:, d:]
-            )
-        if self.kind == "bernoulli":
-            return (rng.random(params.shape, np.float32) * (1 + np.exp(-params)) < 1).astype(
-                np.float32
-            )
         out, start = np.empty((len(params), len(self.sizes)), np.float32), 0
         for j, k in enumerate(self.sizes):  # inverse CDF of each component's softmax weights
             logits = params[:, start : start + k]
@@ -174,20 +178,161 @@ class Family:
         return out
 
     def mode(self, params: Tensor) -> Tensor:
-        if self.kind == "gaussian":
-            return params.chunk(2, dim=-1)[0]
-        if self.kind == "bernoulli":
-            return (params > 0).to(params.dtype)
         cols = [c.argmax(-1, keepdim=True) for c in self._components(params)]
         return torch.cat(cols, dim=-1).to(params.dtype)
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:
-        """Actions as the vector env takes them: clipped to the Box, integer otherwise."""
-        if self.kind == "gaussian":
-            return np.clip(actions, self.low, self.high)
-        if self.kind == "categorical":
-            return actions[:, 0].astype(np.int64)
-        return actions.astype(np.int64 if self.kind == "multicategorical" else np.int8)
+        return actions.astype(np.int64)
+
+
+class Categorical(MultiCategorical):
+    """One categorical (Discrete), `sizes` = (number of actions,): the one-component
+    MultiCategorical, except that the env takes the index itself, not a vector of one."""
+
+    name = "categorical"
+
+    def to_env(self, actions: np.ndarray) -> np.ndarray:
+        return actions[:, 0].astype(np.int64)
+
+
+class Bernoulli(Family):
+    """Independent Bernoullis (MultiBinary), `sizes` = (dimension,): one logit x per
+    dimension, P(1) = σ(x)."""
+
+    name = "bernoulli"
+
+    @property
+    def n_params(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def action_dim(self) -> int:
+        return self.sizes[0]
+
+    def log_prob(self, params: Tensor, actions: Tensor) -> Tensor:
+        return -F.binary_cross_entropy_with_logits(params, actions, reduction="none").sum(-1)
+
+    def entropy(self, params: Tensor) -> Tensor:
+        return D.bernoulli_entropy(params)
+
+    def kl(self, p: Tensor, q: Tensor) -> Tensor:
+        return D.bernoulli_kl(p, q)
+
+    def log_prob_grad(self, params: Tensor, actions: Tensor) -> Tensor:
+        return actions - torch.sigmoid(params)  # a − σ(x)
+
+    def entropy_grad(self, params: Tensor) -> Tensor:
+        q = torch.sigmoid(params)
+        return -params * q * (1 - q)  # −σ′(x) log(σ/(1 − σ)) = −x σ (1 − σ)
+
+    def kl_grad(self, old: Tensor, new: Tensor, reverse: bool = False) -> Tensor:
+        q = torch.sigmoid(new)  # reverse: σ′(x_q) (x_q − x_p);  forward: σ(x_q) − σ(x_p)
+        return q * (1 - q) * (new - old) if reverse else q - torch.sigmoid(old)
+
+    def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        u = torch.rand(params.shape, generator=generator, dtype=params.dtype)
+        return (u < torch.sigmoid(params)).to(params.dtype)
+
+    def sample_numpy(self, params: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        u = rng.random(params.shape, np.float32)
+        return (u * (1 + np.exp(-params)) < 1).astype(np.float32)  # u < σ(x)
+
+    def mode(self, params: Tensor) -> Tensor:
+        return (params > 0).to(params.dtype)
+
+    def to_env(self, actions: np.ndarray) -> np.ndarray:
+        return actions.astype(np.int8)
+
+
+@dataclass(frozen=True)
+class DiagGaussian(Family):
+    """A Gaussian with diagonal covariance over a 1-D Box, `sizes` = (dimension,): `params`
+    are the means μ, then the log-stds s (σ = eˢ). `low` and `high` are the Box's bounds,
+    which clip the actions sent to the env."""
+
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+
+    name = "gaussian"
+    has_log_std = True
+
+    @property
+    def n_params(self) -> int:
+        return 2 * self.sizes[0]
+
+    @property
+    def action_dim(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def n_head_outputs(self) -> int:  # the means: the log-std is a parameter of its own
+        return self.sizes[0]
+
+    def log_prob(self, params: Tensor, actions: Tensor) -> Tensor:
+        mean, log_std = params.chunk(2, dim=-1)
+        z = (actions - mean) * torch.exp(-log_std)
+        return (-0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def entropy(self, params: Tensor) -> Tensor:
+        return D.gaussian_entropy(params.chunk(2, dim=-1)[1])
+
+    def kl(self, p: Tensor, q: Tensor) -> Tensor:
+        return D.gaussian_kl(*p.chunk(2, dim=-1), *q.chunk(2, dim=-1))
+
+    def log_prob_grad(self, params: Tensor, actions: Tensor) -> Tensor:
+        mean, log_std = params.chunk(2, dim=-1)
+        z = (actions - mean) * torch.exp(-log_std)  # ∂/∂μ = z/σ, ∂/∂s = z² − 1
+        return torch.cat([z * torch.exp(-log_std), z.square() - 1], dim=-1)
+
+    def entropy_grad(self, params: Tensor) -> Tensor:
+        mean, log_std = params.chunk(2, dim=-1)  # H = Σ s + const
+        return torch.cat([torch.zeros_like(mean), torch.ones_like(log_std)], dim=-1)
+
+    def kl_grad(self, old: Tensor, new: Tensor, reverse: bool = False) -> Tensor:
+        mu_p, s_p = old.chunk(2, dim=-1)
+        mu_q, s_q = new.chunk(2, dim=-1)
+        if reverse:  # KL(q‖p) = s_p − s_q + (σ_q² + (μ_q − μ_p)²) / 2σ_p² − ½
+            inv_var_p = torch.exp(-2 * s_p)
+            return torch.cat(
+                [(mu_q - mu_p) * inv_var_p, torch.exp(2 * s_q) * inv_var_p - 1], dim=-1
+            )
+        inv_var_q = torch.exp(-2 * s_q)  # KL(p‖q) = s_q − s_p + (σ_p² + Δμ²) / 2σ_q² − ½
+        spread = (torch.exp(2 * s_p) + (mu_p - mu_q).square()) * inv_var_q
+        return torch.cat([(mu_q - mu_p) * inv_var_q, 1 - spread], dim=-1)
+
+    def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        mean, log_std = params.chunk(2, dim=-1)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        return mean + noise * log_std.exp()
+
+    def sample_numpy(self, params: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        d = self.sizes[0]
+        return params[:, :d] + rng.standard_normal((len(params), d), np.float32) * np.exp(
+            params[:, d:]
+        )
+
+    def mode(self, params: Tensor) -> Tensor:
+        return params.chunk(2, dim=-1)[0]
+
+    def to_env(self, actions: np.ndarray) -> np.ndarray:
+        return np.clip(actions, self.low, self.high)
+
+
+def family_for(space: gym.Space) -> Family:
+    if isinstance(space, gym.spaces.Discrete):
+        return Categorical((int(space.n),))
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        if space.nvec.ndim != 1:
+            raise UserError(f"action space {space} is not supported: MultiDiscrete must be 1-D")
+        return MultiCategorical(tuple(int(n) for n in space.nvec))
+    if isinstance(space, gym.spaces.MultiBinary):
+        return Bernoulli((int(np.prod(space.shape)),))
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return DiagGaussian((space.shape[0],), space.low.copy(), space.high.copy())
+    raise UserError(
+        f"action space {space} is not supported: use Discrete, MultiDiscrete, MultiBinary "
+        "or a 1-D Box"
+    )
 
 
 def flat_parameters(params: list[nn.Parameter]) -> nn.Parameter:
@@ -213,23 +358,6 @@ def non_finite_grads(module: nn.Module) -> str:
     return "every parameter" if len(names) == len(params) else ", ".join(names) or "no parameter"
 
 
-def family_for(space: gym.Space) -> Family:
-    if isinstance(space, gym.spaces.Discrete):
-        return Family("categorical", (int(space.n),))
-    if isinstance(space, gym.spaces.MultiDiscrete):
-        if space.nvec.ndim != 1:
-            raise UserError(f"action space {space} is not supported: MultiDiscrete must be 1-D")
-        return Family("multicategorical", tuple(int(n) for n in space.nvec))
-    if isinstance(space, gym.spaces.MultiBinary):
-        return Family("bernoulli", (int(np.prod(space.shape)),))
-    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
-        return Family("gaussian", (space.shape[0],), space.low.copy(), space.high.copy())
-    raise UserError(
-        f"action space {space} is not supported: use Discrete, MultiDiscrete, MultiBinary "
-        "or a 1-D Box"
-    )
-
-
 def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
@@ -237,11 +365,32 @@ def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
-# each activation as a function, and its backward from the output: ∂L/∂z given ∂L/∂h, h = act(z)
-FUNCTIONS = {
-    "tanh": (torch.tanh, torch.ops.aten.tanh_backward),  # (1 − h²) · ∂L/∂h
-    "relu": (torch.relu, lambda g, h: torch.ops.aten.threshold_backward(g, h, 0)),  # [h > 0]
+@dataclass(frozen=True)
+class Activation:
+    """One activation h = act(z) in each form the networks use: a module for MlpExtractor
+    (the autograd engine), and for the manual engine a torch function, its backward from the
+    output (∂L/∂z given ∂L/∂h and h) and a numpy function for the rollout's sampler.
+    tests/test_policies.py checks that the forms agree."""
+
+    module: type[nn.Module]
+    torch_fn: Callable[[Tensor], Tensor]
+    backward_from_output: Callable[[Tensor, Tensor], Tensor]
+    numpy_fn: Callable[[np.ndarray], np.ndarray]
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "tanh": Activation(
+        nn.Tanh,
+        torch.tanh,
+        torch.ops.aten.tanh_backward,  # (1 − h²) · ∂L/∂h
+        np.tanh,
+    ),
+    "relu": Activation(
+        nn.ReLU,
+        torch.relu,
+        lambda g, h: torch.ops.aten.threshold_backward(g, h, 0),  # [h > 0] · ∂L/∂h
+        lambda z: np.maximum(z, 0),
+    ),
 }
 
 
@@ -273,7 +422,7 @@ class MlpExtractor(nn.Module):
     def __init__(self, n_obs: int, net_arch: tuple[int, ...], activation: str):
         super().__init__()
         sizes = [n_obs, *net_arch]
-        act = ACTIVATIONS[activation]
+        act = ACTIVATIONS[activation].module
         self.pi_body, self.vf_body = mlp(sizes, act), mlp(sizes, act)
         self.latent_dim_pi = self.latent_dim_vf = sizes[-1]
 
@@ -319,12 +468,11 @@ class ActorCritic(nn.Module):
         self.family = fam = family_for(action_space)
         self.obs_layout = layout_for(obs_space)  # how observations are stored and fed in
         self.extractor = extractor
-        n_out = fam.sizes[0] if fam.kind == "gaussian" else fam.n_params
-        self.pi_head = nn.Linear(int(extractor.latent_dim_pi), n_out)
+        self.pi_head = nn.Linear(int(extractor.latent_dim_pi), fam.n_head_outputs)
         self.vf_head = nn.Linear(int(extractor.latent_dim_vf), 1)
         self.log_std = (
-            nn.Parameter(torch.full((fam.sizes[0],), float(log_std_init)))
-            if fam.kind == "gaussian"
+            nn.Parameter(torch.full((fam.action_dim,), float(log_std_init)))
+            if fam.has_log_std
             else None
         )
         if ortho_init:  # gains as stable-baselines3: √2 hidden, 0.01 policy head, 1 value head
@@ -492,7 +640,8 @@ class MlpActorCritic(ActorCritic):
         linear = [m for m in extractor.pi_body if isinstance(m, nn.Linear)]
         self.pi_layers = linear + [self.pi_head]
         self.vf_layers = [m for m in extractor.vf_body if isinstance(m, nn.Linear)] + [self.vf_head]
-        self.act, self.act_grad = FUNCTIONS[activation]
+        act = ACTIVATIONS[activation]
+        self.act, self.act_grad = act.torch_fn, act.backward_from_output
         self._register_load_state_dict_pre_hook(_earlier_names)
 
     def sampler(self, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
@@ -501,7 +650,7 @@ class MlpActorCritic(ActorCritic):
         more than the arithmetic. Draws as family.sample_numpy does (Gaussian: with σ = e^s
         computed once per rollout instead of once per step)."""
         weights = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in self.pi_layers]
-        act = np.tanh if self.activation == "tanh" else (lambda z: np.maximum(z, 0))
+        act = ACTIVATIONS[self.activation].numpy_fn
         std = None if self.log_std is None else np.exp(self.log_std.detach().numpy())
         fam, (W_out, b_out) = self.family, weights[-1]
 

@@ -1,5 +1,6 @@
-"""The KL math of rl_trust.divergence and policies.Family against independent references:
-torch.distributions, closed forms worked by hand, and Monte Carlo over sampled actions."""
+"""The KL math of rl_trust.divergence and of the policies.Family classes against independent
+references: torch.distributions, closed forms worked by hand, and Monte Carlo over sampled
+actions."""
 
 import math
 
@@ -9,33 +10,35 @@ import torch
 from torch.distributions import Bernoulli, Categorical, Independent, Normal, kl_divergence
 
 from rl_trust import divergence as D
+from rl_trust import policies
 from rl_trust.policies import Family
 
 pytestmark = pytest.mark.usefixtures("float64")  # numbers compared in double (conftest)
 
-CAT = Family("categorical", (5,))
-MULTI = Family("multicategorical", (3, 4))
-BERN = Family("bernoulli", (3,))
-GAUSS = Family("gaussian", (2,), np.full(2, -np.inf), np.full(2, np.inf))
+CAT = policies.Categorical((5,))
+MULTI = policies.MultiCategorical((3, 4))
+BERN = policies.Bernoulli((3,))
+GAUSS = policies.DiagGaussian((2,), np.full(2, -np.inf), np.full(2, np.inf))
 
 
 def random_params(fam: Family, n: int, g: torch.Generator, spread: float = 1.0):
     x = torch.randn(n, fam.n_params, generator=g, dtype=torch.float64) * spread
-    if fam.kind == "gaussian":
-        x[:, fam.sizes[0] :] *= 0.5  # log-std in a sensible range
+    if fam.has_log_std:
+        x[:, fam.action_dim :] *= 0.5  # log-std in a sensible range
     return x
 
 
 def torch_dist(fam: Family, params: torch.Tensor):
-    if fam.kind == "categorical":
+    if isinstance(fam, policies.Categorical):
         return Categorical(logits=params)
-    if fam.kind == "bernoulli":
+    if isinstance(fam, policies.Bernoulli):
         return Independent(Bernoulli(logits=params), 1)
+    assert isinstance(fam, policies.DiagGaussian), fam
     mean, log_std = params.chunk(2, -1)
     return Independent(Normal(mean, log_std.exp()), 1)
 
 
-@pytest.mark.parametrize("fam", [CAT, BERN, GAUSS], ids=lambda f: f.kind)
+@pytest.mark.parametrize("fam", [CAT, BERN, GAUSS], ids=lambda f: f.name)
 def test_kl_entropy_log_prob_match_torch_distributions(fam):
     g = torch.Generator().manual_seed(0)
     p, q = random_params(fam, 256, g), random_params(fam, 256, g)
@@ -60,7 +63,7 @@ def test_gaussian_kl_by_hand_and_asymmetry():
     # KL(N(0,1) ‖ N(0,2²)) = log 2 + 1/8 − 1/2;  KL(N(0,2²) ‖ N(0,1)) = −log 2 + 2 − 1/2
     p = torch.tensor([[0.0, 0.0]])
     q = torch.tensor([[0.0, math.log(2.0)]])
-    fam = Family("gaussian", (1,))
+    fam = policies.DiagGaussian((1,))
     forward, reverse = fam.kl(p, q).item(), fam.kl(q, p).item()
     assert forward == pytest.approx(math.log(2) + 1 / 8 - 1 / 2, rel=1e-12)
     assert reverse == pytest.approx(-math.log(2) + 2 - 1 / 2, rel=1e-12)
@@ -74,7 +77,7 @@ def test_gaussian_kl_by_hand_and_asymmetry():
 def test_categorical_kl_by_hand_and_asymmetry():
     p = torch.tensor([[0.9, 0.1]]).log()
     q = torch.tensor([[0.5, 0.5]]).log()
-    fam = Family("categorical", (2,))
+    fam = policies.Categorical((2,))
     by_hand = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)
     reverse = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)
     assert fam.kl(p, q).item() == pytest.approx(by_hand, rel=1e-12)
@@ -83,7 +86,7 @@ def test_categorical_kl_by_hand_and_asymmetry():
     assert fam.kl(p, p).item() == pytest.approx(0.0, abs=1e-15)
 
 
-@pytest.mark.parametrize("fam", [CAT, MULTI, BERN, GAUSS], ids=lambda f: f.kind)
+@pytest.mark.parametrize("fam", [CAT, MULTI, BERN, GAUSS], ids=lambda f: f.name)
 def test_exact_kl_is_the_monte_carlo_mean_and_k3_is_within_its_error(fam):
     """Sample a ~ p many times in one state: the sample means of k1 and k3 are unbiased
     estimates of KL(p‖q), within 4 standard errors; k3 is never negative per sample; k2 is

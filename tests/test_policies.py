@@ -1,6 +1,9 @@
 """The closed-form derivatives the update uses instead of autograd, checked against autograd:
-the distribution families' log-prob, entropy and KL gradients, backpropagation by hand
-through the networks, and PPO's whole minibatch gradient for every variant of its loss."""
+the distribution families' log-prob, entropy and KL gradients, every activation's forms and
+backward, backpropagation by hand through the networks, and PPO's whole minibatch gradient
+for every variant of its loss."""
+
+import typing
 
 import gymnasium as gym
 import numpy as np
@@ -8,17 +11,27 @@ import pytest
 import torch
 
 from rl_trust.agents.ppo import PPO
-from rl_trust.config import PPOConfig
-from rl_trust.policies import Family, MlpActorCritic, flat_parameters
+from rl_trust.config import AgentConfig, PPOConfig
+from rl_trust.policies import (
+    ACTIVATIONS,
+    Bernoulli,
+    Categorical,
+    DiagGaussian,
+    Family,
+    MlpActorCritic,
+    MultiCategorical,
+    family_for,
+    flat_parameters,
+)
 from rl_trust.rollout import Batch
 
 pytestmark = pytest.mark.usefixtures("float64")  # numbers compared in double (conftest)
 
 FAMILIES = [
-    Family("categorical", (4,)),
-    Family("multicategorical", (3, 2)),
-    Family("bernoulli", (3,)),
-    Family("gaussian", (2,)),
+    Categorical((4,)),
+    MultiCategorical((3, 2)),
+    Bernoulli((3,)),
+    DiagGaussian((2,)),
 ]
 SPACES = {
     "categorical": gym.spaces.Discrete(4),
@@ -38,12 +51,23 @@ def autograd_of(f, x: torch.Tensor) -> torch.Tensor:
 def sample_pair(fam: Family, g: torch.Generator, n: int = 32):
     old = torch.randn(n, fam.n_params, generator=g)
     new = old + 0.5 * torch.randn(n, fam.n_params, generator=g)
-    if fam.kind == "gaussian":  # one log-std per dimension: columns shared by all states
+    if fam.has_log_std:  # one log-std per dimension: columns shared by all states
         old[:, 2:], new[:, 2:] = old[0, 2:] * 0.5, new[0, 2:] * 0.5
     return old, new, fam.sample(old, generator=g)
 
 
-@pytest.mark.parametrize("fam", FAMILIES, ids=lambda f: f.kind)
+@pytest.mark.parametrize("fam", FAMILIES, ids=lambda f: f.name)
+def test_family_for_maps_each_space_to_its_family(fam):
+    space = SPACES[fam.name]
+    got = family_for(space)
+    assert type(got) is type(fam) and got.sizes == fam.sizes
+    log_std_columns = got.action_dim if got.has_log_std else 0  # ActorCritic appends them
+    assert got.n_head_outputs + log_std_columns == got.n_params
+    if isinstance(got, DiagGaussian):
+        assert np.array_equal(got.low, space.low) and np.array_equal(got.high, space.high)
+
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=lambda f: f.name)
 def test_closed_form_derivatives_match_autograd(fam):
     old, new, actions = sample_pair(fam, torch.Generator().manual_seed(0))
     torch.testing.assert_close(
@@ -56,7 +80,32 @@ def test_closed_form_derivatives_match_autograd(fam):
     )
 
 
-@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_every_activation_agrees_in_all_its_forms(name):
+    """The module (autograd engine), the torch function and the backward from the output
+    (manual engine's update) and the numpy function (its rollout sampler) are one function:
+    an activation registered without all its parts, or with parts that disagree, fails."""
+    act = ACTIVATIONS[name]
+    g = torch.Generator().manual_seed(5)
+    z = (3 * torch.randn(64, 7, generator=g)).requires_grad_(True)
+    h = act.module()(z)
+    torch.testing.assert_close(act.torch_fn(z), h)
+    torch.testing.assert_close(torch.from_numpy(act.numpy_fn(z.detach().numpy())), h)
+    z32 = z.detach().numpy().astype(np.float32)  # the sampler's dtype, kept
+    assert act.numpy_fn(z32).dtype == np.float32
+    np.testing.assert_allclose(act.numpy_fn(z32), act.torch_fn(torch.from_numpy(z32)), rtol=1e-6)
+    d_h = torch.randn(64, 7, generator=g)
+    (expected,) = torch.autograd.grad(h, z, d_h)
+    with torch.no_grad():
+        torch.testing.assert_close(act.backward_from_output(d_h, h), expected)
+
+
+def test_the_config_offers_exactly_the_registered_activations():
+    choices = typing.get_args(typing.get_type_hints(AgentConfig)["activation"])
+    assert sorted(choices) == sorted(ACTIVATIONS)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("kind", ["categorical", "gaussian"])
 def test_backpropagation_by_hand_matches_autograd(kind, activation):
     torch.manual_seed(1)
@@ -82,7 +131,7 @@ def minibatch(net: MlpActorCritic, g: torch.Generator, n: int = 48) -> Batch:
     obs = torch.randn(n, 5, generator=g)
     with torch.no_grad():
         old = net.dist_params(obs) + 0.3 * torch.randn(n, net.family.n_params, generator=g)
-        if net.family.kind == "gaussian":
+        if net.family.has_log_std:
             old[:, 2:] = net.log_std.detach() + 0.2
         actions = net.family.sample(old, generator=g)
         values = net.value(obs) + 0.5 * torch.randn(n, generator=g)
