@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import fcntl
 import json
@@ -442,6 +444,7 @@ class Trainer:
                     kept = (f"the last good checkpoint is kept ({found[-1].name})" if found
                             else "no checkpoint had been written yet")  # fmt: skip
                     raise Diverged(f"{e} (diagnostic: {path}); {kept}") from None
+                release_freed_memory()
                 self.seconds["update"] += time.perf_counter() - t_update
                 learner.step, learner.updates = learner.step + per_batch, learner.updates + 1
                 fps = (learner.step - start_step) / (time.perf_counter() - t0)
@@ -525,6 +528,26 @@ def run(
         lock.release()
         for s, h in handlers.items():
             signal.signal(s, h)
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_trim = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand the memory the update freed back to the OS. An update allocates and frees blocks
+    of tens of MB (a minibatch of pixels as floats: 29 MB on Atari) among small ones; glibc
+    keeps the freed pages, so without this the resident size of a long image run creeps up
+    update after update (Breakout: 597 MiB at 16k steps, 707-737 MiB at 500k)."""
+    if _trim is not None:
+        _trim(0)
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:

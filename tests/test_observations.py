@@ -5,6 +5,7 @@ Nature CNN against stable-baselines3's, and which engine and encoder the config 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import textwrap
 
@@ -286,3 +287,23 @@ def test_bfloat16_precision_keeps_heads_and_distribution_in_float32():
     assert all(p.dtype == torch.float32 for p in half.parameters())
     with pytest.raises(UserError, match="engine=manual computes in float32"):
         config.load("ppo", "CartPole-v1", {"engine": "manual", "precision": "bfloat16"})
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_memory_the_update_freed_goes_back_to_the_os():
+    """What train calls after each update: glibc keeps freed heap blocks resident until
+    malloc_trim hands them back (the creep of long image runs' peak RSS)."""
+    from rl_trust import train
+
+    assert train._trim is not None
+
+    def rss() -> int:
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    blocks = [bytearray(64 * 1024) for _ in range(3000)]  # below the mmap threshold: heap
+    keep = blocks[-1]  # a live block above them, so that the heap's top cannot shrink
+    del blocks
+    before = rss()
+    train.release_freed_memory()
+    assert before - rss() > 100 * 2**20
+    del keep
