@@ -305,6 +305,21 @@ def test_an_interrupted_benchmark_stops_its_trials_and_resumes(tmp_path, signum,
     assert f"{complete} complete before, {4 - complete} to run" in again.stderr
 
 
+def test_a_linear_schedule_is_the_same_sb3_argument_when_its_rate_is(tmp_path):
+    """config_change compares SB3's arguments: a linear learning-rate schedule built twice
+    from the same config must compare equal (else every such complete SB3 trial reads as
+    changed and reruns), and differ when the rate does."""
+    from rl_trust.benchmark.matrix import Trial, config_change
+
+    trial = Trial("sb3", "ppo-clip", "CartPole-v1", 0, 2048, ("lr_schedule=linear",))
+    folder = tmp_path / "tb" / trial.name
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(trial.config().to_dict()))
+    assert config_change(trial, tmp_path) is None
+    faster = dataclasses.replace(trial, overrides=(*trial.overrides, "learning_rate=1e-3"))
+    assert config_change(faster, tmp_path) == "learning_rate 0.0003 → 0.001"
+
+
 def test_a_trial_cut_short_continues_from_its_own_checkpoint(tmp_path):
     """The machine goes away mid-trial (SIGKILL to the benchmark and its trials, no chance to
     save): the rerun continues both libraries' trials from their last checkpoints instead

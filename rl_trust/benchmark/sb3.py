@@ -178,6 +178,12 @@ class _LinearSchedule:
     def __repr__(self) -> str:  # what identifies the run (matrix.sb3_identity)
         return f"linear({self.lr!r})"
 
+    def __eq__(self, other) -> bool:  # (matrix.config_change compares SB3's arguments)
+        return isinstance(other, _LinearSchedule) and other.lr == self.lr
+
+    def __hash__(self) -> int:
+        return hash(("linear", self.lr))
+
 
 def sb3_caveats(cfg: dict) -> list[str]:
     """Where the SB3 run cannot do what the rl-trust config asks (empty: a faithful copy)."""
