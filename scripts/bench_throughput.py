@@ -75,9 +75,19 @@ def _config(args: list[str]) -> dict:
     return yaml.safe_load(out.stdout)
 
 
+_ceilings: dict[str, float] = {}  # by env config: measured once for all agents on it
+
+
 def ceiling(cfg: dict, steps: int) -> float:
     """Steps/s of the env alone, as the config builds one (its wrappers included), random
-    actions, reset when done."""
+    actions, reset when done; measured once per env config in this invocation."""
+    key = json.dumps([cfg["env"], steps], sort_keys=True)
+    if key not in _ceilings:
+        _ceilings[key] = _env_alone(cfg, steps)
+    return _ceilings[key]
+
+
+def _env_alone(cfg: dict, steps: int) -> float:
     from rl_trust.config import from_dict
     from rl_trust.envs import make_env
 
