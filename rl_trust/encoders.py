@@ -49,7 +49,8 @@ class NatureCNN(nn.Module):
         if torch.is_grad_enabled() and images.device.type == "cpu":
             # channels last where a gradient will flow: oneDNN's convolution backward is
             # 1.3-2.7× faster on the CPU that way (the 8×8 stride-4 layer most); the rollout's
-            # small no-grad batches are faster as they are
+            # small no-grad batches are faster as they are. (ImageObs.to_input already gives
+            # them so: then this is no copy.)
             images = images.contiguous(memory_format=torch.channels_last)
         return self.linear(self.cnn(images))
 

@@ -195,7 +195,12 @@ class ImageObs(Observation):
         x = x.to(device)  # (as uint8: a quarter of float32's bytes to move)
         if self.channels_last:
             x = x.permute(0, 3, 1, 2)
-        return x.to(dtype, copy=True).div_(255.0)  # (one float copy, scaled in place)
+        # one float copy, scaled in place; channels-last in memory where a gradient will flow
+        # on the CPU (oneDNN's convolution backward is 1.3-2.7× faster so; the rollout's small
+        # no-grad batches are faster as they are), made so here rather than copied again
+        grad_on_cpu = torch.is_grad_enabled() and x.device.type == "cpu"
+        fmt = torch.channels_last if grad_on_cpu else torch.preserve_format
+        return x.to(dtype, memory_format=fmt, copy=True).div_(255.0)
 
 
 class StructuredObs(Observation):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -56,7 +57,7 @@ def gae(
 class Batch:
     """One rollout, flattened to (T·n_envs, ...) views."""
 
-    obs: Tensor | ObsBatch  # as the rollout stores them (pixels uint8)
+    obs: Tensor | ObsBatch | Shuffled  # as the rollout stores them (pixels uint8)
     actions: Tensor
     log_probs: Tensor
     values: Tensor
@@ -65,12 +66,15 @@ class Batch:
     returns: Tensor
 
     def __len__(self) -> int:
-        return self.obs.shape[0]
+        return len(self.obs)
 
     def shuffled(self, generator: torch.Generator) -> Batch:
-        """The batch in a random order: one gather per field, so minibatches are views."""
+        """The batch in a random order: one gather per field, so minibatches are views; but
+        the observations are gathered a minibatch at a time (Shuffled), so an epoch over
+        pixels holds one minibatch's copy of them, not the whole batch's."""
         perm = torch.randperm(len(self), generator=generator)
-        return Batch(*(getattr(self, f.name)[perm] for f in dataclasses.fields(self)))
+        rest = (getattr(self, f.name)[perm] for f in dataclasses.fields(self)[1:])
+        return Batch(Shuffled(self.obs, perm), *rest)
 
     def without_obs(self) -> Batch:
         """The batch less its observations (what the objective's terms need)."""
@@ -82,10 +86,25 @@ class Batch:
         parts = ([getattr(b, f) for b in batches] for f in fields)
         return Batch(*(None if xs[0] is None else cat(xs) for xs in parts))
 
-    def minibatches(self, size: int) -> list[Batch]:
-        """Consecutive slices of `size` (the last may be shorter), as stable-baselines3's."""
+    def minibatches(self, size: int) -> Iterator[Batch]:
+        """Consecutive slices of `size` (the last may be shorter), as stable-baselines3's,
+        made one at a time."""
         fields = [getattr(self, f.name).split(size) for f in dataclasses.fields(self)]
-        return [Batch(*parts) for parts in zip(*fields, strict=True)]
+        return (Batch(*parts) for parts in zip(*fields, strict=True))
+
+
+@dataclass
+class Shuffled:
+    """Observations in the order `perm`, gathered when split: a minibatch at a time."""
+
+    obs: Tensor | ObsBatch
+    perm: Tensor
+
+    def __len__(self) -> int:
+        return len(self.perm)
+
+    def split(self, size: int) -> Iterator[Tensor | ObsBatch]:
+        return (self.obs[index] for index in self.perm.split(size))
 
 
 def normalize_per_minibatch(adv: Tensor, size: int) -> Tensor:
