@@ -124,11 +124,27 @@ def test_obs_batch_moves_with_the_other_fields():
     row = torch.arange(12.0)
     batch = Batch(obs, row[:, None], row, row, row[:, None], row, row)
     shuffled = batch.shuffled(torch.Generator().manual_seed(0))
-    back = Batch.cat(shuffled.minibatches(5))
-    assert torch.equal(back.obs.parts["a"][:, 0], shuffled.obs.parts["a"][:, 0])
+    back = Batch.cat(list(shuffled.minibatches(5)))
+    assert sorted(back.log_probs.tolist()) == row.tolist()  # every row once
+    assert not torch.equal(back.log_probs, row)  # in a shuffled order
     # row i of the buffer came from step i // 4
-    assert torch.equal(shuffled.obs.parts["a"][:, 0], shuffled.log_probs // 4)
-    assert torch.equal(shuffled.obs.parts["b"][:, 0, 0, 0].float(), shuffled.log_probs // 4)
+    assert torch.equal(back.obs.parts["a"][:, 0], back.log_probs // 4)
+    assert torch.equal(back.obs.parts["b"][:, 0, 0, 0].float(), back.log_probs // 4)
+
+
+def test_an_epoch_gathers_pixels_a_minibatch_at_a_time():
+    """Shuffled minibatches of stored pixels: the rows of one gather of the whole batch, each
+    minibatch its own gather (no full-batch copy of the pixels per epoch)."""
+    obs = torch.randint(0, 256, (10, 4, 36, 36), dtype=torch.uint8)
+    row = torch.arange(10.0)
+    batch = Batch(obs, row[:, None], row, row, row[:, None], row, row)
+    perm = torch.randperm(10, generator=torch.Generator().manual_seed(3))
+    minibatches = batch.shuffled(torch.Generator().manual_seed(3)).minibatches(4)
+    assert not isinstance(minibatches, list)  # made one at a time
+    parts = list(minibatches)
+    assert [len(mb) for mb in parts] == [4, 4, 2]
+    assert torch.equal(torch.cat([mb.obs for mb in parts]), obs[perm])
+    assert torch.equal(torch.cat([mb.log_probs for mb in parts]), row[perm])
 
 
 def test_nature_cnn_is_stable_baselines3s():
@@ -307,3 +323,18 @@ def test_memory_the_update_freed_goes_back_to_the_os():
     train.release_freed_memory()
     assert before - rss() > 100 * 2**20
     del keep
+
+
+def test_pixels_for_a_gradient_are_laid_out_channels_last_on_the_cpu():
+    """The one float copy of a minibatch is made channels-last where a gradient will flow
+    (what the CNN's backward wants), and stays as stored for the no-grad rollout."""
+    for space in (IMAGE_CHW, IMAGE_HWC):
+        layout = layout_for(space)
+        x = layout.tensor(np.random.default_rng(0).integers(0, 256, (3, *space.shape), np.uint8))
+        with torch.no_grad():
+            plain = layout.to_input(x, torch.float32, torch.device("cpu"))
+        with torch.enable_grad():
+            for_grad = layout.to_input(x, torch.float32, torch.device("cpu"))
+        assert for_grad.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(plain, for_grad) and plain.shape == for_grad.shape
+        assert plain.is_contiguous() == (space is IMAGE_CHW)  # (HWC: a permuted view's copy)
