@@ -110,6 +110,7 @@ class PPOConfig(AgentConfig):
     kl_kp: float = 4.0  # pid: proportional gain on the running KL's log error
     kl_ki: float = 0.5  # pid: integral gain on the update's log error
     kl_kd: float = 0.0  # pid: derivative gain on the rise of the update's log error
+    kl_rescale: bool = False  # scale each update's policy step so its KL lands in the band
     target_kl: float | None = None  # early stop when the minibatch's k3 > 1.5·target_kl
 
 

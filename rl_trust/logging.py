@@ -43,6 +43,10 @@ def layout(algo: str) -> dict:
             "Multiline",
             ["^kl/ctl_"],
         ]
+        charts["kl_rescale: the step's own KL and the fraction of it kept"] = [
+            "Multiline",
+            ["^kl/step_(kl|fraction)$"],
+        ]
     if algo == "trpo":
         charts["TRPO: post-update KL against δ"] = [
             "Multiline",

@@ -172,6 +172,46 @@ class PIDControl(FixedBeta):
         self.error = finite(state, "error")
 
 
+def step_fraction(
+    kl_at: Callable[[float], float],
+    d: float,
+    d_targ: float,
+    band: float = 1.5,
+    t_max: float = 2.0,
+    tries: int = 4,
+) -> tuple[float, float]:
+    """The fraction t of an update's step θ_old + t·(θ_new − θ_old) whose mean KL lies in the
+    band d_targ/band … band·d_targ, and that KL: (1, d) when the whole step's KL d is in it.
+
+    KL(t) is modelled as KL(t₀)·(t/t₀)^k through the last point measured, with k = 2 at
+    first (the KL of a small step is quadratic in it) and then the slope in log-log of the
+    last two points (within 1 … 4); each try aims at d_targ and measures KL(t) with kl_at.
+    t stays within (0, t_max]. Returns the first t in band, or else the last one measured
+    whose KL is closest to d_targ in log (never a KL above band·d_targ when a try below it
+    exists). A non-finite d gives (1, d).
+    """
+    low, high = d_targ / band, d_targ * band
+    if not math.isfinite(d) or low <= d <= high or d <= 0:
+        return 1.0, d
+    points = [(1.0, d)]
+    k = 2.0
+    for _ in range(tries):
+        t0, kl0 = points[-1]
+        t = min(t0 * (d_targ / kl0) ** (1.0 / k), t_max)
+        if t == t0:
+            break  # (at t_max, still below)
+        kl = kl_at(t)
+        points.append((t, kl))
+        if low <= kl <= high:
+            return t, kl
+        if kl > 0 and math.isfinite(kl):
+            k = min(max(math.log(kl / kl0) / math.log(t / t0), 1.0), 4.0)
+    tried = [(t, kl) for t, kl in points[1:] if math.isfinite(kl)]
+    safe = [(t, kl) for t, kl in tried if kl <= high]
+    pool = safe or tried or [(1.0, d)]
+    return min(pool, key=lambda p: abs(math.log(max(p[1], 1e-12) / d_targ)))
+
+
 def finite(state: dict, key: str, low: float = -math.inf) -> float:
     """A controller's saved number, or a ValueError (a checkpoint that does not fit)."""
     x = state[key]

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import cli, events, scalars
 from test_agents import setup
 from test_cli import layout_of
@@ -89,6 +90,61 @@ def test_pid_on_log_beta_on_a_hand_computed_sequence():
     for _ in range(3):
         windup.update(0.0)
     assert windup.beta == pytest.approx(1e-4)
+
+
+def test_step_fraction_on_hand_computed_kl_curves():
+    calls = []
+
+    def curve(f):
+        def kl_at(t):
+            calls.append(t)
+            return f(t)
+
+        return kl_at
+
+    step_fraction = trust_region.step_fraction
+    # in band: the whole step, nothing measured
+    assert step_fraction(curve(lambda t: pytest.fail("measured")), 0.012, 0.01) == (1.0, 0.012)
+    # quadratic: the first try, t = (d_targ / d)^(1/2), lands on d_targ
+    assert step_fraction(curve(lambda t: 0.04 * t * t), 0.04, 0.01) == pytest.approx((0.5, 0.01))
+    # quartic: t 0.5 gives 0.0025 (below); the log-log slope 4 from the two points, then
+    # t = 0.5·(0.01 / 0.0025)^(1/4) = 2^(-1/2), KL 0.01
+    calls.clear()
+    t, kl = step_fraction(curve(lambda t: 0.04 * t**4), 0.04, 0.01)
+    assert calls == pytest.approx([0.5, 2**-0.5]) and (t, kl) == pytest.approx((2**-0.5, 0.01))
+    # below the band: lengthened to t_max at most (KL 0.004 at t 2), and no further try
+    calls.clear()
+    assert step_fraction(curve(lambda t: 0.001 * t * t), 0.001, 0.01) == pytest.approx((2, 0.004))
+    assert calls == [2.0]
+    # a step KL that jumps: never a t above the band when one below it was measured
+    t, kl = step_fraction(curve(lambda t: 0.03 if t > 0.3 else 0.001), 0.03, 0.01)
+    assert t < 0.3 and kl == 0.001
+    # a NaN step KL says nothing: the whole step
+    t, kl = step_fraction(curve(lambda t: pytest.fail("measured")), NAN, 0.01)
+    assert t == 1.0 and math.isnan(kl)
+
+
+def test_kl_rescale_scales_the_policys_step_into_the_band_and_leaves_the_critic():
+    """A learning rate far too high for d_targ 0.01 at β 0: the step's own KL is above the
+    band; rescaled, the batch's KL is in it, the policy's weights are θ_start + t·Δ and the
+    critic's are the unscaled update's."""
+    over = dict(kl_penalty="fixed", kl_beta=0.0, learning_rate=0.01, batch_size=64)
+    runs = []
+    for rescale in (False, True):
+        cfg, agent, collector = setup("ppo", kl_rescale=rescale, **over)
+        batch = collector.collect()
+        start = agent.weights.detach().clone()
+        runs.append((agent, start, agent.update(batch)))
+    (plain, start, m0), (scaled, start1, m) = runs
+    assert torch.equal(start, start1)
+    assert "kl/step_fraction" not in m0 and m["kl/step_kl"] == pytest.approx(m0["kl/forward_mean"])
+    assert m["kl/step_kl"] > 0.015 and 0.01 / 1.5 <= m["kl/forward_mean"] <= 0.015
+    t, part = m["kl/step_fraction"], scaled.policy_part
+    assert 0 < t < 1 and part.any() and not part.all()
+    step = plain.weights.detach() - start
+    assert torch.allclose(scaled.weights[part], (start + t * step)[part], atol=1e-6)
+    assert torch.equal(scaled.weights[~part], plain.weights.detach()[~part])
+    assert m["kl/in_band"] == 1.0
 
 
 def test_log_error_is_clamped_and_nan_for_a_kl_that_says_nothing():
