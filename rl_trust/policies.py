@@ -561,7 +561,10 @@ class ActorCritic(nn.Module):
     @torch.no_grad()
     def evaluate(self, obs, size: int = 256) -> tuple[Tensor, Tensor]:
         """forward(obs) without a graph, `size` states at a time: a pass over a whole rollout
-        holds one slice's activations (and one slice's pixels as floats), not the batch's."""
+        holds one slice's activations (and one slice's pixels as floats), not the batch's.
+        A batch of vectors goes in one pass: its activations are small."""
+        if self.obs_layout.is_vector:
+            return self(obs)
         pieces = [self(part) for part in obs.split(size)]
         return torch.cat([p for p, _ in pieces]), torch.cat([v for _, v in pieces])
 

@@ -257,8 +257,8 @@ def test_a_factory_receives_preprocessed_observations(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("space", [IMAGE_CHW, DICT, Box(-1.0, 1.0, (5,), np.float32)])
 def test_a_pass_over_a_whole_batch_in_slices_equals_one_pass(space):
-    """evaluate (the rollout's and the KL statistics' pass, 256 states at a time) gives
-    forward's outputs on the whole batch, in float64, for pixels, Dicts and vectors."""
+    """evaluate (the rollout's and the KL statistics' pass, 256 states at a time for pixels
+    and Dicts, vectors in one) gives forward's outputs on the whole batch, in float64."""
     cfg = PPOConfig(engine="autograd")
     policy = networks.make_policy(cfg, space, gym.spaces.Discrete(3)).double()
     layout = policy.obs_layout
