@@ -127,7 +127,9 @@ class PPO:
         t of trust_region.step_fraction, so the batch's exact mean KL lands in the band: a
         backstop behind the controller, which still sees the step's own KL. A t above 1
         (a step whose KL fell below the band, lengthened up to STEP_MAX) is kept only if
-        the surrogate mean(r·Â) on the batch is no lower there than at t = 1."""
+        the surrogate mean(r·Â) on the batch is no lower there than at t = 1. The policy's
+        part is every weight the distribution depends on: with a shared encoder, the
+        encoder's too."""
         cfg, fam, end = self.cfg, self.policy.family, self.weights.detach().clone()
         step = (end - start).mul_(self.policy_part)
 
