@@ -11,6 +11,8 @@ penalty's direction, the adaptive rule moves β once (trust_region.adapt_beta; k
 picks another controller from trust_region.CONTROLLERS, which may also set β per gradient
 step from the running KL). With target_kl, a minibatch whose estimated KL (k3) exceeds
 1.5·target_kl stops the update before its gradient step, as stable-baselines3 does.
+With kl_rescale, the policy's step θ − θ_old is then scaled to θ_old + t·(θ − θ_old), t
+from trust_region.step_fraction, so that d lands in the band d_targ/1.5 … 1.5·d_targ.
 """
 
 from __future__ import annotations
