@@ -188,7 +188,8 @@ def step_fraction(
     last two points (within 1 … 4); each try aims at d_targ and measures KL(t) with kl_at.
     t stays within (0, t_max]. Returns the first t in band, or else the last one measured
     whose KL is closest to d_targ in log (never a KL above band·d_targ when a try below it
-    exists). A non-finite d gives (1, d).
+    exists). A non-finite d gives (1, d); a try whose KL is not a positive finite number ends
+    the search (and is never returned).
     """
     low, high = d_targ / band, d_targ * band
     if not math.isfinite(d) or low <= d <= high or d <= 0:
@@ -204,8 +205,9 @@ def step_fraction(
         points.append((t, kl))
         if low <= kl <= high:
             return t, kl
-        if kl > 0 and math.isfinite(kl):
-            k = min(max(math.log(kl / kl0) / math.log(t / t0), 1.0), 4.0)
+        if not (kl > 0 and math.isfinite(kl)):
+            break  # (nothing to aim from)
+        k = min(max(math.log(kl / kl0) / math.log(t / t0), 1.0), 4.0)
     tried = [(t, kl) for t, kl in points[1:] if math.isfinite(kl)]
     safe = [(t, kl) for t, kl in tried if kl <= high]
     pool = safe or tried or [(1.0, d)]

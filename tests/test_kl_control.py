@@ -119,6 +119,9 @@ def test_step_fraction_on_hand_computed_kl_curves():
     # a step KL that jumps: never a t above the band when one below it was measured
     t, kl = step_fraction(curve(lambda t: 0.03 if t > 0.3 else 0.001), 0.03, 0.01)
     assert t < 0.3 and kl == 0.001
+    # a try whose KL is NaN ends the search and is never chosen: the whole step
+    calls.clear()
+    assert step_fraction(curve(lambda t: NAN), 0.04, 0.01) == (1.0, 0.04) and len(calls) == 1
     # a NaN step KL says nothing: the whole step
     t, kl = step_fraction(curve(lambda t: pytest.fail("measured")), NAN, 0.01)
     assert t == 1.0 and math.isnan(kl)
