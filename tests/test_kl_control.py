@@ -205,7 +205,8 @@ PID_TAGS = ["kl/ctl_error", "kl/ctl_p", "kl/ctl_p_max", "kl/ctl_i", "kl/ctl_d", 
 
 @pytest.fixture(scope="module")
 def pid_run(tmp_path_factory) -> Path:
-    """A pid run of 2 updates, checkpointed and resumed for 2 more, through the CLI."""
+    """A pid run with the kl_rescale backstop: 2 updates, checkpointed and resumed for 2
+    more, through the CLI."""
     run = tmp_path_factory.mktemp("pid") / "run"
     res = cli(
         "train",
@@ -221,6 +222,8 @@ def pid_run(tmp_path_factory) -> Path:
         "kl_controller=pid",
         "--set",
         "kl_kd=0.5",
+        "--set",
+        "kl_rescale=true",
         "--set",
         "n_steps=512",
         "--set",
@@ -239,20 +242,28 @@ def pid_run(tmp_path_factory) -> Path:
 
 def test_pid_tags_follow_the_controller_across_a_resume(pid_run: Path):
     acc = events(pid_run)
-    tags = {t: scalars(acc, t) for t in ["kl/forward_mean", "kl/in_band", "kl/beta", *PID_TAGS]}
+    names = ["kl/forward_mean", "kl/in_band", "kl/beta", "kl/step_kl", "kl/step_fraction"]
+    tags = {t: scalars(acc, t) for t in [*names, *PID_TAGS]}
     steps = sorted(tags["kl/forward_mean"])
     assert steps == [512, 1024, 1536, 2048]  # 2 updates before the checkpoint, 2 after
     assert all(sorted(v) == steps for v in tags.values())
     kl, e, i, d = (tags[t] for t in ("kl/forward_mean", "kl/ctl_error", "kl/ctl_i", "kl/ctl_d"))
     assert i[512] == 0.0 and d[512] == 0.0  # log β₀ = log 1
+    own, kept = tags["kl/step_kl"], tags["kl/step_fraction"]
     for s in steps:
         assert tags["kl/in_band"][s] == float(0.01 / 1.5 <= kl[s] <= 0.015)
-        assert e[s] == pytest.approx(min(max(math.log(kl[s] / 0.01), -2), 2), abs=1e-5)
+        # the controller sees the step's own KL; the policy keeps t of the step
+        assert e[s] == pytest.approx(min(max(math.log(own[s] / 0.01), -2), 2), abs=1e-5)
+        if kept[s] == 1.0:
+            assert kl[s] == pytest.approx(own[s], rel=1e-5)
+        else:
+            assert (kl[s] < own[s]) == (kept[s] < 1.0)
         assert tags["kl/beta"][s] == pytest.approx(math.exp(i[s] + d[s]), rel=1e-5)
         assert tags["kl/beta_max"][s] == pytest.approx(
             math.exp(i[s] + d[s] + tags["kl/ctl_p_max"][s]), rel=1e-5
         )
         assert tags["kl/ctl_p"][s] <= tags["kl/ctl_p_max"][s]
+    assert any(t != 1.0 for t in kept.values())  # the backstop acted at least once
     # the integral and the derivative carry on from the update before, the resume included:
     # a controller rebuilt from the config instead of the checkpoint would restart at 0
     previous_error = 0.0
@@ -269,6 +280,7 @@ def test_the_dashboard_shows_the_band_and_the_controller(pid_run: Path):
     assert ["^kl/in_band$"] in multiline.values()
     assert ["^kl/ctl_"] in multiline.values()
     assert ["^kl/beta(_max)?$"] in multiline.values()
+    assert ["^kl/step_(kl|fraction)$"] in multiline.values()
     assert all(c[0] == "Trust region" for c in charts.values())
 
 
