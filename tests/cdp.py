@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -24,10 +26,12 @@ class Chromium:
     """One browser with one page, in a fresh profile; a context manager that stops it."""
 
     def __init__(self, binary: str, size: tuple[int, int] = (1800, 1400)):
-        self.profile = tempfile.TemporaryDirectory(prefix="chromium-")
+        # (its helper processes may still be writing there as it stops: cleaned up regardless)
+        self.profile = tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True)
         cmd = [binary, *FLAGS, f"--user-data-dir={self.profile.name}",
                f"--window-size={size[0]},{size[1]}", "about:blank"]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)  # fmt: skip
         # Chromium writes its DevTools port (then a path) to this file once it listens.
         active = Path(self.profile.name, "DevToolsActivePort")
         deadline = time.monotonic() + 60
@@ -60,6 +64,10 @@ class Chromium:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        try:  # the renderer, GPU and crashpad helpers too, before the profile goes
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         self.profile.cleanup()
 
     def send(self, method: str, **params) -> dict:
