@@ -172,6 +172,12 @@ class PIDControl(FixedBeta):
         self.error = finite(state, "error")
 
 
+def surrogate(family, params: Tensor, actions: Tensor, log_probs: Tensor, adv: Tensor) -> Tensor:
+    """The importance-weighted surrogate L = E[r Â], r = π(a|s) / π_old(a|s), for the policy
+    whose distribution parameters are `params` (TRPO's objective; kl_rescale's check)."""
+    return (torch.exp(family.log_prob(params, actions) - log_probs) * adv).mean()
+
+
 def step_fraction(
     kl_at: Callable[[float], float],
     d: float,

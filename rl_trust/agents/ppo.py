@@ -42,9 +42,10 @@ class PPO:
         self.beta = self.controller.beta  # the β of the current gradient step
         self.clip_range = cfg.clip_range  # ε of the current update (clip_range_schedule)
         self.grad_steps = 0
-        in_policy = {id(p) for p in policy.policy_parameters()}  # (kl_rescale's part of weights)
-        self.policy_part = torch.cat([torch.full((p.numel(),), id(p) in in_policy)
-                                      for p in policy.parameters()])  # fmt: skip
+        if cfg.kl_rescale:  # the part of `weights` that kl_rescale scales
+            in_policy = {id(p) for p in policy.policy_parameters()}
+            self.policy_part = torch.cat([torch.full((p.numel(),), id(p) in in_policy)
+                                          for p in policy.parameters()])  # fmt: skip
 
     def penalty_kl(self, old: Tensor, new: Tensor) -> Tensor:
         """Per-state KL in the penalty's direction."""
@@ -111,11 +112,13 @@ class PPO:
         start = self.weights.detach().clone() if self.cfg.kl_rescale else None
         stepped, last_epoch, stopped = self.epochs(batch)
         terms = self.stepped_terms(stepped, last_epoch)
-        rescale = self.rescale_step(batch, start) if start is not None else {}
+        if start is not None:
+            new, rescale = self.rescale_step(batch, start)
+        else:
+            new, rescale = self.policy.evaluate(batch.obs)[0], {}
         metrics = divergence.kl_stats(
-            self.policy.family, batch.dist_params, self.policy.evaluate(batch.obs)[0],
-            batch.actions, batch.log_probs,
-        )  # fmt: skip
+            self.policy.family, batch.dist_params, new, batch.actions, batch.log_probs
+        )
         d = metrics["kl/forward_mean" if self.cfg.kl_direction == "forward" else "kl/reverse_mean"]
         metrics.update(rescale)
         control = self.controller.update(rescale.get("kl/step_kl", d))  # (the step's own KL)
@@ -124,34 +127,38 @@ class PPO:
         metrics.update(control)
         return metrics
 
-    def rescale_step(self, batch: Batch, start: Tensor) -> dict[str, float]:
+    def rescale_step(self, batch: Batch, start: Tensor) -> tuple[Tensor, dict[str, float]]:
         """kl_rescale: the policy's part of the update's step Δ = θ − θ_start scaled by the
         t of trust_region.step_fraction, so the batch's exact mean KL lands in the band: a
         backstop behind the controller, which still sees the step's own KL. A t above 1
         (a step whose KL fell below the band, lengthened up to STEP_MAX) is kept only if
         the surrogate mean(r·Â) on the batch is no lower there than at t = 1. The policy's
         part is every weight the distribution depends on: with a shared encoder, the
-        encoder's too."""
+        encoder's too. Returns the distribution parameters on the batch at the t kept (each
+        t is evaluated once) and the tags."""
         cfg, fam, end = self.cfg, self.policy.family, self.weights.detach().clone()
         step = (end - start).mul_(self.policy_part)
 
-        def go(t: float) -> Tensor:  # the policy at θ_start + t·Δ (the critic at its end)
+        def move_to(t: float) -> None:  # the policy at θ_start + t·Δ (the critic at its end)
             self.weights.data.copy_(end).sub_(step, alpha=1.0 - t)
-            return self.policy.evaluate(batch.obs)[0]
+
+        params = {1.0: self.policy.evaluate(batch.obs)[0]}  # by t, as measured
 
         def kl_at(t: float) -> float:
-            return self.penalty_kl(batch.dist_params, go(t)).mean().item()
+            move_to(t)
+            params[t] = self.policy.evaluate(batch.obs)[0]
+            return self.penalty_kl(batch.dist_params, params[t]).mean().item()
 
-        def surrogate(params: Tensor) -> float:
-            ratio = (fam.log_prob(params, batch.actions) - batch.log_probs).exp()
-            return (ratio * batch.advantages).mean().item()
+        def surrogate(t: float) -> float:
+            args = (batch.actions, batch.log_probs, batch.advantages)
+            return trust_region.surrogate(fam, params[t], *args).item()
 
-        d = kl_at(1.0)
+        d = self.penalty_kl(batch.dist_params, params[1.0]).mean().item()
         t, _ = trust_region.step_fraction(kl_at, d, cfg.kl_target, cfg.kl_band, STEP_MAX)
-        if t > 1.0 and surrogate(go(t)) < surrogate(go(1.0)):
+        if t > 1.0 and surrogate(t) < surrogate(1.0):
             t = 1.0
-        go(t)
-        return {"kl/step_fraction": t, "kl/step_kl": d}
+        move_to(t)
+        return params[t], {"kl/step_fraction": t, "kl/step_kl": d}
 
     def set_schedules(self, progress_remaining: float) -> float:
         """The learning rate and ε of this update (constant, or linear in the progress left,

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from rl_trust import divergence
+from rl_trust import divergence, trust_region
 from rl_trust.config import TRPOConfig
 from rl_trust.errors import Diverged, UserError
 from rl_trust.optim import Adam
@@ -54,7 +54,7 @@ class TRPO:
         old = batch.dist_params
 
         def surrogate(new):  # L(θ) = E[r Â]
-            return (torch.exp(fam.log_prob(new, batch.actions) - batch.log_probs) * adv).mean()
+            return trust_region.surrogate(fam, new, batch.actions, batch.log_probs, adv)
 
         # 1. gradient of the surrogate and the Fisher-vector product at θ_old
         loss_old = surrogate(pi.dist_params(batch.obs))
