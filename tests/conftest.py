@@ -43,14 +43,12 @@ def scalars(acc: ea.EventAccumulator, tag: str) -> dict[int, float]:
     return {e.step: e.value for e in acc.Scalars(tag)}
 
 
-@pytest.fixture(scope="session")
-def ppo_run(tmp_path_factory) -> Path:
-    """One short PPO run through the CLI, shared by the tests that read it back."""
+def _short_run(tmp_path_factory, agent: str) -> Path:
     root = tmp_path_factory.mktemp("runs")
     res = cli(
         "train",
         "--agent",
-        "ppo",
+        agent,
         "--env",
         "CartPole-v1",
         "--steps",
@@ -68,6 +66,18 @@ def ppo_run(tmp_path_factory) -> Path:
     )
     assert res.returncode == 0, res.stderr
     return Path(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def ppo_run(tmp_path_factory) -> Path:
+    """One short run of the default ppo through the CLI, shared by the tests that read it back."""
+    return _short_run(tmp_path_factory, "ppo")
+
+
+@pytest.fixture(scope="session")
+def paper_run(tmp_path_factory) -> Path:
+    """The same run with the paper's rule for β (ppo-paper)."""
+    return _short_run(tmp_path_factory, "ppo-paper")
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,7 @@ def test_adaptive_rule_on_a_constructed_sequence():
 
 
 def test_beta_changes_once_per_update_never_per_minibatch(monkeypatch):
-    cfg, agent, collector = setup("ppo", batch_size=64, n_epochs=4, kl_beta=3.0)
+    cfg, agent, collector = setup("ppo-paper", batch_size=64, n_epochs=4, kl_beta=3.0)
     calls: list[tuple[float, float]] = []
     rule = trust_region.adapt_beta
 

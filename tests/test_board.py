@@ -136,8 +136,7 @@ def test_ctrl_c_stops_the_server(runs_root):
 
 
 # The "Trust region" charts and the runs drawn in each: the ppo run logs no trpo/* tags and the
-# trpo run no kl/beta, so those charts show one run; the ppo run is without kl_rescale, so its
-# chart shows none; every other chart shows both.
+# trpo run no kl/beta, so those charts show one run; every other chart shows both.
 CHARTS = {
     "KL(π_old‖π_new) against the target band": ["ppo", "trpo"],
     "KL estimators k1, k2, k3 beside the exact KL": ["ppo", "trpo"],
@@ -146,7 +145,7 @@ CHARTS = {
     "β, the penalty coefficient": ["ppo"],
     "KL in the band d_targ/1.5 … 1.5·d_targ: 1 in, 0 out": ["ppo"],
     "KL controller: log error and the P, I, D terms of log β": ["ppo"],
-    "kl_rescale: the step's own KL and the fraction of it kept": [],
+    "kl_rescale: the step's own KL and the fraction of it kept": ["ppo"],
     "TRPO: post-update KL against δ": ["ppo", "trpo"],
     "TRPO: expected against actual improvement": ["trpo"],
     "TRPO: accepted steps and line-search steps": ["trpo"],

@@ -72,11 +72,20 @@ def test_train_writes_run_folder_and_every_ppo_tag(ppo_run: Path):
     assert "kl/forward" in acc.Tags()["histograms"]
     # the x axis is the env-step count, one point per update
     assert sorted(scalars(acc, "kl/forward_mean")) == [512, 1024, 1536, 2048]
-    # β follows the adaptive rule from the logged KL: each update's β is the previous β
+    # the default ppo: PID on log β and the kl_rescale backstop, whose kept step's KL is the
+    # update's kl/forward_mean
+    assert {"kl/ctl_p", "kl/ctl_i", "kl/step_kl", "kl/step_fraction"} <= tags
+    assert scalars(acc, "kl/beta")[512] == 1.0
+    assert max(scalars(acc, "kl/step_fraction").values()) <= 2.0
+
+
+def test_the_paper_rule_moves_beta_from_the_logged_kl(paper_run: Path):
+    # β follows the paper's rule from the logged KL: each update's β is the previous β
     # halved, doubled or kept according to the previous update's kl/forward_mean
+    acc = events(paper_run)
     beta, kl = scalars(acc, "kl/beta"), scalars(acc, "kl/forward_mean")
     steps = sorted(beta)
-    assert beta[steps[0]] == 1.0
+    assert len(steps) == 4 and beta[steps[0]] == 1.0
     for prev, cur in zip(steps, steps[1:], strict=False):
         d = kl[prev]
         want = beta[prev] / 2 if d < 0.01 / 1.5 else beta[prev] * 2 if d > 0.015 else beta[prev]
@@ -94,6 +103,7 @@ def test_ppo_layout_and_hparams(ppo_run: Path):
         assert needle in multiline
     hp = hparams_of(acc)
     assert hp["agent"] == "ppo" and hp["kl_penalty"] == "adaptive" and hp["n_steps"] == 512
+    assert hp["kl_controller"] == "pid" and hp["kl_rescale"] in (True, 1.0, "True", "true")
 
 
 def test_config_output_loads_back_into_the_same_config():
@@ -109,12 +119,12 @@ def test_config_output_loads_back_into_the_same_config():
 
 
 def test_env_sections_reach_every_agent_of_the_algorithm_or_one_agent():
-    # envs/Hopper-v5.yaml: per_algo.trpo (δ 0.03) for trpo and npg; per_agent.ppo (d_targ
-    # 0.02) for the agent ppo, not for ppo-zoo (its own 0.01) nor ppo-clip (the default)
+    # envs/Hopper-v5.yaml: per_algo.trpo (δ 0.03) for trpo and npg; per_agent.ppo-paper
+    # (d_targ 0.02) for the agent ppo-paper, not for ppo, ppo-zoo (its own 0.01) nor ppo-clip
     load = {a: config.load(a, "Hopper-v5", {}, None, 0).agent for a in config.presets("agents")}
     assert load["trpo"].target_kl == load["npg"].target_kl == 0.03
-    assert load["ppo"].kl_target == 0.02
-    assert load["ppo-zoo"].kl_target == load["ppo-clip"].kl_target == 0.01
+    assert load["ppo-paper"].kl_target == 0.02
+    assert load["ppo"].kl_target == load["ppo-zoo"].kl_target == load["ppo-clip"].kl_target == 0.01
     # per_tuning.ppo-zoo for both zoo presets; Walker2d's per_agent.ppo-zoo (d_targ 0.005) not
     # for ppo-clip-zoo, whose zoo values it shares
     walker = {
@@ -141,8 +151,8 @@ def test_a_misnamed_env_section_is_one_line_error(tmp_path: Path):
 def test_list_shows_every_preset():
     res = cli("list")
     assert res.returncode == 0
-    for name in ("ppo", "ppo-fixed", "ppo-clip", "trpo", "npg", "ppo-zoo", "ppo-clip-zoo",
-                 "CartPole-v1", "Hopper-v5"):  # fmt: skip
+    for name in ("ppo", "ppo-paper", "ppo-fixed", "ppo-clip", "trpo", "npg", "ppo-zoo",
+                 "ppo-clip-zoo", "CartPole-v1", "Hopper-v5"):  # fmt: skip
         assert any(line.split()[0] == name for line in res.stdout.splitlines() if line.strip())
 
 

@@ -205,8 +205,8 @@ PID_TAGS = ["kl/ctl_error", "kl/ctl_p", "kl/ctl_p_max", "kl/ctl_i", "kl/ctl_d", 
 
 @pytest.fixture(scope="module")
 def pid_run(tmp_path_factory) -> Path:
-    """A pid run with the kl_rescale backstop: 2 updates, checkpointed and resumed for 2
-    more, through the CLI."""
+    """The default ppo (PID and the kl_rescale backstop), with a D term: 2 updates,
+    checkpointed and resumed for 2 more, through the CLI."""
     run = tmp_path_factory.mktemp("pid") / "run"
     res = cli(
         "train",
@@ -219,11 +219,7 @@ def pid_run(tmp_path_factory) -> Path:
         "--seed",
         "0",
         "--set",
-        "kl_controller=pid",
-        "--set",
         "kl_kd=0.5",
-        "--set",
-        "kl_rescale=true",
         "--set",
         "n_steps=512",
         "--set",
@@ -284,8 +280,8 @@ def test_the_dashboard_shows_the_band_and_the_controller(pid_run: Path):
     assert all(c[0] == "Trust region" for c in charts.values())
 
 
-def test_paper_runs_log_in_band_and_the_error_only(ppo_run: Path):
-    acc = events(ppo_run)
+def test_paper_runs_log_in_band_and_the_error_only(paper_run: Path):
+    acc = events(paper_run)
     written = set(acc.Tags()["scalars"])
     assert {"kl/in_band", "kl/ctl_error"} <= written
     assert not {"kl/ctl_i", "kl/ctl_p", "kl/beta_max"} & written
