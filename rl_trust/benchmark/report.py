@@ -249,9 +249,9 @@ def write_report(rows: list[dict], path: Path, command: str, plots: list[Path],
     if shared:
         lines += [
             "",
-            "SB3 has no KL penalty, so SB3's side of ppo, ppo-fixed and ppo-clip is one clipped-PPO"
-            f" run per seed: {len(shared)} SB3 rows repeat another's identical run (results.csv,"
-            " same_run_as).",
+            "SB3 has no KL penalty, so SB3's side of every PPO agent at the same settings (the"
+            " penalty's and ppo-clip) is one clipped-PPO run per seed:"
+            f" {len(shared)} SB3 rows repeat another's identical run (results.csv, same_run_as).",
         ]
     crashed = [r for r in rows if r["status"] == "crashed"]
     not_run = [r for r in rows if r["status"] == "not run"]
