@@ -125,6 +125,10 @@ def test_env_sections_reach_every_agent_of_the_algorithm_or_one_agent():
     assert load["trpo"].target_kl == load["npg"].target_kl == 0.03
     assert load["ppo-paper"].kl_target == 0.02
     assert load["ppo"].kl_target == load["ppo-zoo"].kl_target == load["ppo-clip"].kl_target == 0.01
+    # LunarLander's d_targ 0.005 is the paper rule's alone (per_agent.ppo-paper)
+    lunar = {a: config.load(a, "LunarLander-v3", {}, None, 0).agent for a in ("ppo", "ppo-paper")}
+    assert lunar["ppo-paper"].kl_target == 0.005 and lunar["ppo"].kl_target == 0.01
+    assert lunar["ppo-paper"].n_steps == lunar["ppo"].n_steps == 1024  # per_algo reaches both
     # per_tuning.ppo-zoo for both zoo presets; Walker2d's per_agent.ppo-zoo (d_targ 0.005) not
     # for ppo-clip-zoo, whose zoo values it shares
     walker = {
