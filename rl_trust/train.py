@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 
 from rl_trust import __version__, agents, checkpoint, config
 from rl_trust.config import RunConfig
-from rl_trust.envs import Normalizer, make_env, make_vec
+from rl_trust.envs import Normalizer, make_env, make_vec, pool
 from rl_trust.errors import Diverged, UserError, one_line
 from rl_trust.evaluate import run_episodes
 from rl_trust.logging import RunWriter
@@ -100,6 +100,8 @@ class RunLock:
 def prepare(cfg: RunConfig, run_dir: Path | None, runs_root: Path) -> Path:
     """Check that the env exists and its spaces are supported, then claim the run folder
     and write the resolved config.yaml into it. Nothing is created when a check fails."""
+    if cfg.env.vectorization == "envpool":
+        pool.check(cfg.env)
     probe = make_env(cfg.env)
     try:
         layout = layout_for(probe.observation_space)
