@@ -30,7 +30,11 @@ log "installing from $WHEELS"
 if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install --quiet --no-index --no-deps --no-cache-dir "$WHEELS"/*.whl || exit 1
 fi
-[ -d "$WHEELS/site" ] && export PYTHONPATH="$PWD/$WHEELS/site${PYTHONPATH:+:$PYTHONPATH}"
+if [ -f "$WHEELS/envpool-site.zip" ]; then  # (EnvPool cut down: scripts/device_wheels.sh)
+  "$PY" -c 'import shutil, sys; shutil.unpack_archive(sys.argv[1], sys.argv[2])' \
+    "$WHEELS/envpool-site.zip" /tmp/envpool-site || exit 1
+  export PYTHONPATH="/tmp/envpool-site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 if ! "$PY" -m pip install --quiet --no-index --no-deps --no-build-isolation -e .; then
   # no build backend there: rl-trust from this checkout, its console script by hand
   log "pip could not install rl-trust; using the checkout on PYTHONPATH"

@@ -21,26 +21,30 @@ get() {
   "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp "${platforms[@]}" -d "$1" "${@:2}"
 }
-# the versions this project pins or runs (pyproject.toml); their own needs that the GPU
+# the versions this project pins or runs (pyproject.toml; mujoco without mujoco-studio, its
+# viewer, which `import mujoco` does not need); their own needs that the GPU
 # image lacks (farama-notifications, glfw, pyopengl, dm-env, dm-tree, optree); the test
 # suite's websocket-client (tests/cdp.py)
 get "$DEST" gymnasium==1.4.0 farama-notifications==0.0.6 ale-py==0.12.1 box2d==2.3.10 \
-  mujoco==4.0.1 mujoco-core==4.0.1 mujoco-studio==4.0.1 glfw==2.11.0 pyopengl==3.1.10 \
+  mujoco==4.0.1 mujoco-core==4.0.1 glfw==2.11.0 pyopengl==3.1.10 \
   stable-baselines3==2.9.2 sb3-contrib==2.9.2 dm-env==1.6 dm-tree==0.1.10 optree==0.20.0 \
   websocket-client==1.9.2
-# EnvPool, unpacked into DEST/site (put on PYTHONPATH there): its Python, its bundled
+# EnvPool, as DEST/envpool-site.zip (device_check.sh unpacks it and puts it on PYTHONPATH;
+# not a wheel: its package is changed, below): its Python, its bundled
 # libraries and the Atari simulator (`import envpool` registering only Atari's tasks); the
 # ROMs of Breakout and Pong from its assets
 full=$(mktemp -d)
 trap 'rm -rf "$full"' EXIT
 get "$full" envpool==1.2.5 envpool-assets==0.3.0
-rm -rf "$DEST/site" && mkdir -p "$DEST/site"
-"$PY" - "$full" "$DEST/site" <<'EOF'
+"$PY" - "$full" "$DEST/envpool-site.zip" <<'EOF'
+import shutil
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
-full, site = Path(sys.argv[1]), Path(sys.argv[2])
+full, out = Path(sys.argv[1]), Path(sys.argv[2])
+site = Path(tempfile.mkdtemp())
 ROMS = ("envpool_assets/atari/roms/breakout.bin", "envpool_assets/atari/roms/pong.bin")
 for wheel in full.glob("*.whl"):
     with zipfile.ZipFile(wheel) as z:
@@ -55,5 +59,7 @@ for wheel in full.glob("*.whl"):
 # what `import envpool` registers: the Atari tasks alone (each suite's package loads its
 # simulator when imported)
 (site / "envpool" / "entry.py").write_text("import envpool.atari.registration  # noqa: F401\n")
+shutil.make_archive(str(out.with_suffix("")), "zip", site)
+shutil.rmtree(site)
 EOF
 du -sh "$DEST"
