@@ -30,6 +30,7 @@ OUT=benchmarks/learning/mujoco-zoo
 FROM=benchmarks/mujoco-zoo
 mkdir -p "$OUT/trials" "$OUT/tb"
 for row in "$FROM"/trials/*.json; do
+    [ -e "$row" ] || continue
     name=$(basename "$row" .json)
     if [ ! -e "$OUT/trials/$name.json" ] && [ ! -e "$OUT/tb/$name" ]; then
         cp -r "$FROM/tb/$name" "$OUT/tb/$name"
@@ -38,6 +39,10 @@ for row in "$FROM"/trials/*.json; do
 done
 COMMON=(--agents trpo-zoo,ppo-zoo,ppo-clip-zoo --envs Hopper-v5,HalfCheetah-v5,Walker2d-v5
         --steps 1000000 --workers "${WORKERS:-1}" --out "$OUT")
-"$RL_TRUST" benchmark "${COMMON[@]}" --seeds 5 --libraries rl-trust
-"$RL_TRUST" benchmark "${COMMON[@]}" --seeds 3
-"$RL_TRUST" benchmark "${COMMON[@]}" --seeds 5 --report-only
+# a crashed trial (exit 1) does not stop the next step; an interrupt or a usage error does
+status=0
+step() { "$RL_TRUST" benchmark "${COMMON[@]}" "$@" || { s=$?; [ "$s" -eq 1 ] || exit "$s"; status=1; }; }
+step --seeds 5 --libraries rl-trust
+step --seeds 3
+step --seeds 5 --report-only
+exit "$status"
