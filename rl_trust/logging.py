@@ -16,8 +16,9 @@ from rl_trust.config import RunConfig
 HPARAM_METRICS = ("rollout/ep_rew_mean", "kl/forward_mean", "time/fps")
 
 
-def layout(algo: str) -> dict:
-    """The "Trust region" dashboard (custom scalars). Multiline tags are regular expressions."""
+def layout(agent_charts: dict[str, list]) -> dict:
+    """The "Trust region" dashboard (custom scalars): the KL charts every agent has, then the
+    agent's own (its class's `charts()`). Multiline tags are regular expressions."""
     charts = {
         "KL(π_old‖π_new) against the target band": [
             "Margin",
@@ -33,33 +34,7 @@ def layout(algo: str) -> dict:
         ],
         "KL spread: mean, p95, max": ["Multiline", ["^kl/forward_(mean|p95|max)$"]],
     }
-    if algo == "ppo":
-        charts["β, the penalty coefficient"] = ["Multiline", ["^kl/beta(_max)?$"]]
-        charts["KL in the band d_targ/1.5 … 1.5·d_targ: 1 in, 0 out"] = [
-            "Multiline",
-            ["^kl/in_band$"],
-        ]
-        charts["KL controller: log error and the P, I, D terms of log β"] = [
-            "Multiline",
-            ["^kl/ctl_"],
-        ]
-        charts["kl_rescale: the step's own KL and the fraction of it kept"] = [
-            "Multiline",
-            ["^kl/step_(kl|fraction)$"],
-        ]
-    if algo == "trpo":
-        charts["TRPO: post-update KL against δ"] = [
-            "Multiline",
-            ["^kl/forward_mean$", "^kl/target$"],
-        ]
-        charts["TRPO: expected against actual improvement"] = [
-            "Multiline",
-            ["^trpo/(expected|actual)_improve$"],
-        ]
-        charts["TRPO: accepted steps and line-search steps"] = [
-            "Multiline",
-            ["^trpo/accepted$", "^trpo/linesearch_steps$"],
-        ]
+    charts.update(agent_charts)
     return {"Trust region": charts}
 
 
@@ -71,11 +46,13 @@ def hparams_of(cfg: RunConfig) -> dict[str, bool | int | float | str]:
 
 
 class RunWriter:
-    def __init__(self, run_dir: Path, cfg: RunConfig, purge_step: int | None = None):
+    def __init__(
+        self, run_dir: Path, cfg: RunConfig, charts: dict[str, list], purge_step: int | None = None
+    ):
         self.writer = SummaryWriter(str(run_dir), purge_step=purge_step, flush_secs=30)
         self.histograms = cfg.run.log_histograms
         if purge_step is None:  # a new run: the dashboard layout and the hparams entry
-            self.writer.add_custom_scalars(layout(cfg.agent.algo))
+            self.writer.add_custom_scalars(layout(charts))
             self.writer._get_file_writer().add_summary(hp.hparams_pb(hparams_of(cfg)))
 
     def write(self, metrics: dict[str, float | Tensor], step: int) -> None:

@@ -150,9 +150,12 @@ def engine_of(cfg: AgentConfig, layout: Observation) -> str:
     return "manual" if manual else "autograd"
 
 
-def make_policy(cfg: AgentConfig, obs_space: gym.Space, action_space: gym.Space) -> ActorCritic:
+def make_policy(
+    cfg: AgentConfig, obs_space: gym.Space, action_space: gym.Space, share_encoder: bool = True
+) -> ActorCritic:
     """The config's network, freshly initialized from torch's global generator, on its
-    device (the manual engine's always on the CPU)."""
+    device (the manual engine's always on the CPU); with share_encoder, an image or Dict
+    encoder serves both the policy and the value (the agent's choice; SB3's CnnPolicy shares)."""
     layout = layout_for(obs_space)  # a supported space, before the user's code sees it
     if engine_of(cfg, layout) == "manual":
         return MlpActorCritic(
@@ -162,8 +165,8 @@ def make_policy(cfg: AgentConfig, obs_space: gym.Space, action_space: gym.Space)
         extractor = user_extractor(cfg.policy, obs_space, action_space)
     elif layout.is_vector:
         extractor = MlpExtractor(math.prod(layout.shape), cfg.net_arch, cfg.activation)
-    else:  # images, Dict, Tuple: their encoders, shared by policy and value in PPO
-        extractor = EncoderMlp(layout, cfg.net_arch, cfg.activation, share=cfg.algo == "ppo")
+    else:  # images, Dict, Tuple: their encoders
+        extractor = EncoderMlp(layout, cfg.net_arch, cfg.activation, share=share_encoder)
     autocast = torch.bfloat16 if cfg.precision == "bfloat16" else None
     policy = ActorCritic(
         obs_space, action_space, extractor, cfg.log_std_init, cfg.ortho_init, autocast

@@ -404,7 +404,8 @@ class Trainer:
             return
         purge = self.learner.step + 1 if resume else None
         try:
-            self.writer = RunWriter(self.run_dir, self.cfg, purge_step=purge)
+            charts = self.learner.agent.charts()
+            self.writer = RunWriter(self.run_dir, self.cfg, charts, purge_step=purge)
         except OSError as e:
             why = e.strerror or e
             raise UserError(f"cannot write TensorBoard events in {self.run_dir}: {why}") from None

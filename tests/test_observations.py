@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from rl_trust import networks
+from rl_trust import agents, networks
 from rl_trust.config import PPOConfig, TRPOConfig
 from rl_trust.encoders import Combined, EncoderMlp, NatureCNN
 from rl_trust.errors import UserError
@@ -184,19 +184,19 @@ def test_engine_and_encoder_follow_the_space():
     PPO shares one encoder (SB3's CnnPolicy), TRPO gets one per latent; engine=manual on
     pixels is one line."""
     action = gym.spaces.Discrete(3)
-    mlp = networks.make_policy(PPOConfig(), Box(-1, 1, (4,)), action)
+    mlp = agents.build(PPOConfig(), Box(-1, 1, (4,)), action, 0).policy
     assert isinstance(mlp, MlpActorCritic)
-    ppo = networks.make_policy(PPOConfig(), IMAGE_CHW, action)
+    ppo = agents.build(PPOConfig(), IMAGE_CHW, action, 0).policy
     assert ppo.engine == "autograd" and isinstance(ppo.extractor, EncoderMlp)
     assert ppo.extractor.encoder_vf is None and ppo.shared
-    trpo = networks.make_policy(TRPOConfig(), IMAGE_CHW, action)
+    trpo = agents.build(TRPOConfig(), IMAGE_CHW, action, 0).policy
     assert trpo.extractor.encoder_vf is not None and not trpo.shared
-    multi = networks.make_policy(PPOConfig(net_arch=(32,)), DICT, action)
+    multi = agents.build(PPOConfig(net_arch=(32,)), DICT, action, 0).policy
     combined = multi.extractor.encoder_pi
     assert isinstance(combined, Combined)
     assert combined.features_dim == 256 + 3 + 4 + 3  # SB3's CombinedExtractor: CNN of 256
     with pytest.raises(UserError, match="engine=manual trains the built-in MLP on vector"):
-        networks.make_policy(PPOConfig(engine="manual"), DICT, action)
+        agents.build(PPOConfig(engine="manual"), DICT, action, 0)
 
 
 @pytest.mark.parametrize("space", [IMAGE_HWC, DICT], ids=["image", "dict"])

@@ -34,6 +34,8 @@ STEP_MAX = 2.0  # kl_rescale lengthens a step whose KL fell below the band at mo
 
 
 class PPO:
+    shares_encoder = True  # one image/Dict encoder for policy and value, as SB3's CnnPolicy
+
     def __init__(self, cfg: PPOConfig, policy: ActorCritic, generator: torch.Generator):
         self.cfg, self.policy, self.generator = cfg, policy, generator
         self.weights = flat_parameters(list(policy.parameters()))  # policy and value, one vector
@@ -47,6 +49,19 @@ class PPO:
             self.policy_part = torch.cat(
                 [torch.full((p.numel(),), id(p) in in_policy) for p in policy.parameters()]
             ).to(self.weights.device)
+
+    def charts(self) -> dict[str, list]:
+        """PPO's dashboard charts beside the KL ones every agent has (logging.layout)."""
+        w = f"{self.cfg.kl_band:g}"
+        return {
+            "β, the penalty coefficient": ["Multiline", ["^kl/beta(_max)?$"]],
+            f"KL in the band d_targ/{w} … {w}·d_targ: 1 in, 0 out": ["Multiline", ["^kl/in_band$"]],
+            "KL controller: log error and the P, I, D terms of log β": ["Multiline", ["^kl/ctl_"]],
+            "kl_rescale: the step's own KL and the fraction of it kept": [
+                "Multiline",
+                ["^kl/step_(kl|fraction)$"],
+            ],
+        }
 
     def penalty_kl(self, old: Tensor, new: Tensor) -> Tensor:
         """Per-state KL in the penalty's direction."""

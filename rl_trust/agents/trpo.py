@@ -28,6 +28,8 @@ ACCEPTED, NO_IMPROVING_STEP, NOT_POSITIVE_CURVATURE, NON_FINITE_STEP = 0, 1, 2, 
 
 
 class TRPO:
+    shares_encoder = False  # θ (the policy's parameters) and the critic's apart
+
     def __init__(self, cfg: TRPOConfig, policy: ActorCritic, generator: torch.Generator):
         self.cfg, self.policy, self.generator = cfg, policy, generator
         if policy.shared:  # θ and the critic's parameters must be apart
@@ -39,6 +41,20 @@ class TRPO:
         self.theta = flat_parameters(policy.policy_parameters())  # θ, one vector
         self.phi = flat_parameters(policy.value_parameters())  # the critic's, one vector
         self.critic_optimizer = Adam(self.phi, lr=cfg.learning_rate, eps=1e-5)  # as SB3's
+
+    def charts(self) -> dict[str, list]:
+        """TRPO's dashboard charts beside the KL ones every agent has (logging.layout)."""
+        return {
+            "TRPO: post-update KL against δ": ["Multiline", ["^kl/forward_mean$", "^kl/target$"]],
+            "TRPO: expected against actual improvement": [
+                "Multiline",
+                ["^trpo/(expected|actual)_improve$"],
+            ],
+            "TRPO: accepted steps and line-search steps": [
+                "Multiline",
+                ["^trpo/accepted$", "^trpo/linesearch_steps$"],
+            ],
+        }
 
     def constraint_kl(self, old, new):
         """Per-state KL that δ bounds: KL(π_old‖π_θ) as the paper, or reversed as sb3-contrib."""
