@@ -88,7 +88,7 @@ def matrix(agents, envs, seeds, steps, overrides=(), libraries=("rl-trust", "sb3
 
 def final_return(tb_dir: Path, total: int) -> float:
     """Mean of rollout/ep_rew_mean over the points logged in the last 10% of the steps."""
-    from rl_trust.benchmark.report import read_curve
+    from rl_trust.benchmark.curves import read_curve
 
     curve = read_curve(tb_dir, "rollout/ep_rew_mean")
     if curve is None:
@@ -185,7 +185,7 @@ def run_trial(trial: Trial, tb_dir: Path, note: Callable[[str], None] = lambda _
             row.update(status="crashed", error=f"exit {status}: {lines[-1]}")
             return row
         result = json.loads(result_path.read_text())
-    from rl_trust.benchmark.report import export_curves
+    from rl_trust.benchmark.curves import export_curves
 
     export_curves(tb_dir / "run")
     row.update(
