@@ -457,6 +457,13 @@ class Agent:
             return path
         folder = RunFolder.create(self.config, path, words=API)
         train.save(folder.path, learner)
+        arg = self._run_dir_arg
+        if (
+            self._folder is None
+            and isinstance(arg, str | Path)
+            and Path(arg).resolve() == (path.resolve())
+        ):  # the folder run_dir= named: learn continues in it
+            self._folder = folder
         return path
 
     @classmethod

@@ -119,7 +119,10 @@ def check_observation(space, obs, what: str) -> None:
     except Exception:  # an object numpy cannot take
         raise UserError(f"{what} is {_brief(obs)}: expected {space}") from None
     if isinstance(space, gym.spaces.Discrete):
-        if x.shape != () or not np.issubdtype(x.dtype, np.integer):
+        integral = np.issubdtype(x.dtype, np.integer) or (
+            np.issubdtype(x.dtype, np.floating) and x.shape == () and float(x).is_integer()
+        )
+        if x.shape != () or not integral:
             raise UserError(f"{what} is {_brief(obs)}: expected an integer of {space}")
         if not space.start <= int(x) < space.start + space.n:
             raise UserError(f"{what} is {int(x)}: expected an integer in "
@@ -186,7 +189,8 @@ def check_spaces(obs_space, act_space, cfg: RunConfig, name: str) -> None:
 
 def probe(env, cfg: RunConfig, name: str) -> None:
     """What must hold of an env before a run is built on it: a gymnasium.Env whose spaces
-    rl-trust supports, and whose first observation fits its observation space."""
+    rl-trust supports, and whose first observations (of reset and of one step with a random
+    action) fit its observation space. The env is reset again before training."""
     import gymnasium as gym
 
     if not isinstance(env, gym.Env):
@@ -206,6 +210,19 @@ def probe(env, cfg: RunConfig, name: str) -> None:
     if not (isinstance(out, tuple) and len(out) == 2):
         raise UserError(f"env {name}: reset() returned {_brief(out)}, not (observation, info)")
     check_observation(env.observation_space, out[0], f"env {name}: reset()'s observation")
+    env.action_space.seed(cfg.run.seed)
+    try:
+        out = env.step(env.action_space.sample())
+    except UserError:
+        raise
+    except Exception as e:  # the env's own code
+        raise UserError(f"env {name}: step() raised {one_line(e)}") from None
+    if not (isinstance(out, tuple) and len(out) == 5):
+        raise UserError(f"env {name}: step() returned {_brief(out)}, not (observation, reward, "
+                        "terminated, truncated, info)")  # fmt: skip
+    check_observation(env.observation_space, out[0], f"env {name}: step()'s observation")
+    if not isinstance(out[1], int | float | np.integer | np.floating) and np.ndim(out[1]) != 0:
+        raise UserError(f"env {name}: step()'s reward is {_brief(out[1])}, not a number")
 
 
 # ---------------------------------------------------------------- the folder

@@ -30,6 +30,13 @@ def cli(
     )
 
 
+def pythonpath(*folders: Path) -> dict[str, str]:
+    """`cli`'s env= for a subprocess that imports a module of the test's from `folders`
+    (before what PYTHONPATH already holds)."""
+    paths = [str(f) for f in folders] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
+
+
 def events(run_dir: Path) -> ea.EventAccumulator:
     """The run's event file, every scalar and histogram kept."""
     acc = ea.EventAccumulator(

@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import cli, events, scalars
+from conftest import cli, events, pythonpath, scalars
 
 import rl_trust
 from rl_trust import checkpoint
@@ -141,9 +141,24 @@ def test_the_readme_example_runs(tmp_path, monkeypatch):
     assert "model.learn(100_000" in code
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
+    assert "None continues" in code and "**`None` continues**" in section
     exec(compile(code.replace("100_000", "2_048"), "README.md", "exec"), scope)
     assert isinstance(scope["model"], rl_trust.PPO) and scope["model"].num_timesteps >= 2048
     assert (tmp_path / "my-cartpole" / "config.yaml").is_file()
+    # the run it saves opens without the env: in Python, and in `rl-trust eval` given it
+    loaded = scope["model"]  # rl_trust.load("my-cartpole"), no env=
+    assert loaded.get_env() is None and loaded.predict(scope["obs"])[0].shape == ()
+    res = cli("eval", "my-cartpole", "--episodes", "1", cwd=tmp_path)
+    assert res.returncode == 2 and "--env module:Class" in res.stderr, res.stderr
+    upright = code[code.index("class Upright") : code.index("\n\n\ndef enough")]
+    (tmp_path / "upright.py").write_text(
+        "import gymnasium as gym\n"
+        "from gymnasium.envs.classic_control import CartPoleEnv\n\n\n"
+        f"{upright}\n\n\ndef make():\n    return gym.wrappers.TimeLimit(Upright(), 200)\n"
+    )
+    res = cli("eval", "my-cartpole", "--episodes", "1", "--env", "upright:make", "--allow-import",
+              cwd=tmp_path, env=pythonpath(tmp_path))  # fmt: skip
+    assert res.returncode == 0, res.stderr
 
 
 def test_predict_normalizes_with_frozen_statistics_and_a_save_load_round_trip_acts_alike(
@@ -268,6 +283,14 @@ def test_load_of_an_earlier_checkpoint_then_learn_continues_as_resume_does(tmp_p
     assert rl_trust.load(run).num_timesteps == 192
 
 
+def test_a_model_saved_into_its_own_run_dir_before_learning_learns_there(tmp_path):
+    model = rl_trust.PPO("CartPole-v1", run_dir=tmp_path / "run", **TINY)
+    model.save(tmp_path / "run")
+    model.learn(64)
+    assert model.run_dir == tmp_path / "run"
+    assert [checkpoint.step_of(p) for p in checkpoint.list_checkpoints(model.run_dir)] == [0, 64]
+
+
 def test_a_model_writes_nothing_before_its_first_learn(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model = rl_trust.PPO("CartPole-v1", **TINY)
@@ -325,10 +348,10 @@ def test_eval_of_a_python_saved_run_says_how_to_give_its_env(tmp_path):
     assert res.returncode == 2 and "--env module:Class" in res.stderr, res.stderr
     assert "--allow-import" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     res = cli("eval", str(run), "--episodes", "1", "--env", "upright_env:Upright", cwd=tmp_path,
-              env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
+              env=pythonpath(tmp_path))  # fmt: skip
     assert res.returncode == 2 and "--allow-import" in res.stderr
     res = cli("eval", str(run), "--episodes", "1", "--env", "upright_env:Upright",
-              "--allow-import", cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
+              "--allow-import", cwd=tmp_path, env=pythonpath(tmp_path))  # fmt: skip
     assert res.returncode == 0, res.stderr
     res = cli("eval", str(run), "--episodes", "1", "--env", "Acrobot-v1")
     assert res.returncode == 2 and "observation space" in res.stderr
@@ -364,7 +387,7 @@ def test_load_imports_a_module_the_run_names_only_with_allow_import(tmp_path, mo
     run = tmp_path / "run"
     res = cli("train", "--run-dir", str(run), "--steps", "64", "--no-progress",
               "--set", "policy=trustme_net:factory", *[f"--set={k}={v}" for k, v in TINY.items()],
-              env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
+              env=pythonpath(tmp_path))  # fmt: skip
     assert res.returncode == 0, res.stderr
     (tmp_path / "imported").unlink()
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -426,6 +449,13 @@ class ShortObs(gym.Env):
         return np.zeros(3, np.float32), 0.0, False, False, {}
 
 
+class ShortStep(ShortObs):
+    """Right at reset, short after a step."""
+
+    def reset(self, seed=None, options=None):
+        return np.zeros(4, np.float32), {}
+
+
 def _one_line(e: pytest.ExceptionInfo) -> str:
     text = str(e.value)
     assert "\n" not in text and e.type.__module__ == "rl_trust.errors", (e.type, text)
@@ -443,6 +473,8 @@ def test_user_mistakes_are_one_line_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError) as e:
         rl_trust.PPO(ShortObs(), run_dir=run, **TINY)
     assert "shape (3,)" in _one_line(e) and "(4,)" in str(e.value)
+    with pytest.raises(ValueError, match=r"step\(\)'s observation has shape \(3,\)"):
+        rl_trust.PPO(lambda: ShortStep(), run_dir=run, **TINY)
     assert not run.exists()
 
     frozen = rl_trust.PPO("FrozenLake-v1", run_dir=False, **TINY)
@@ -470,7 +502,7 @@ def test_an_env_whose_observation_differs_from_its_space_is_exit_2(tmp_path):
         "gym.register('ShortObs-v0', entry_point=Short)\n"
     )
     res = cli("train", "--env", "short_env:ShortObs-v0", "--run-dir", str(tmp_path / "run"),
-              "--steps", "64", env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
+              "--steps", "64", env=pythonpath(tmp_path))  # fmt: skip
     assert res.returncode == 2 and "shape (3,)" in res.stderr and "(4,)" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "run").exists()
 

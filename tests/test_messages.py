@@ -3,6 +3,7 @@ door it came through (the command line's flags, the Python API's arguments)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import RL_TRUST, cli
+from conftest import RL_TRUST, cli, pythonpath
 
 import rl_trust
 from rl_trust import checkpoint
@@ -100,7 +101,7 @@ def test_the_resume_hint_of_a_module_env_run_carries_allow_import(tmp_path):
         [RL_TRUST, "train", "--env", "mine_env:MineCartPole-v0", "--steps", "1000000",
          "--run-dir", str(run), "--no-progress", *TINY, "--set", "checkpoint_every=0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)},
+        env={**os.environ, **pythonpath(tmp_path)},
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list(run.glob("events.out.tfevents.*")):
