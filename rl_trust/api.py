@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from rl_trust import checkpoint, config, runs, train
-from rl_trust.envs import check_id, make_env, make_vec
+from rl_trust.envs import check_id, make_env, make_vec, pool
 from rl_trust.envs.sync import SyncVectorEnv
 from rl_trust.errors import UserError, UserTypeError, one_line
 from rl_trust.evaluate import act
@@ -56,6 +56,8 @@ def _vector_env(env: EnvLike, cfg: config.RunConfig) -> tuple[gym.vector.VectorE
     its first observation), so that a mistake is one line, not a traceback."""
     n, name = cfg.env.n_envs, _env_name(env)
     if isinstance(env, str):
+        if cfg.env.vectorization == "envpool":
+            pool.check(cfg.env)
         first = make_env(cfg.env)
         try:
             runs.probe(first, cfg, name)

@@ -48,7 +48,9 @@ YAML_SUFFIXES = (".yaml", ".yml")
 class EnvConfig:
     env_id: str = "CartPole-v1"
     n_envs: int = 1
-    vectorization: Literal["sync", "async"] = "sync"
+    # sync: one process; async: gymnasium's AsyncVectorEnv (a process per env, shared
+    # memory); envpool: EnvPool's C++ threads (the extra rl-trust[envpool]; envs/pool.py)
+    vectorization: Literal["sync", "async", "envpool"] = "sync"
     normalize_obs: bool = False
     normalize_reward: bool = False
     clip_obs: float = 10.0

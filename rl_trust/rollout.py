@@ -72,9 +72,15 @@ class Batch:
         """The batch in a random order: one gather per field, so minibatches are views; but
         the observations are gathered a minibatch at a time (Shuffled), so an epoch over
         pixels holds one minibatch's copy of them, not the whole batch's."""
-        perm = torch.randperm(len(self), generator=generator)
+        # drawn on the CPU (the generator's device, the same draws on any device), used on
+        # the batch's
+        perm = torch.randperm(len(self), generator=generator).to(self.actions.device)
         rest = (getattr(self, f.name)[perm] for f in dataclasses.fields(self)[1:])
         return Batch(Shuffled(self.obs, perm), *rest)
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The batch on `device`, every field (observations as stored: pixels stay uint8)."""
+        return Batch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
 
     def without_obs(self) -> Batch:
         """The batch less its observations (what the objective's terms need)."""

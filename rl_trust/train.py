@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 
 from rl_trust import __version__, agents, checkpoint, config, runs
 from rl_trust.config import RunConfig
-from rl_trust.envs import Normalizer, make_env, make_vec
+from rl_trust.envs import Normalizer, make_env, make_vec, pool
 from rl_trust.errors import Diverged, UserError, one_line
 from rl_trust.evaluate import run_episodes
 from rl_trust.logging import RunWriter
@@ -42,6 +42,8 @@ def prepare(cfg: RunConfig, run_dir: Path | None, runs_root: Path) -> RunFolder:
     config.yaml into it. Nothing is created when a check fails."""
     if run_dir is not None:
         runs.check_new(run_dir)
+    if cfg.env.vectorization == "envpool":
+        pool.check(cfg.env)
     env = make_env(cfg.env)
     try:
         runs.probe(env, cfg, repr(cfg.env.env_id))

@@ -37,8 +37,18 @@ PPO_VARIANTS = {
     "adaptive reverse": {"clip": True, "kl_penalty": "adaptive", "kl_direction": "reverse"},
     "target_kl": {"clip": True, "target_kl": 2e-4},
     "entropy, value clip": {"ent_coef": 0.05, "clip_range_vf": 0.2, "lr_schedule": "linear"},
+    "pid rescale": {
+        "clip": False,
+        "kl_penalty": "adaptive",
+        "kl_controller": "pid",
+        "kl_rescale": True,
+    },
 }
 COMMON = {"net_arch": (16, 16), "n_steps": 256, "batch_size": 64}
+# the autograd engine on each device torch sees, against the manual engine (CPU only); on
+# CUDA the sums run in another order, so the twins agree to a looser tolerance
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+TOLERANCE = {"cpu": {"rtol": 1e-9, "atol": 1e-12}, "cuda": {"rtol": 1e-6, "atol": 1e-9}}
 
 
 def rollout(policy: ActorCritic, g: torch.Generator, n: int = 256) -> Batch:
@@ -58,49 +68,54 @@ def rollout(policy: ActorCritic, g: torch.Generator, n: int = 256) -> Batch:
     )
 
 
-def twins(cfg, kind: str):
-    """The same config built with each engine, from the same seed."""
-    built = [
-        agents.build(dataclasses.replace(cfg, engine=engine), OBS, SPACES[kind], seed=7)
-        for engine in ("manual", "autograd")
-    ]
-    manual, auto = built
+def twins(cfg, kind: str, device: str = "cpu"):
+    """The same config built with each engine, from the same seed: the manual engine on the
+    CPU, the autograd engine on `device` (each pinned: device=auto would pick a GPU)."""
+    manual, auto = (
+        agents.build(
+            dataclasses.replace(cfg, engine=engine, device=dev), OBS, SPACES[kind], seed=7
+        )  # fmt: skip
+        for engine, dev in (("manual", "cpu"), ("autograd", device))
+    )
     assert type(manual.policy) is MlpActorCritic and type(auto.policy) is ActorCritic
+    assert {p.device.type for p in auto.policy.parameters()} == {device}
     # the same network: same names, same initial values, bit for bit
     ours, theirs = manual.policy.state_dict(), auto.policy.state_dict()
     assert list(ours) == list(theirs)
-    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert all(torch.equal(ours[k], theirs[k].cpu()) for k in ours)
     return manual, auto
 
 
-def assert_same_metrics(a: dict, b: dict) -> None:
+def assert_same_metrics(a: dict, b: dict, device: str = "cpu") -> None:
+    tol = TOLERANCE[device]
     assert a.keys() == b.keys()
     for key in a:
         if isinstance(a[key], torch.Tensor):
-            torch.testing.assert_close(a[key], b[key], rtol=1e-9, atol=1e-12)
+            torch.testing.assert_close(a[key], b[key].cpu(), **tol)
         else:
-            assert a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-12), key
+            assert a[key] == pytest.approx(b[key], rel=tol["rtol"], abs=tol["atol"]), key
 
 
-def assert_same_parameters(p: nn.Module, q: nn.Module) -> None:
+def assert_same_parameters(p: nn.Module, q: nn.Module, device: str = "cpu") -> None:
     theirs = q.state_dict()
     for name, value in p.state_dict().items():
-        torch.testing.assert_close(value, theirs[name], rtol=1e-9, atol=1e-12, msg=name)
+        torch.testing.assert_close(value, theirs[name].cpu(), **TOLERANCE[device], msg=name)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("variant", PPO_VARIANTS)
 @pytest.mark.parametrize("kind", SPACES)
-def test_ppo_updates_are_the_same_under_both_engines(kind, variant):
+def test_ppo_updates_are_the_same_under_both_engines(kind, variant, device):
     cfg = PPOConfig(**COMMON, n_epochs=3, learning_rate=3e-3, **PPO_VARIANTS[variant])
-    manual, auto = twins(cfg, kind)
+    manual, auto = twins(cfg, kind, device)
     start = [p.detach().clone() for p in manual.policy.parameters()]
     g = torch.Generator().manual_seed(11)
     for update in range(2):  # the second sees β as the first left it
         batch = rollout(manual.policy, g)
         m1 = manual.update(batch, progress_remaining=1.0 - update / 2)
-        m2 = auto.update(batch, progress_remaining=1.0 - update / 2)
-        assert_same_metrics(m1, m2)
-        assert_same_parameters(manual.policy, auto.policy)
+        m2 = auto.update(batch.to(device), progress_remaining=1.0 - update / 2)
+        assert_same_metrics(m1, m2, device)
+        assert_same_parameters(manual.policy, auto.policy, device)
         assert manual.beta == auto.beta
         assert m1["train/grad_steps"] > 0
         if "target_kl" in PPO_VARIANTS[variant]:  # stopped before the end, at the same step
@@ -108,28 +123,30 @@ def test_ppo_updates_are_the_same_under_both_engines(kind, variant):
             assert m1["train/grad_steps"] < 3 * 256 // 64
     moved = [not torch.equal(a, b) for a, b in zip(start, manual.policy.parameters(), strict=True)]
     assert all(moved)  # every parameter, the value head's and the log-std's included
-    torch.testing.assert_close(manual.optimizer.m, auto.optimizer.m, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(manual.optimizer.m, auto.optimizer.m.cpu(), **TOLERANCE[device])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("direction", ["forward", "reverse"])
 @pytest.mark.parametrize("kind", SPACES)
-def test_trpo_updates_are_the_same_under_both_engines(kind, direction):
+def test_trpo_updates_are_the_same_under_both_engines(kind, direction, device):
     cfg = TRPOConfig(**COMMON, n_critic_updates=3, kl_direction=direction)
-    manual, auto = twins(cfg, kind)
+    manual, auto = twins(cfg, kind, device)
     g = torch.Generator().manual_seed(12)
     for _ in range(2):
         batch = rollout(manual.policy, g)
-        m1, m2 = manual.update(batch), auto.update(batch)
-        assert_same_metrics(m1, m2)
-        assert_same_parameters(manual.policy, auto.policy)
+        m1, m2 = manual.update(batch), auto.update(batch.to(device))
+        assert_same_metrics(m1, m2, device)
+        assert_same_parameters(manual.policy, auto.policy, device)
         assert m1["trpo/accepted"] == 1.0
-    torch.testing.assert_close(manual.theta, auto.theta, rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(manual.phi, auto.phi, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(manual.theta, auto.theta.cpu(), **TOLERANCE[device])
+    torch.testing.assert_close(manual.phi, auto.phi.cpu(), **TOLERANCE[device])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", SPACES)
-def test_rollout_samplers_draw_the_same_actions(kind):
-    manual, auto = twins(PPOConfig(**COMMON), kind)
+def test_rollout_samplers_draw_the_same_actions(kind, device):
+    manual, auto = twins(PPOConfig(**COMMON), kind, device)
     x = np.random.default_rng(0).standard_normal((64, 5)).astype(np.float32)
     a = manual.policy.sampler(np.random.default_rng(1))(x)
     b = auto.policy.sampler(np.random.default_rng(1))(x)

@@ -44,8 +44,9 @@ class PPO:
         self.grad_steps = 0
         if cfg.kl_rescale:  # the part of `weights` that kl_rescale scales
             in_policy = {id(p) for p in policy.policy_parameters()}
-            self.policy_part = torch.cat([torch.full((p.numel(),), id(p) in in_policy)
-                                          for p in policy.parameters()])  # fmt: skip
+            self.policy_part = torch.cat(
+                [torch.full((p.numel(),), id(p) in in_policy) for p in policy.parameters()]
+            ).to(self.weights.device)
 
     def penalty_kl(self, old: Tensor, new: Tensor) -> Tensor:
         """Per-state KL in the penalty's direction."""

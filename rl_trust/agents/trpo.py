@@ -132,7 +132,8 @@ class TRPO:
         """Minimize (V(s) − R̂)² by minibatch Adam, backpropagating ∂/∂V = 2(V − R̂)/n."""
         cfg, pi, losses = self.cfg, self.policy, []
         for _ in range(cfg.n_critic_updates):
-            for idx in torch.randperm(len(batch), generator=self.generator).split(cfg.batch_size):
+            perm = torch.randperm(len(batch), generator=self.generator).to(self.phi.device)
+            for idx in perm.split(cfg.batch_size):
                 values, cache = pi.value_train(batch.obs[idx])
                 error = values - batch.returns[idx]
                 self.phi.grad.zero_()  # not None: the critic's .grad are views of it

@@ -113,7 +113,7 @@ def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
         "env_kwargs": dict(env.get("env_kwargs") or {}),
         "wrappers": list(env.get("wrappers") or []),
         "policy": policy,
-        "vec_env": "subproc" if env["vectorization"] == "async" else "dummy",
+        "vec_env": "subproc" if env["vectorization"] in ("async", "envpool") else "dummy",
         "normalize": normalize,
     }
     return name, kwargs, env_kwargs
@@ -196,6 +196,8 @@ def sb3_caveats(cfg: dict) -> list[str]:
         )
     if agent.get("device") == "cuda":
         out.append("device=cuda: SB3 runs on the CPU here")
+    if env.get("vectorization") == "envpool":
+        out.append("vectorization=envpool: SB3 steps gymnasium's envs in SubprocVecEnv")
     if agent.get("precision", "float32") != "float32":
         out.append(f"precision={agent['precision']}: SB3 computes in float32")
     if agent["algo"] == "ppo":
@@ -294,12 +296,20 @@ def _saver(folder: Path, every: int, start: int):
     return Saver()
 
 
-def train(cfg: dict, tb_dir: Path | None = None, checkpoint: Path | None = None) -> dict:
+def train(
+    cfg: dict,
+    tb_dir: Path | None = None,
+    checkpoint: Path | None = None,
+    device: str | None = None,
+    vec_env: str | None = None,
+) -> dict:
     """Train SB3's counterpart of `cfg` with its torch threads; returns what was measured
     (of this process: a continued run counts the steps and time since its checkpoint).
     With tb_dir, SB3's own logger writes its TensorBoard events there (SB3's tag names).
     With `checkpoint`, a folder: continue from the checkpoint there if there is one, and
-    save one every run.checkpoint_every steps."""
+    save one every run.checkpoint_every steps. `device` and `vec_env` ("dummy" or
+    "subproc") replace what the adapter picks (the CPU; subproc for async only): the device
+    check times SB3 on a GPU with each."""
     import numpy as np
     import torch
 
@@ -308,6 +318,10 @@ def train(cfg: dict, tb_dir: Path | None = None, checkpoint: Path | None = None)
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
     name, kwargs, env_kw = sb3_kwargs(cfg)
+    if device is not None:
+        kwargs["device"] = device
+    if vec_env is not None:
+        env_kw["vec_env"] = vec_env
     if name == "PPO":
         from stable_baselines3 import PPO as Algo
     else:
@@ -376,9 +390,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("result", type=Path)
     parser.add_argument("tb_dir", type=Path, nargs="?")
     parser.add_argument("--checkpoint", type=Path, help="continue from and save to this folder")
+    parser.add_argument("--device", help="SB3's device (default: the CPU)")
+    parser.add_argument(
+        "--vec-env", choices=["dummy", "subproc"], help="SB3's vec env (default: the adapter's)"
+    )
     args = parser.parse_args(argv)
     cfg = yaml.safe_load(args.config.read_text())
-    result = train(cfg, args.tb_dir, args.checkpoint)
+    result = train(cfg, args.tb_dir, args.checkpoint, args.device, args.vec_env)
+    result["device"], result["vec_env"] = args.device or "cpu", args.vec_env
     args.result.write_text(json.dumps(result, indent=2))
     return 0
 

@@ -10,7 +10,7 @@ from functools import partial
 import gymnasium as gym
 
 from rl_trust.config import EnvConfig, wrapper_entries
-from rl_trust.envs import probes
+from rl_trust.envs import pool, probes
 from rl_trust.envs.normalize import Normalizer, RunningMeanStd
 from rl_trust.envs.sync import SyncVectorEnv
 from rl_trust.errors import UserError, one_line
@@ -126,9 +126,11 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
 
 
 def make_vec(cfg: EnvConfig, seed: int) -> gym.vector.VectorEnv:
-    """`n_envs` copies of the env, sync (ours, envs/sync.py) or async (gymnasium's), resetting
-    in the step that ends an episode (the final observation comes in info["final_obs"]),
-    seeded seed, seed+1, ..."""
+    """`n_envs` copies of the env, sync (ours, envs/sync.py), async (gymnasium's) or EnvPool's
+    (envs/pool.py), resetting in the step that ends an episode (the final observation comes in
+    info["final_obs"]), seeded seed, seed+1, ... (EnvPool: from seed)."""
+    if cfg.vectorization == "envpool":
+        return pool.make(cfg, seed)
     check_id(cfg.env_id)
     env_id = cfg.env_id.rpartition(":")[2]
     wrapper_classes(cfg.wrappers)

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The GPU check: on a machine with an NVIDIA GPU whose python3 already has torch (CUDA),
+# tensorboard, opencv, pandas, matplotlib and pytest, offline. It
+#   1. installs what that machine lacks from wheels brought along (scripts/device_wheels.sh
+#      gathers them into .whl/ where PyPI can be reached) and rl-trust itself (editable);
+#   2. runs the test suite there: the device tests (tests/test_devices.py, the engines'
+#      equivalence on CUDA) and the rest of the default suite, on the GPU wherever
+#      device=auto or device=cuda puts a network (pytest-xdist, when present, spreads it);
+#   3. times Breakout on CUDA: rl-trust sync / async / envpool against SB3's PPO CnnPolicy
+#      with DummyVecEnv and SubprocVecEnv (scripts/device_bench.py);
+#   4. prints one table, also written to bench/device/device_check.md (and copied with the
+#      logs into $OUT when that is set, as the device tool sets it).
+# Under 8 minutes on an H200 with 16 cores.
+#
+#   bash scripts/device_check.sh [--tests-only | --bench-only] [pytest args (default: tests)]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+WHEELS=${WHEELS:-.whl}
+OUT_DIR=bench/device
+mkdir -p "$OUT_DIR"
+mode=all
+case "${1:-}" in
+  --tests-only) mode=tests; shift ;;
+  --bench-only) mode=bench; shift ;;
+esac
+log() { echo "[$(date +%H:%M:%S)] device_check: $*" >&2; }
+
+log "installing from $WHEELS"
+if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install --quiet --no-index --no-deps --no-cache-dir "$WHEELS"/*.whl || exit 1
+fi
+if [ -f "$WHEELS/envpool-site.zip" ]; then  # (EnvPool cut down: scripts/device_wheels.sh)
+  "$PY" -c 'import shutil, sys; shutil.unpack_archive(sys.argv[1], sys.argv[2])' \
+    "$WHEELS/envpool-site.zip" /tmp/envpool-site || exit 1
+  export PYTHONPATH="/tmp/envpool-site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+if ! "$PY" -m pip install --quiet --no-index --no-deps --no-build-isolation -e .; then
+  # no build backend there: rl-trust from this checkout, its console script by hand
+  log "pip could not install rl-trust; using the checkout on PYTHONPATH"
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  exe=$("$PY" -c 'import sys; print(sys.executable)')
+  printf '#!%s\nimport sys\nfrom rl_trust.cli import main\nsys.exit(main())\n' "$exe" \
+    >"$(dirname "$exe")/rl-trust"
+  chmod +x "$(dirname "$exe")/rl-trust"
+fi
+export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+"$PY" - <<'EOF' | tee "$OUT_DIR/device_check.md"
+import platform, torch
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+print(f"# device check\n\nPython {platform.python_version()}, torch {torch.__version__}, "
+      f"CUDA {torch.version.cuda}, GPU: {gpu}\n")
+EOF
+
+status=0
+if [ "$mode" != bench ]; then
+  log "tests"
+  xdist=()
+  "$PY" -c "import xdist" 2>/dev/null && xdist=(-n "${WORKERS:-12}" --dist loadfile)
+  [ $# -eq 0 ] && set -- tests
+  "$PY" -m pytest -q -p no:cacheprovider "${xdist[@]}" "$@" 2>&1 |
+    tee "$OUT_DIR/tests.log" | tail -40
+  status=${PIPESTATUS[0]}
+  {
+    echo "## tests"
+    echo
+    echo "    $(grep -E '^[0-9]+ (passed|failed)|^=+ .*(passed|failed).* =+$' "$OUT_DIR/tests.log" | tail -1)"
+    echo
+    grep -E '^(FAILED|ERROR) ' "$OUT_DIR/tests.log" | sed 's/^/    /'
+    echo
+  } >>"$OUT_DIR/device_check.md"
+fi
+if [ "$mode" != tests ]; then
+  log "Breakout on CUDA"
+  "$PY" scripts/device_bench.py --device cuda --out "$OUT_DIR" >"$OUT_DIR/bench.txt" 2>"$OUT_DIR/bench.log"
+  { echo "## speed"; echo; cat "$OUT_DIR/bench.txt"; } >>"$OUT_DIR/device_check.md"
+fi
+cat "$OUT_DIR/device_check.md"
+if [ -n "${OUT:-}" ]; then
+  cp "$OUT_DIR"/{device_check.md,tests.log,bench.log,device_bench.json} "$OUT"/ 2>/dev/null
+fi
+exit $status
