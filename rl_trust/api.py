@@ -41,10 +41,13 @@ SB3_POLICIES = ("MlpPolicy", "CnnPolicy", "MultiInputPolicy")
 
 
 def _env_name(env: Any) -> str:
+    """How a message names the env the user gave: an id quoted, a function by its name, an
+    instance by its class."""
     if isinstance(env, str):
         return repr(env)
-    name = getattr(env, "__name__", None) or type(env).__name__
-    return f"{name}" if callable(env) and not isinstance(env, gym.Env) else f"{type(env).__name__}"
+    if callable(env) and not isinstance(env, gym.Env | gym.vector.VectorEnv):
+        return getattr(env, "__name__", type(env).__name__)
+    return type(env).__name__
 
 
 def _vector_env(env: EnvLike, cfg: config.RunConfig) -> tuple[gym.vector.VectorEnv, bool]:
