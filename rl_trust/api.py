@@ -38,6 +38,15 @@ EnvLike = str | gym.Env | gym.vector.VectorEnv | Callable[[], gym.Env]
 # SB3's names for its built-in networks: here, the built-in network for the observation
 # space (an MLP, a CNN for images, one encoder per part of a Dict or Tuple).
 SB3_POLICIES = ("MlpPolicy", "CnnPolicy", "MultiInputPolicy")
+# SB3's constructor arguments that are not config keys here, and what to do instead.
+SB3_ONLY = {
+    "tensorboard_log": "the run folder (run_dir=) holds the TensorBoard events",
+    "policy_kwargs": "give its entries as keywords: net_arch=, activation= (activation_fn's "
+    "name, e.g. 'tanh'), ortho_init=, log_std_init=",
+    "use_sde": "there is no gSDE here",
+    "sde_sample_freq": "there is no gSDE here",
+    "stats_window_size": "the episode statistics cover the last 100 episodes",
+}
 
 
 def _env_name(env: Any) -> str:
@@ -192,6 +201,11 @@ class Agent:
     ):
         """`PPO(env, ...)`, or as SB3 writes it, `PPO("MlpPolicy", env, ...)`."""
         me = type(self).__name__
+        for key in set(config_values) & set(SB3_ONLY):
+            raise UserError(f"{key}= is stable-baselines3's: {SB3_ONLY[key]}")
+        verbose = config_values.pop("verbose", 0)
+        if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+            raise UserError(f"verbose={verbose!r}: give 0, 1 or 2 (1 and 2: progress lines)")
         if config_values.get("policy") in SB3_POLICIES:  # PPO(policy="MlpPolicy", env=...)
             config_values.pop("policy")
             if policy_or_env is not None and env is None:
@@ -228,6 +242,7 @@ class Agent:
         cfg = config.load(preset or self.default_preset, env_id, overrides, None, seed,
                           use_env_preset=use_preset, where="keyword argument")  # fmt: skip
         self._init(cfg, env, state=None, run_dir=run_dir)
+        self.verbose = verbose
 
     def _init(self, cfg, env, state, source=None, run_dir=None, folder=None) -> None:
         if cfg.agent.algo != self.algo:
@@ -248,6 +263,7 @@ class Agent:
         self._continue = folder is not None  # a loaded run: the first learn continues it
         self._resumed = state is not None
         self._generator = torch.Generator().manual_seed(cfg.run.seed + 20_000)
+        self.verbose = 0
 
     # ------------------------------------------------------------------ what SB3 has too
 
@@ -353,7 +369,7 @@ class Agent:
         log_interval: int = 1,
         *,
         reset_num_timesteps: bool = False,
-        progress_bar: bool = False,
+        progress_bar: bool | None = None,
     ) -> Agent:
         """Train `total_timesteps` more env steps (whole rollouts: the first at or past the
         total). reset_num_timesteps=True counts from 0 again, as SB3 does, into a new run
@@ -361,11 +377,11 @@ class Agent:
         TensorBoard gets; a falsy return other than None stops after a checkpoint. The run
         folder is written at the first learn and locked while it trains; Ctrl-C
         checkpoints, then raises. log_interval: TensorBoard gets every update here, so it
-        only has to be a whole number ≥ 1."""
+        only has to be a whole number ≥ 1. progress_bar: by default, as verbose= says."""
         total_timesteps = _whole("total_timesteps", total_timesteps, 1, 10**12)
         _whole("log_interval", log_interval, 1, 10**12)
         reset = _flag("reset_num_timesteps", reset_num_timesteps)
-        progress = _flag("progress_bar", progress_bar)
+        progress = self.verbose > 0 if progress_bar is None else _flag("progress_bar", progress_bar)
         callback = _callback(callback)
         if self.env is None:
             raise UserError(

@@ -507,7 +507,7 @@ def test_an_env_whose_observation_differs_from_its_space_is_exit_2(tmp_path):
     assert "Traceback" not in res.stderr and not (tmp_path / "run").exists()
 
 
-def test_sb3_first_lines_build_the_same_model():
+def test_sb3_first_lines_build_the_same_model(capsys):
     ours = rl_trust.PPO("CartPole-v1", run_dir=False, seed=4, **TINY)
     for model in (rl_trust.PPO("MlpPolicy", "CartPole-v1", run_dir=False, seed=4, **TINY),
                   rl_trust.PPO(policy="MlpPolicy", env="CartPole-v1", run_dir=False, seed=4,
@@ -516,6 +516,13 @@ def test_sb3_first_lines_build_the_same_model():
         pairs = zip(model.policy.parameters(), ours.policy.parameters(), strict=True)
         assert all(torch.equal(a, b) for a, b in pairs)
     assert rl_trust.PPO("MultiInputPolicy", gym.make("CartPole-v1"), run_dir=False).n_envs == 1
+    verbose = rl_trust.PPO("MlpPolicy", "CartPole-v1", verbose=1, run_dir=False, **TINY)
+    assert verbose.config == rl_trust.PPO("CartPole-v1", run_dir=False, **TINY).config
+    capsys.readouterr()
+    verbose.learn(64)  # verbose=1: progress lines, as learn(progress_bar=True)
+    assert "step 64/64 (100%)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="tensorboard_log= is stable-baselines3's: the run folder"):
+        rl_trust.PPO("MlpPolicy", "CartPole-v1", tensorboard_log="logs", run_dir=False)
     with pytest.raises(ValueError, match="MlpLstmPolicy.*MlpPolicy"):
         rl_trust.PPO("MlpLstmPolicy", "CartPole-v1", run_dir=False)
     with pytest.raises(TypeError, match="preset="):
