@@ -173,10 +173,9 @@ def evaluate(
         raise UserError(f"--max-steps {max_steps}: must be in 1..{2**31 - 1}")
     run_dir = Path(run_dir)
     cfg = config.read_run(run_dir)
+    cfg_env = cfg  # (the config with the env --env names)
     if env_spec is not None:
         check_import(env_spec, "--env", allow_import)
-    cfg_env = cfg
-    if env_spec is not None:
         cfg_env = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, env_id=env_spec))
     runs.check_trust(cfg_env, f"{run_dir}/config.yaml", allow_import)
     path, state = find_checkpoint(run_dir, which)
