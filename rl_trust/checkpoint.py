@@ -38,7 +38,7 @@ def pack(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
 
     def walk(x: Any, path: str) -> Any:
         if isinstance(x, torch.Tensor):
-            tensors[path] = x.detach().contiguous().clone()
+            tensors[path] = x.detach().to("cpu", copy=True).contiguous()  # (from any device)
             return {"__tensor__": path}
         if isinstance(x, np.ndarray):
             tensors[path] = torch.from_numpy(np.array(x, order="C"))  # (a copy; keeps 0-d shapes)

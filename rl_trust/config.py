@@ -51,6 +51,9 @@ class EnvConfig:
     # sync: one process; async: gymnasium's AsyncVectorEnv (a process per env, shared
     # memory); envpool: EnvPool's C++ threads (the extra rl-trust[envpool]; envs/pool.py)
     vectorization: Literal["sync", "async", "envpool"] = "sync"
+    # async / envpool, an even n_envs: the envs in two halves, one stepping while the policy
+    # acts on the other (double-buffered sampling; the same actions and batch as without)
+    overlap: bool = False
     normalize_obs: bool = False
     normalize_reward: bool = False
     clip_obs: float = 10.0
@@ -585,6 +588,17 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(
             "batch_size=1 cannot normalize advantages per minibatch: "
             "batch_size must be ≥ 2 (or normalize_advantage=false)"
+        )
+    if e.overlap and (e.vectorization == "sync" or e.n_envs < 2 or e.n_envs % 2):
+        raise UserError(
+            f"overlap=true steps two halves of the envs in other processes or threads: it "
+            f"needs vectorization=async or envpool and an even n_envs ≥ 2 (here "
+            f"vectorization={e.vectorization}, n_envs={e.n_envs})"
+        )
+    if e.overlap and e.normalize_obs:
+        raise UserError(
+            "overlap=true needs normalize_obs=false: both halves' observations update the "
+            "statistics that the next actions are computed from"
         )
     if a.batch_size > batch:
         raise UserError(

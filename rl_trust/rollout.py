@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from rl_trust.envs import Normalizer
+from rl_trust.errors import UserError
 from rl_trust.observations import ObsBatch, cat
 from rl_trust.policies import ActorCritic
 
@@ -51,6 +52,9 @@ def gae(
         running = deltas[t] + carry[t] * running
         adv[t] = running
     return adv, adv + values
+
+
+ALL = slice(None)  # every env of the vector env
 
 
 @dataclass
@@ -165,34 +169,22 @@ class Collector:
         self.seconds = {"env": 0.0, "policy": 0.0}  # where the rollout's time went
         self._ep_return = np.zeros(N)
         self._ep_length = np.zeros(N, np.int64)
+        self._raw_rewards = np.zeros(N)
         obs, _ = env.reset(seed=seed)
         self.current = policy.preprocess_numpy(obs, normalizer.obs)
+        if hasattr(env, "halves") and not isinstance(self.current, np.ndarray):
+            raise UserError("overlap=true takes Box observations (not Dict or Tuple)")
 
     @torch.no_grad()
     def collect(self) -> Batch:
-        policy, fam, rng, layout = self.policy, self.policy.family, self.rng, self.layout
-        sample = policy.sampler(rng)
+        policy, fam, layout = self.policy, self.policy.family, self.layout
         T, N = self.actions.shape[:2]
         truncated_finals: list[tuple[int, int, np.ndarray]] = []
-        frozen = partial(self.normalizer.obs, update=False)
-        start, in_env = time.perf_counter(), 0.0
-        for t in range(T):
-            x = self.current
-            action = sample(x)
-            layout.write(self.obs, t, x)
-            self.actions[t] = action
-            t_env = time.perf_counter()
-            obs, reward, term, trunc, info = self.env.step(fam.to_env(action))
-            in_env += time.perf_counter() - t_env
-            end = term | trunc
-            self._track_episodes(reward, end)
-            self.rewards[t] = self.normalizer.reward(reward, end)
-            self.terminated[t], self.episode_end[t] = term, end
-            self.current = policy.preprocess_numpy(obs, self.normalizer.obs)
-            for i in np.flatnonzero(trunc):  # bootstrap through the time limit: the final
-                # observation normalized by this step's statistics, as SB3's VecNormalize does
-                final = layout.one(info["final_obs"][i])
-                truncated_finals.append((t, i, policy.preprocess_numpy(final, frozen)))
+        start = time.perf_counter()
+        if hasattr(self.env, "halves"):
+            in_env = self._steps_overlapped(truncated_finals)
+        else:
+            in_env = self._steps(truncated_finals)
 
         # p = π_old on the whole batch, one torch pass
         device = policy.device
@@ -222,13 +214,89 @@ class Collector:
             dist_params=dist_params, advantages=adv, returns=ret,
         )  # fmt: skip
 
-    def _track_episodes(self, reward: np.ndarray, end: np.ndarray) -> None:
-        self._ep_return += reward
-        self._ep_length += 1
+    def _steps(self, truncated_finals: list) -> float:
+        """The rollout's T steps of every env at once; returns the seconds spent in the env."""
+        sample, in_env = self.policy.sampler(self.rng), 0.0
+        for t in range(len(self.actions)):
+            self._act(t, ALL, sample)
+            t_env = time.perf_counter()
+            result = self.env.step(self.policy.family.to_env(self.actions[t]))
+            in_env += time.perf_counter() - t_env
+            self._observe(t, ALL, result, truncated_finals)
+            self._normalize_rewards(t)
+        return in_env
+
+    def _steps_overlapped(self, truncated_finals: list) -> float:
+        """Double-buffered sampling: the envs in two halves A and B, and while one half steps
+        (in its own processes or threads) the policy acts on the other. Actions are drawn in
+        the order _steps draws them (A's then B's, step by step), each from the current
+        policy, so the batch is the one _steps would collect. Returns the seconds spent
+        waiting for the envs."""
+        (a, env_a), (b, env_b) = self.env.halves
+        to_env, sample, in_env = self.policy.family.to_env, self.policy.sampler(self.rng), 0.0
+        T = len(self.actions)
+        self._act(0, a, sample)
+        env_a.step_async(to_env(self.actions[0, a]))
+        for t in range(T):
+            self._act(t, b, sample)  # (while A steps)
+            env_b.step_async(to_env(self.actions[t, b]))
+            t_env = time.perf_counter()
+            result = env_a.step_wait()
+            in_env += time.perf_counter() - t_env
+            self._observe(t, a, result, truncated_finals)
+            if t + 1 < T:  # (while B steps)
+                self._act(t + 1, a, sample)
+                env_a.step_async(to_env(self.actions[t + 1, a]))
+            t_env = time.perf_counter()
+            result = env_b.step_wait()
+            in_env += time.perf_counter() - t_env
+            self._observe(t, b, result, truncated_finals)
+            self._normalize_rewards(t)
+        return in_env
+
+    def _act(self, t: int, envs: slice, sample) -> None:
+        """Actions of step t for `envs` from their current observations, both stored."""
+        if envs == ALL:
+            x = self.current
+            self.layout.write(self.obs, t, x)
+        else:  # (overlap: Box observations, one array)
+            x = self.current[envs]
+            self.obs[t, envs] = x
+        self.actions[t, envs] = sample(x)
+
+    def _observe(self, t: int, envs: slice, result: tuple, truncated_finals: list) -> None:
+        """Step t's outcome for `envs`: episode statistics, raw rewards, ends, and the next
+        observations; the final observation of an episode cut by a time limit, for its
+        bootstrap, normalized by this step's statistics (as SB3's VecNormalize does)."""
+        obs, reward, term, trunc, info = result
+        end = term | trunc
+        self._track_episodes(reward, end, envs)
+        self._raw_rewards[envs] = reward
+        self.terminated[t, envs], self.episode_end[t, envs] = term, end
+        x = self.policy.preprocess_numpy(obs, self.normalizer.obs)
+        if envs == ALL:
+            self.current = x
+        else:
+            self.current[envs] = x
+        frozen = partial(self.normalizer.obs, update=False)
+        first = envs.start or 0
+        for i in np.flatnonzero(trunc):
+            final = self.layout.one(info["final_obs"][i])
+            truncated_finals.append((t, first + i, self.policy.preprocess_numpy(final, frozen)))
+
+    def _normalize_rewards(self, t: int) -> None:
+        """Step t's rewards as stored, once every env's are in (the return statistics
+        see all envs at once, as in SB3's VecNormalize)."""
+        self.rewards[t] = self.normalizer.reward(self._raw_rewards, self.episode_end[t] > 0)
+
+    def _track_episodes(self, reward: np.ndarray, end: np.ndarray, envs: slice) -> None:
+        ep_return, ep_length = self._ep_return[envs], self._ep_length[envs]  # (views)
+        ep_return += reward
+        ep_length += 1
         if end.any():
             for i in np.flatnonzero(end):
-                self.episode_returns.append(float(self._ep_return[i]))
-                self.episode_lengths.append(int(self._ep_length[i]))
+                self.episode_returns.append(float(ep_return[i]))
+                self.episode_lengths.append(int(ep_length[i]))
                 self.episodes += 1
-            self._ep_return[end] = 0.0
-            self._ep_length[end] = 0
+            ep_return[end] = 0.0
+            ep_length[end] = 0

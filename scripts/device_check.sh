@@ -3,16 +3,23 @@
 # tensorboard, opencv, pandas, matplotlib and pytest, offline. It
 #   1. installs what that machine lacks from wheels brought along (scripts/device_wheels.sh
 #      gathers them into .whl/ where PyPI can be reached) and rl-trust itself (editable);
-#   2. runs the test suite there: the device tests (tests/test_devices.py, the engines'
-#      equivalence on CUDA) and the rest of the default suite, on the GPU wherever
-#      device=auto or device=cuda puts a network (pytest-xdist, when present, spreads it);
+#   2. runs the suite's device tests on CUDA: tests/test_devices.py (every preset on
+#      device=cuda through the CLI; every tensor of an update on the GPU), test_engines.py
+#      (the autograd engine on CUDA against the manual one), and the files whose tests put a
+#      network on the GPU through device=auto (custom networks, API, CLI, EnvPool); --full
+#      runs the whole default suite instead. One torch thread per test process
+#      (OMP_NUM_THREADS=1: 14 workers of 16 threads each left the first try unfinished
+#      after 8 minutes), pytest-xdist spreading the files when it is there;
 #   3. times Breakout on CUDA: rl-trust sync / async / envpool against SB3's PPO CnnPolicy
 #      with DummyVecEnv and SubprocVecEnv (scripts/device_bench.py);
 #   4. prints one table, also written to bench/device/device_check.md (and copied with the
 #      logs into $OUT when that is set, as the device tool sets it).
 # Under 8 minutes on an H200 with 16 cores.
 #
-#   bash scripts/device_check.sh [--tests-only | --bench-only] [pytest args (default: tests)]
+#   bash scripts/device_check.sh [--tests-only | --bench-only] [--full] [pytest args]
+#
+# Everything it writes goes to bench/device/ as it goes, and into $OUT (where the device
+# tool sets it) likewise, so a run cut short still returns its logs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -24,6 +31,13 @@ case "${1:-}" in
   --tests-only) mode=tests; shift ;;
   --bench-only) mode=bench; shift ;;
 esac
+tests=(tests/test_devices.py tests/test_engines.py tests/test_custom_network.py
+  tests/test_api.py tests/test_cli.py tests/test_pool.py)
+if [ "${1:-}" = --full ]; then
+  tests=(tests)
+  shift
+fi
+[ -n "${OUT:-}" ] && OUT_DIR=$OUT
 log() { echo "[$(date +%H:%M:%S)] device_check: $*" >&2; }
 
 log "installing from $WHEELS"
@@ -44,7 +58,7 @@ if ! "$PY" -m pip install --quiet --no-index --no-deps --no-build-isolation -e .
     >"$(dirname "$exe")/rl-trust"
   chmod +x "$(dirname "$exe")/rl-trust"
 fi
-export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 "$PY" - <<'EOF' | tee "$OUT_DIR/device_check.md"
 import platform, torch
 gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
@@ -57,8 +71,8 @@ if [ "$mode" != bench ]; then
   log "tests"
   xdist=()
   "$PY" -c "import xdist" 2>/dev/null && xdist=(-n "${WORKERS:-12}" --dist loadfile)
-  [ $# -eq 0 ] && set -- tests
-  "$PY" -m pytest -q -p no:cacheprovider "${xdist[@]}" "$@" 2>&1 |
+  "$PY" -m pytest -q -p no:cacheprovider -p no:benchmark "${xdist[@]}" --durations=15 \
+    "$@" "${tests[@]}" 2>&1 |
     tee "$OUT_DIR/tests.log" | tail -40
   status=${PIPESTATUS[0]}
   {
@@ -72,11 +86,9 @@ if [ "$mode" != bench ]; then
 fi
 if [ "$mode" != tests ]; then
   log "Breakout on CUDA"
-  "$PY" scripts/device_bench.py --device cuda --out "$OUT_DIR" >"$OUT_DIR/bench.txt" 2>"$OUT_DIR/bench.log"
+  "$PY" scripts/device_bench.py --device cuda --out /tmp/device_bench >"$OUT_DIR/bench.txt" \
+    2>"$OUT_DIR/bench.log"
   { echo "## speed"; echo; cat "$OUT_DIR/bench.txt"; } >>"$OUT_DIR/device_check.md"
 fi
 cat "$OUT_DIR/device_check.md"
-if [ -n "${OUT:-}" ]; then
-  cp "$OUT_DIR"/{device_check.md,tests.log,bench.log,device_bench.json} "$OUT"/ 2>/dev/null
-fi
 exit $status

@@ -107,6 +107,52 @@ def test_the_zoo_presets_give_ours_and_sb3_the_zoos_tuned_hyperparameters():
     assert config.load("ppo-clip", "Hopper-v5", {}, None, 0).agent.net_arch == (64, 64)
 
 
+# rl-baselines3-zoo's hyperparams/trpo.yml for the MuJoCo v4 envs (sb3-contrib's TRPO, its KL
+# averaged over the action dimensions), as sb3-contrib takes it; HalfCheetah's target_kl 0.04
+ZOO_TRPO = dict(n_steps=1024, batch_size=128, gamma=0.99, gae_lambda=0.95, cg_max_steps=25,
+                cg_damping=0.1, n_critic_updates=20, learning_rate=1e-3, sub_sampling_factor=1,
+                line_search_shrinking_factor=0.8, line_search_max_iter=10,
+                normalize_advantage=True)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "env_id, dims, zoo_kl", [("Hopper-v5", 3, 0.01), ("HalfCheetah-v5", 6, 0.04),
+                             ("Walker2d-v5", 6, 0.01)],
+)  # fmt: skip
+def test_trpo_zoo_gives_ours_and_sb3_contrib_the_zoos_trpo_in_each_ones_kl_units(
+    env_id, dims, zoo_kl
+):
+    import torch
+
+    cfg = config.load("trpo-zoo", env_id, {}, None, 0)
+    a, e = cfg.agent, cfg.env
+    # ours: the zoo's δ and damping times the action dimensions (our KL sums over them)
+    assert (a.target_kl, a.cg_damping) == pytest.approx((zoo_kl * dims, 0.1 * dims))
+    assert (a.n_steps, a.batch_size, a.cg_max_steps, a.n_critic_updates) == (1024, 128, 25, 20)
+    assert (a.learning_rate, a.gamma, a.gae_lambda, a.lr_schedule) == (1e-3, 0.99, 0.95, "constant")
+    assert (a.net_arch, a.activation, a.log_std_init, a.ortho_init) == ((64, 64), "tanh", 0, True)
+    assert (e.n_envs, e.normalize_obs, e.normalize_reward, cfg.run.steps) == (2, True, True, 10**6)
+    # sb3-contrib: the zoo's numbers as the zoo writes them
+    name, kwargs, env = sb3_kwargs(cfg.to_dict())
+    assert name == "TRPO"
+    assert {k: kwargs[k] for k in ZOO_TRPO} == pytest.approx(ZOO_TRPO)
+    assert kwargs["target_kl"] == pytest.approx(zoo_kl) and kwargs["seed"] == 0
+    pk = kwargs["policy_kwargs"]
+    assert pk["net_arch"] == {"pi": [64, 64], "vf": [64, 64]}
+    assert (pk["activation_fn"], pk["log_std_init"], pk["ortho_init"]) == (torch.nn.Tanh, 0, True)
+    assert env["n_envs"] == 2 and env["normalize"] == {"norm_obs": True, "norm_reward": True,
+                                                       "clip_obs": 10.0, "clip_reward": 10.0,
+                                                       "gamma": 0.99}  # fmt: skip
+    # what sb3-contrib cannot do as ours is said: the KL's direction; the units are translated
+    said = sb3_caveats(cfg.to_dict())
+    assert any(c.startswith("kl_direction=forward") for c in said)
+    assert any(f"over the {dims} action dimensions: it is given target_kl={zoo_kl:g}" in c
+               for c in said)  # fmt: skip
+    # the untuned trpo keeps its own settings
+    plain = config.load("trpo", env_id, {}, None, 0)
+    assert (plain.env.n_envs, plain.agent.n_steps, plain.agent.cg_max_steps) == (1, 2048, 15)
+
+
 def test_the_report_statistics_on_hand_counted_seeds():
     from rl_trust.benchmark.report import bootstrap_ci, iqm, prob_improvement
 

@@ -62,21 +62,31 @@ CASES = [(agent, env_for(agent)) for agent in AGENTS] + [
 @pytest.mark.parametrize(("agent", "env_id"), CASES)
 def test_an_update_keeps_every_tensor_on_the_policys_device(agent, env_id, device):
     small = {"n_steps": 64, "batch_size": 32, "n_envs": 2}
-    small.update({"n_epochs": 2} if config.load(agent, env_id, {}).agent.algo == "ppo"
-                 else {"n_critic_updates": 2})  # fmt: skip
+    small.update(
+        {"n_epochs": 2}
+        if config.load(agent, env_id, {}).agent.algo == "ppo"
+        else {"n_critic_updates": 2}
+    )
     cfg = config.load(agent, env_id, {"device": device, "engine": "autograd", **small})
     env = SyncVectorEnv([lambda: gym.make(env_id)] * 2)
     learner = agents.build(cfg.agent, env.single_observation_space, env.single_action_space, 0)
     assert {p.device.type for p in learner.policy.parameters()} == {device}
     e = cfg.env  # (normalization on where the env preset asks for it)
-    normalizer = Normalizer(learner.policy.obs_layout.norm_shape, 2, obs=e.normalize_obs,
-                            reward=e.normalize_reward, gamma=0.99, clip_obs=e.clip_obs,
-                            clip_reward=e.clip_reward)  # fmt: skip
+    normalizer = Normalizer(
+        learner.policy.obs_layout.norm_shape,
+        2,
+        obs=e.normalize_obs,
+        reward=e.normalize_reward,
+        gamma=0.99,
+        clip_obs=e.clip_obs,
+        clip_reward=e.clip_reward,
+    )
     collector = Collector(env, learner.policy, normalizer, 64, 0.99, 0.95, seed=0)
     for _ in range(2):  # the second update sees the state the first left
         batch = collector.collect()
-        placed = tensors(vars(batch)) + tensors(vars(batch.obs) if hasattr(batch.obs, "parts")
-                                                else {})  # fmt: skip
+        placed = tensors(vars(batch)) + tensors(
+            vars(batch.obs) if hasattr(batch.obs, "parts") else {}
+        )
         assert placed and all(t.device.type == device for _, t in placed), placed
         metrics = learner.update(batch)
         for key, value in metrics.items():  # numbers, or tensors (histograms) on the device
@@ -111,9 +121,26 @@ def test_device_auto_keeps_the_mlp_on_the_cpu_and_sends_other_networks_to_a_gpu(
 @pytest.mark.parametrize("agent", AGENTS)
 def test_every_preset_trains_resumes_and_evaluates_on_cuda(tmp_path, agent):
     run = tmp_path / "run"
-    res = cli("train", "--agent", agent, "--env", env_for(agent), "--steps", "512",
-              "--set", "n_steps=128", "--set", "batch_size=64", "--set", "n_envs=2",
-              "--set", "device=cuda", "--run-dir", str(run), "--no-progress")  # fmt: skip
+    res = cli(
+        "train",
+        "--agent",
+        agent,
+        "--env",
+        env_for(agent),
+        "--steps",
+        "512",
+        "--set",
+        "n_steps=128",
+        "--set",
+        "batch_size=64",
+        "--set",
+        "n_envs=2",
+        "--set",
+        "device=cuda",
+        "--run-dir",
+        str(run),
+        "--no-progress",
+    )
     assert res.returncode == 0, res.stderr
     assert yaml.safe_load((run / "config.yaml").read_text())["agent"]["device"] == "cuda"
     res = cli("resume", str(run), "--steps", "1024", "--no-progress")
@@ -128,10 +155,26 @@ def test_every_preset_trains_resumes_and_evaluates_on_cuda(tmp_path, agent):
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_pixels_train_on_cuda_in_either_precision(tmp_path, precision):
     run = tmp_path / "run"
-    res = cli("train", "--agent", "ppo-clip", "--env", "rl_trust/PixelColor-v0",
-              "--steps", "512", "--set", "n_steps=64", "--set", "n_envs=4",
-              "--set", "device=cuda", "--set", f"precision={precision}",
-              "--run-dir", str(run), "--no-progress")  # fmt: skip
+    res = cli(
+        "train",
+        "--agent",
+        "ppo-clip",
+        "--env",
+        "rl_trust/PixelColor-v0",
+        "--steps",
+        "512",
+        "--set",
+        "n_steps=64",
+        "--set",
+        "n_envs=4",
+        "--set",
+        "device=cuda",
+        "--set",
+        f"precision={precision}",
+        "--run-dir",
+        str(run),
+        "--no-progress",
+    )
     assert res.returncode == 0, res.stderr
     res = cli("resume", str(run), "--steps", "1024", "--no-progress")
     assert res.returncode == 0, res.stderr

@@ -70,10 +70,21 @@ def config_with_envpool(env_cfg):
 
 
 def test_a_gymnasium_wrapper_on_a_non_atari_env_exits_2_before_writing(tmp_path):
-    res = cli("train", "--env", "CartPole-v1", "--steps", "256", "--set", "n_steps=128",
-              "--set", "vectorization=envpool",
-              "--set", "wrappers=[{gymnasium.wrappers.TimeLimit: {max_episode_steps: 20}}]",
-              "--runs-root", str(tmp_path))  # fmt: skip
+    res = cli(
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--steps",
+        "256",
+        "--set",
+        "n_steps=128",
+        "--set",
+        "vectorization=envpool",
+        "--set",
+        "wrappers=[{gymnasium.wrappers.TimeLimit: {max_episode_steps: 20}}]",
+        "--runs-root",
+        str(tmp_path),
+    )
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "wrappers are gymnasium's" in lines[0], res.stderr
@@ -109,9 +120,22 @@ def test_episodes_reset_in_the_step_that_ends_them():
 def test_cli_trains_resumes_and_evaluates_with_envpool(tmp_path):
     pytest.importorskip("envpool")
     run = tmp_path / "run"
-    res = cli("train", "--env", "CartPole-v1", "--steps", "1024", "--set", "n_steps=128",
-              "--set", "n_envs=4", "--set", "vectorization=envpool", "--run-dir", str(run),
-              "--no-progress")  # fmt: skip
+    res = cli(
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--steps",
+        "1024",
+        "--set",
+        "n_steps=128",
+        "--set",
+        "n_envs=4",
+        "--set",
+        "vectorization=envpool",
+        "--run-dir",
+        str(run),
+        "--no-progress",
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 1024 and summary["episodes"] > 0

@@ -133,3 +133,16 @@ def test_sb3_adapter_gives_cnn_policy_and_the_same_wrappers():
     _, kwargs, env = sb3.sb3_kwargs(dict_cfg)
     assert env["policy"] == "MultiInputPolicy"
     assert kwargs["policy_kwargs"]["share_features_extractor"] is False
+
+
+def test_sb3_steps_atari_in_subprocess_workers():
+    """vectorization=async gives SB3 a SubprocVecEnv, whose workers start afresh: each
+    registers the ALE/ ids before making its env (it failed with NamespaceNotFound)."""
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    from rl_trust.benchmark import sb3
+
+    overrides = {"steps": 256, "n_envs": 2, "n_steps": 128, "vectorization": "async"}
+    cfg = config.load("ppo-clip", "ALE/Breakout-v5", overrides, None, 0).to_dict()
+    assert sb3.sb3_kwargs(cfg)[2]["vec_env"] == "subproc"
+    assert sb3.train(cfg)["steps"] == 256

@@ -296,6 +296,17 @@ def _saver(folder: Path, every: int, start: int):
     return Saver()
 
 
+def _make_env(env_id: str, **kwargs):
+    """gymnasium.make(env_id), in a SubprocVecEnv worker too: a worker started afresh
+    (forkserver) has not registered the ALE/ ids, so check_id registers them first."""
+    import gymnasium as gym
+
+    from rl_trust.envs import check_id
+
+    check_id(env_id)
+    return gym.make(env_id, **kwargs)
+
+
 def train(
     cfg: dict,
     tb_dir: Path | None = None,
@@ -331,7 +342,7 @@ def train(
 
     check_id(env_kw["env_id"])  # (registers ALE/ ids)
     venv = make_vec_env(  # (gymnasium imports a "module:Env-v0" id's module, in each process)
-        env_kw["env_id"],
+        partial(_make_env, env_kw["env_id"]),
         n_envs=env_kw["n_envs"],
         seed=env_kw["seed"],
         env_kwargs=env_kw["env_kwargs"],

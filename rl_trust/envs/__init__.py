@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import sys
 from functools import partial
 
 import gymnasium as gym
+import numpy as np
 
 from rl_trust.config import EnvConfig, wrapper_entries
 from rl_trust.envs import pool, probes
@@ -129,6 +131,9 @@ def make_vec(cfg: EnvConfig, seed: int) -> gym.vector.VectorEnv:
     """`n_envs` copies of the env, sync (ours, envs/sync.py), async (gymnasium's) or EnvPool's
     (envs/pool.py), resetting in the step that ends an episode (the final observation comes in
     info["final_obs"]), seeded seed, seed+1, ... (EnvPool: from seed)."""
+    if cfg.overlap:  # two halves, seeded as the whole would be
+        half = dataclasses.replace(cfg, n_envs=cfg.n_envs // 2, overlap=False)
+        return Halves(make_vec(half, seed), make_vec(half, seed + half.n_envs))
     if cfg.vectorization == "envpool":
         return pool.make(cfg, seed)
     check_id(cfg.env_id)
@@ -157,3 +162,50 @@ def make_vec(cfg: EnvConfig, seed: int) -> gym.vector.VectorEnv:
     env.action_space.seed(seed)
     env.observation_space.seed(seed)
     return env
+
+
+class Halves:
+    """Two vector envs as one of both their envs (the first's, then the second's), for the
+    rollout's double-buffered sampling (overlap=true): `halves` gives each with the slice of
+    the envs it holds, to step one (step_async) while the policy acts on the other; `step`
+    steps both at once. Each half is seeded where the whole would seed those envs."""
+
+    def __init__(self, first, second):
+        self.first, self.second = first, second
+        n = first.num_envs
+        self.halves = ((slice(0, n), first), (slice(n, n + second.num_envs), second))
+        self.num_envs = n + second.num_envs
+        self.single_observation_space = first.single_observation_space
+        self.single_action_space = first.single_action_space
+        self.observation_space = gym.vector.utils.batch_space(
+            first.single_observation_space, self.num_envs
+        )
+        self.action_space = gym.vector.utils.batch_space(first.single_action_space, self.num_envs)
+        self.metadata, self.spec = first.metadata, getattr(first, "spec", None)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        seeds = (None, None) if seed is None else (seed, seed + self.first.num_envs)
+        envs = (self.first, self.second)
+        parts = [env.reset(seed=s, options=options)[0] for env, s in zip(envs, seeds, strict=True)]
+        return np.concatenate(parts), {}
+
+    def step(self, actions):
+        n = self.first.num_envs
+        self.first.step_async(actions[:n])
+        self.second.step_async(actions[n:])
+        return join(self.first.step_wait(), self.second.step_wait())
+
+    def close(self) -> None:
+        self.first.close()
+        self.second.close()
+
+
+def join(a: tuple, b: tuple) -> tuple:
+    """Two halves' step results as one."""
+    joined = [np.concatenate([x, y]) for x, y in zip(a[:4], b[:4], strict=True)]
+    info = {}
+    if "final_obs" in a[4] or "final_obs" in b[4]:
+        none = [np.full(len(part[1]), None, object) for part in (a, b)]
+        finals = [part[4].get("final_obs", empty) for part, empty in zip((a, b), none, strict=True)]
+        info["final_obs"] = np.concatenate(finals)
+    return (*joined, info)

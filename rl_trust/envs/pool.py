@@ -144,7 +144,14 @@ class EnvPoolVectorEnv:
         return obs, {}
 
     def step(self, actions):
-        obs, reward, terminated, truncated, info = self.pool.step(np.asarray(actions), self._all)
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions) -> None:
+        self.pool.send(np.asarray(actions), self._all)
+
+    def step_wait(self):
+        obs, reward, terminated, truncated, info = self.pool.recv()
         order = info["env_id"]  # (EnvPool returns the envs in the order they finished)
         if not np.array_equal(order, self._all):
             back = np.argsort(order)
