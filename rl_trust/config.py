@@ -109,7 +109,7 @@ class PPOConfig(AgentConfig):
     kl_beta: float = 1.0  # β₀
     kl_band: float = 1.5  # adapt when d leaves [d_targ/band, band·d_targ]
     kl_factor: float = 2.0  # ... by this factor
-    # how the adaptive β moves (trust_region.CONTROLLERS): paper (above), rllib, pid
+    # how the adaptive β moves (kl_control.CONTROLLERS): paper (above), rllib, pid
     kl_controller: Literal["paper", "rllib", "pid"] = "paper"
     # pid's gains, chosen on seeds 100-102 (README, "KL controllers"); kd 0: not tuned
     kl_kp: float = 4.0  # pid: proportional gain on the running KL's log error

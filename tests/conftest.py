@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -35,6 +36,27 @@ def pythonpath(*folders: Path) -> dict[str, str]:
     (before what PYTHONPATH already holds)."""
     paths = [str(f) for f in folders] + [p for p in [os.environ.get("PYTHONPATH")] if p]
     return {"PYTHONPATH": os.pathsep.join(paths)}
+
+
+def train_and_resume(run: Path, *settings: str, steps: int = 1024, to: int = 2048) -> dict:
+    """`rl-trust train` CartPole into `run` with `--set` settings (n_steps 128 unless given),
+    then `rl-trust resume` it to `to` steps, each asserted to succeed; returns summary.json."""
+    sets = [arg for setting in ("n_steps=128", *settings) for arg in ("--set", setting)]
+    res = cli(
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--steps",
+        str(steps),
+        *sets,
+        "--run-dir",
+        str(run),
+        "--no-progress",
+    )
+    assert res.returncode == 0, res.stderr
+    res = cli("resume", str(run), "--steps", str(to), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    return json.loads((run / "summary.json").read_text())
 
 
 def events(run_dir: Path) -> ea.EventAccumulator:

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from rl_trust import agents, config, trust_region
+from rl_trust import agents, config, kl_control
 from rl_trust.agents import trpo as trpo_module
 from rl_trust.envs import Normalizer, make_vec
 from rl_trust.rollout import Collector
@@ -64,23 +64,23 @@ def test_adaptive_rule_on_a_constructed_sequence():
     expected = [0.5, 1.0, 1.0, 1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 2.0]
     beta, seen = 1.0, []
     for d in kls:
-        beta = trust_region.adapt_beta(beta, d, 0.01)
+        beta = kl_control.adapt_beta(beta, d, 0.01)
         seen.append(beta)
     assert seen == expected
-    assert trust_region.adapt_beta(1.0, 0.5, 0.1, band=2.0, factor=3.0) == 3.0
-    assert trust_region.adapt_beta(1.0, 0.04, 0.1, band=2.0, factor=3.0) == pytest.approx(1 / 3)
+    assert kl_control.adapt_beta(1.0, 0.5, 0.1, band=2.0, factor=3.0) == 3.0
+    assert kl_control.adapt_beta(1.0, 0.04, 0.1, band=2.0, factor=3.0) == pytest.approx(1 / 3)
 
 
 def test_beta_changes_once_per_update_never_per_minibatch(monkeypatch):
     cfg, agent, collector = setup("ppo-paper", batch_size=64, n_epochs=4, kl_beta=3.0)
     calls: list[tuple[float, float]] = []
-    rule = trust_region.adapt_beta
+    rule = kl_control.adapt_beta
 
     def spy(beta, d, *args):
         calls.append((beta, d))
         return rule(beta, d, *args)
 
-    monkeypatch.setattr(trust_region, "adapt_beta", spy)
+    monkeypatch.setattr(kl_control, "adapt_beta", spy)
     used: list[float] = []
     count_steps(agent.optimizer, used, agent)
     betas = []

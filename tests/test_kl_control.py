@@ -12,8 +12,8 @@ from conftest import cli, events, scalars
 from test_agents import setup
 from test_cli import layout_of
 
-from rl_trust import checkpoint, trust_region
-from rl_trust.trust_region import PaperRule, PIDControl, RLlibRule
+from rl_trust import checkpoint, kl_control
+from rl_trust.kl_control import PaperRule, PIDControl, RLlibRule
 
 NAN, INF = float("nan"), float("inf")
 
@@ -102,7 +102,7 @@ def test_step_fraction_on_hand_computed_kl_curves():
 
         return kl_at
 
-    step_fraction = trust_region.step_fraction
+    step_fraction = kl_control.step_fraction
     # in band: the whole step, nothing measured
     assert step_fraction(curve(lambda t: pytest.fail("measured")), 0.012, 0.01) == (1.0, 0.012)
     # quadratic: the first try, t = (d_targ / d)^(1/2), lands on d_targ
@@ -151,12 +151,12 @@ def test_kl_rescale_scales_the_policys_step_into_the_band_and_leaves_the_critic(
 
 
 def test_log_error_is_clamped_and_nan_for_a_kl_that_says_nothing():
-    assert trust_region.log_error(0.02, 0.01) == pytest.approx(math.log(2))
-    assert trust_region.log_error(1.0, 0.01) == trust_region.MAX_ERROR == 2.0
-    assert trust_region.log_error(0.0, 0.01) == -2.0
-    assert trust_region.log_error(1e-9, 0.01) == -2.0
-    assert math.isnan(trust_region.log_error(NAN, 0.01))
-    assert math.isnan(trust_region.log_error(INF, 0.01))
+    assert kl_control.log_error(0.02, 0.01) == pytest.approx(math.log(2))
+    assert kl_control.log_error(1.0, 0.01) == kl_control.MAX_ERROR == 2.0
+    assert kl_control.log_error(0.0, 0.01) == -2.0
+    assert kl_control.log_error(1e-9, 0.01) == -2.0
+    assert math.isnan(kl_control.log_error(NAN, 0.01))
+    assert math.isnan(kl_control.log_error(INF, 0.01))
 
 
 def test_a_bad_controller_name_is_one_line_and_exit_2():
@@ -171,11 +171,11 @@ def test_a_bad_controller_name_is_one_line_and_exit_2():
 
 
 def test_the_agent_builds_the_configured_controller():
-    for name, cls in trust_region.CONTROLLERS.items():
+    for name, cls in kl_control.CONTROLLERS.items():
         _, agent, _ = setup("ppo", kl_controller=name)
         assert type(agent.controller) is cls
     _, fixed, _ = setup("ppo-fixed", kl_controller="pid", kl_beta=0.5)
-    assert type(fixed.controller) is trust_region.FixedBeta and fixed.beta == 0.5
+    assert type(fixed.controller) is kl_control.FixedBeta and fixed.beta == 0.5
     _, clip, _ = setup("ppo-clip")
     assert clip.beta == 0.0
 
@@ -340,3 +340,17 @@ def test_a_benchmark_of_our_agents_only_reports_kl_control(tmp_path: Path):
     assert cells[8].startswith(f"{prob_improvement(returns['ppo-pid'], returns['ppo-clip']):.2f}")
     clip = next(x for x in report.splitlines() if x.startswith("| CartPole-v1 | ppo-clip | 0.01 |"))
     assert clip.rstrip().endswith("| – | 2 |")  # no P against itself
+
+
+def test_the_band_and_rllib_thresholds_are_numbers_not_constants():
+    band = kl_control.KLBand(0.01)
+    assert (band.low, band.high) == (pytest.approx(0.01 / 1.5), pytest.approx(0.015))
+    assert band.contains(0.01) and not band.contains(0.016) and not band.contains(0.006)
+    assert not band.contains(NAN)
+    wide = RLlibRule(1.0, 0.01, band=3.0, up=2.0, down=0.25)
+    wide.update(0.025)  # within 3× of d_targ: β stays (RLlib's own 2× would raise it)
+    assert wide.beta == 1.0
+    wide.update(0.031)
+    assert wide.beta == 2.0
+    wide.update(0.003)
+    assert wide.beta == 0.5

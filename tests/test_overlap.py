@@ -5,12 +5,10 @@ seeds, episodes and normalized rewards included."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from conftest import cli
+from conftest import train_and_resume
 
 from rl_trust import agents, config
 from rl_trust.envs import Normalizer, make_vec
@@ -94,28 +92,7 @@ def test_overlap_without_what_it_needs_is_one_error(overrides, message):
 
 
 def test_cli_trains_and_resumes_with_overlap(tmp_path):
-    run = tmp_path / "run"
-    res = cli(
-        "train",
-        "--env",
-        "CartPole-v1",
-        "--steps",
-        "1024",
-        "--set",
-        "n_steps=128",
-        "--set",
-        "n_envs=4",
-        "--set",
-        "vectorization=async",
-        "--set",
-        "overlap=true",
-        "--run-dir",
-        str(run),
-        "--no-progress",
-    )
-    assert res.returncode == 0, res.stderr
-    res = cli("resume", str(run), "--steps", "2048", "--no-progress")
-    assert res.returncode == 0, res.stderr
-    summary = json.loads((run / "summary.json").read_text())
+    settings = ("n_envs=4", "vectorization=async", "overlap=true")
+    summary = train_and_resume(tmp_path / "run", *settings)
     assert summary["steps"] == 2048 and summary["episodes"] > 0
     assert np.isfinite(summary["final"]["rollout/ep_rew_mean"])

@@ -6,11 +6,10 @@ task settings, with one line for what has no counterpart."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli
+from conftest import cli, train_and_resume
 
 from rl_trust import config
 from rl_trust.envs import pool
@@ -120,28 +119,8 @@ def test_episodes_reset_in_the_step_that_ends_them():
 def test_cli_trains_resumes_and_evaluates_with_envpool(tmp_path):
     pytest.importorskip("envpool")
     run = tmp_path / "run"
-    res = cli(
-        "train",
-        "--env",
-        "CartPole-v1",
-        "--steps",
-        "1024",
-        "--set",
-        "n_steps=128",
-        "--set",
-        "n_envs=4",
-        "--set",
-        "vectorization=envpool",
-        "--run-dir",
-        str(run),
-        "--no-progress",
-    )
-    assert res.returncode == 0, res.stderr
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["steps"] == 1024 and summary["episodes"] > 0
-    res = cli("resume", str(run), "--steps", "2048", "--no-progress")
-    assert res.returncode == 0, res.stderr
-    assert json.loads((run / "summary.json").read_text())["steps"] == 2048
+    summary = train_and_resume(run, "n_envs=4", "vectorization=envpool")
+    assert summary["steps"] == 2048 and summary["episodes"] > 0
     res = cli("eval", str(run), "--episodes", "2")  # (evaluates in gymnasium's CartPole)
     assert res.returncode == 0, res.stderr
-    assert Path(run / "eval.json").is_file()
+    assert json.loads((run / "eval.json").read_text())["episodes"] == 2

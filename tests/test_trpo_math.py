@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch.nn.utils import parameters_to_vector
 
-from rl_trust.policies import ActorCritic, MlpActorCritic
-from rl_trust.trust_region import (
+from rl_trust.natural_gradient import (
     conjugate_gradient,
     fisher_vector_product,
     line_search,
     natural_step,
 )
+from rl_trust.policies import ActorCritic, MlpActorCritic
 
 pytestmark = pytest.mark.usefixtures("float64")  # numbers compared in double (conftest)
 

@@ -7,12 +7,12 @@ Over n_epochs of minibatches, maximize
            − c₁ (V_θ(s) − R̂)² + c₂ H(π_θ)
 
 with r = π_θ(a|s) / π_old(a|s). After the update, with d the batch's mean exact KL in the
-penalty's direction, the adaptive rule moves β once (trust_region.adapt_beta; kl_controller
-picks another controller from trust_region.CONTROLLERS, which may also set β per gradient
+penalty's direction, the adaptive rule moves β once (kl_control.adapt_beta; kl_controller
+picks another controller from kl_control.CONTROLLERS, which may also set β per gradient
 step from the running KL). With target_kl, a minibatch whose estimated KL (k3) exceeds
 1.5·target_kl stops the update before its gradient step, as stable-baselines3 does.
 With kl_rescale, the policy's step θ − θ_old is then scaled to θ_old + t·(θ − θ_old), t
-from trust_region.step_fraction, so that d lands in the band d_targ/1.5 … 1.5·d_targ.
+from kl_control.step_fraction, so that d lands in the band d_targ/1.5 … 1.5·d_targ.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rl_trust import divergence, trust_region
+from rl_trust import divergence, kl_control, natural_gradient
 from rl_trust.config import PPOConfig
 from rl_trust.errors import Diverged
 from rl_trust.optim import Adam
@@ -130,7 +130,7 @@ class PPO:
 
     def rescale_step(self, batch: Batch, start: Tensor) -> tuple[Tensor, dict[str, float]]:
         """kl_rescale: the policy's part of the update's step Δ = θ − θ_start scaled by the
-        t of trust_region.step_fraction, so the batch's exact mean KL lands in the band: a
+        t of kl_control.step_fraction, so the batch's exact mean KL lands in the band: a
         backstop behind the controller, which still sees the step's own KL. A t above 1
         (a step whose KL fell below the band, lengthened up to STEP_MAX) is kept only if
         the surrogate mean(r·Â) on the batch is no lower there than at t = 1. The policy's
@@ -152,10 +152,10 @@ class PPO:
 
         def surrogate(t: float) -> float:
             args = (batch.actions, batch.log_probs, batch.advantages)
-            return trust_region.surrogate(fam, params[t], *args).item()
+            return natural_gradient.surrogate(fam, params[t], *args).item()
 
         d = self.penalty_kl(batch.dist_params, params[1.0]).mean().item()
-        t, _ = trust_region.step_fraction(kl_at, d, cfg.kl_target, cfg.kl_band, STEP_MAX)
+        t, _ = kl_control.step_fraction(kl_at, d, cfg.kl_target, cfg.kl_band, STEP_MAX)
         if t > 1.0 and surrogate(t) < surrogate(1.0):
             t = 1.0
         move_to(t)
@@ -233,13 +233,13 @@ class PPO:
         """The update's train/* tags (SB3's names) and the penalty's kl/* tags, d being the
         batch's exact mean KL in the penalty's direction."""
         cfg = self.cfg
-        low, high = cfg.kl_target / cfg.kl_band, cfg.kl_target * cfg.kl_band
+        band = kl_control.KLBand(cfg.kl_target, cfg.kl_band)
         return {
             "kl/beta": beta_used,
-            "kl/in_band": float(low <= d <= high),
+            "kl/in_band": float(band.contains(d)),
             "kl/target": cfg.kl_target,
-            "kl/target_low": low,
-            "kl/target_high": high,
+            "kl/target_low": band.low,
+            "kl/target_high": band.high,
             "kl/penalty": terms["penalty"] if beta_used > 0 else 0.0,
             "train/policy_gradient_loss": terms["pg"],
             "train/value_loss": terms["vf"],
@@ -273,8 +273,14 @@ class PPO:
         self.beta, self.grad_steps = self.controller.beta, grad_steps
 
 
-def kl_controller(cfg: PPOConfig) -> trust_region.FixedBeta:
-    """What moves β: nothing with a fixed penalty (β 0 without one), else cfg.kl_controller."""
+def kl_controller(cfg: PPOConfig) -> kl_control.FixedBeta:
+    """What moves β: nothing with a fixed penalty (β 0 without one), else cfg.kl_controller,
+    built from the config's numbers."""
     if cfg.kl_penalty != "adaptive":
-        return trust_region.FixedBeta(cfg.kl_beta if cfg.kl_penalty == "fixed" else 0.0)
-    return trust_region.CONTROLLERS[cfg.kl_controller].from_config(cfg)
+        return kl_control.FixedBeta(cfg.kl_beta if cfg.kl_penalty == "fixed" else 0.0)
+    gains = {
+        "paper": (cfg.kl_band, cfg.kl_factor),
+        "rllib": (),
+        "pid": (cfg.kl_kp, cfg.kl_ki, cfg.kl_kd),
+    }[cfg.kl_controller]
+    return kl_control.CONTROLLERS[cfg.kl_controller](cfg.kl_beta, cfg.kl_target, *gains)

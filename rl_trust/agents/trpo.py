@@ -15,13 +15,13 @@ import math
 
 import torch
 
-from rl_trust import divergence, trust_region
+from rl_trust import divergence, natural_gradient
 from rl_trust.config import TRPOConfig
 from rl_trust.errors import Diverged, UserError
+from rl_trust.natural_gradient import fisher_vector_product, line_search, natural_step
 from rl_trust.optim import Adam
 from rl_trust.policies import ActorCritic, flat_parameters, non_finite_grads
 from rl_trust.rollout import Batch
-from rl_trust.trust_region import fisher_vector_product, line_search, natural_step
 
 # trpo/reject_reason: why the policy was kept (0: a step was accepted)
 ACCEPTED, NO_IMPROVING_STEP, NOT_POSITIVE_CURVATURE, NON_FINITE_STEP = 0, 1, 2, 3
@@ -45,35 +45,48 @@ class TRPO:
         return divergence.directed_kl(self.policy.family, old, new, self.cfg.kl_direction)
 
     def update(self, batch: Batch, progress_remaining: float = 1.0) -> dict:
-        cfg, pi, fam = self.cfg, self.policy, self.policy.family
-        params = pi.policy_parameters()
-        theta_old = self.theta.detach().clone()
+        """The four steps of the module's docstring; returns the update's metrics."""
+        cfg = self.cfg
         adv = batch.advantages
         if cfg.normalize_advantage:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        old = batch.dist_params
+        g, Fv, loss_old = self.gradient_and_fisher(batch, adv)  # 1.
+        full_step, cg = natural_step(g, Fv, cfg.target_kl, cfg.cg_max_steps, cfg.cg_tol)  # 2.
+        step = self.search(batch, adv, full_step, cg["xFx"], loss_old)  # 3.
+        value_loss = self.fit_critic(batch)  # 4.
+        return self.update_metrics(batch, g, full_step, cg, step, loss_old.item(), value_loss)
 
-        def surrogate(new):  # L(θ) = E[r Â]
-            return trust_region.surrogate(fam, new, batch.actions, batch.log_probs, adv)
+    def surrogate(self, batch: Batch, adv, new):
+        """L(θ) = E[r Â] for the policy whose distribution parameters are `new`."""
+        return natural_gradient.surrogate(
+            self.policy.family, new, batch.actions, batch.log_probs, adv
+        )
 
-        # 1. gradient of the surrogate and the Fisher-vector product at θ_old
-        loss_old = surrogate(pi.dist_params(batch.obs))
+    def gradient_and_fisher(self, batch: Batch, adv):
+        """1. g = ∇L at θ_old, v ↦ (F + damping·I)·v there (the KL on every
+        sub_sampling_factor-th state), and L(θ_old)."""
+        cfg, pi = self.cfg, self.policy
+        params = pi.policy_parameters()
+        loss_old = self.surrogate(batch, adv, pi.dist_params(batch.obs))
         g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss_old, params)])
         sub = slice(None, None, cfg.sub_sampling_factor)
-        kl_at_old = self.constraint_kl(old[sub], pi.dist_params(batch.obs[sub])).mean()
-        Fv = fisher_vector_product(kl_at_old, params, cfg.cg_damping)
+        kl_at_old = self.constraint_kl(batch.dist_params[sub], pi.dist_params(batch.obs[sub]))
+        return g, fisher_vector_product(kl_at_old.mean(), params, cfg.cg_damping), loss_old
 
-        # 2. the natural step to the edge of the trust region, s = √(2δ / xᵀFx)·x, F x = g
-        full_step, cg = natural_step(g, Fv, cfg.target_kl, cfg.cg_max_steps, cfg.cg_tol)
-        xFx = cg["xFx"]
-        expected = float(g @ full_step) if xFx > 0 else 0.0  # the linear model's gain in L
+    def search(self, batch: Batch, adv, full_step, xFx: float, loss_old) -> dict:
+        """3. The backtracking line search along the full step on the exact KL and the
+        surrogate (npg: the full step, unchecked); θ ends at the step taken, or at θ_old bit
+        for bit. Returns the fraction taken (None: none), the tries, why none was taken,
+        and the surrogate's actual gain."""
+        cfg, pi = self.cfg, self.policy
+        theta_old = self.theta.detach().clone()
 
-        # 3. backtracking line search on the exact KL and the surrogate
         @torch.no_grad()
         def evaluate(fraction: float) -> tuple[float, float]:
             self.theta.copy_(theta_old + fraction * full_step)
             new = pi.dist_params(batch.obs)
-            return float(surrogate(new) - loss_old), float(self.constraint_kl(old, new).mean())
+            gain = float(self.surrogate(batch, adv, new) - loss_old)
+            return gain, float(self.constraint_kl(batch.dist_params, new).mean())
 
         fraction, tries, reason = None, 0, ACCEPTED
         if xFx <= 0 or not math.isfinite(xFx):
@@ -81,9 +94,8 @@ class TRPO:
         elif not bool(torch.isfinite(full_step).all()):
             reason = NON_FINITE_STEP
         elif cfg.line_search:
-            fraction, tries = line_search(
-                evaluate, cfg.target_kl, cfg.line_search_shrinking_factor, cfg.line_search_max_iter
-            )
+            shrink, tries_max = cfg.line_search_shrinking_factor, cfg.line_search_max_iter
+            fraction, tries = line_search(evaluate, cfg.target_kl, shrink, tries_max)
             reason = ACCEPTED if fraction is not None else NO_IMPROVING_STEP
         else:  # natural policy gradient: the full step, unchecked
             fraction = 1.0
@@ -93,14 +105,19 @@ class TRPO:
                 self.theta.copy_(theta_old)  # θ stays θ_old, bit for bit
             else:
                 actual = evaluate(fraction)[0]
-        step_norm = float(fraction * full_step.norm()) if fraction is not None else 0.0
+        return {"fraction": fraction, "tries": tries, "reason": reason, "actual": actual}
 
-        # 4. the critic, on its own parameters only
-        value_loss = self.fit_critic(batch)
-
+    def update_metrics(self, batch, g, full_step, cg, step, loss_old: float, value_loss: float):
+        """The KL statistics after the update, the trust region's decisions (trpo/*) and
+        SB3's train/* tags."""
+        cfg, fam = self.cfg, self.policy.family
+        fraction, actual, xFx = step["fraction"], step["actual"], cg["xFx"]
+        taken = fraction is not None
+        expected = float(g @ full_step) if xFx > 0 else 0.0  # the linear model's gain in L
         with torch.no_grad():
+            new = self.policy.evaluate(batch.obs)[0]
             metrics = divergence.kl_stats(
-                fam, old, pi.evaluate(batch.obs)[0], batch.actions, batch.log_probs
+                fam, batch.dist_params, new, batch.actions, batch.log_probs
             )
         metrics.update(
             {
@@ -109,17 +126,16 @@ class TRPO:
                 "kl/target_high": cfg.target_kl,
                 "trpo/cg_iters": cg["cg_iters"],
                 "trpo/cg_residual": cg["cg_residual"],
-                "trpo/linesearch_steps": tries,
-                "trpo/accepted": float(fraction is not None),
-                "trpo/reject_reason": reason,
-                "trpo/step_fraction": fraction if fraction is not None else 0.0,
-                "trpo/expected_improve": expected * (fraction if fraction is not None else 1.0),
-                "trpo/actual_improve": actual if fraction is not None else 0.0,
-                "trpo/step_norm": step_norm,
+                "trpo/linesearch_steps": step["tries"],
+                "trpo/accepted": float(taken),
+                "trpo/reject_reason": step["reason"],
+                "trpo/step_fraction": fraction if taken else 0.0,
+                "trpo/expected_improve": expected * (fraction if taken else 1.0),
+                "trpo/actual_improve": actual if taken else 0.0,
+                "trpo/step_norm": float(fraction * full_step.norm()) if taken else 0.0,
                 "trpo/xFx": xFx,
-                "train/policy_objective": loss_old.item()
-                + (actual if fraction is not None else 0.0),
-                "train/is_line_search_success": float(fraction is not None),
+                "train/policy_objective": loss_old + (actual if taken else 0.0),
+                "train/is_line_search_success": float(taken),
                 "train/value_loss": value_loss,
                 "train/entropy_loss": -metrics["kl/entropy"],
                 "train/learning_rate": cfg.learning_rate,

@@ -1,13 +1,33 @@
-"""Trust-region math shared by the agents: pure functions and the KL controllers (small
-classes whose state goes into checkpoints), each tested against a reference."""
+"""KL control: what moves PPO's penalty coefficient β so that the KL between successive
+policies holds a target, and the band it is held in. Small classes whose state goes into
+checkpoints, built from numbers (agents/ppo.py reads them from its config), each tested
+against a reference (tests/test_kl_control.py, tests/test_agents.py)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
-import torch
-from torch import Tensor
+
+@dataclass(frozen=True)
+class KLBand:
+    """The band d_targ/width … width·d_targ that a controlled KL is held in (the PPO paper's
+    1.5), as the controllers, kl_rescale, the update's tags and the benchmark report read it."""
+
+    target: float
+    width: float = 1.5
+
+    @property
+    def low(self) -> float:
+        return self.target / self.width
+
+    @property
+    def high(self) -> float:
+        return self.target * self.width
+
+    def contains(self, d: float) -> bool:
+        return self.low <= d <= self.high
 
 
 def adapt_beta(
@@ -19,11 +39,12 @@ def adapt_beta(
 
     A non-finite d leaves β as it is: it says nothing about how far the policy moved.
     """
+    held = KLBand(d_targ, band)
     if not d == d or d in (float("inf"), float("-inf")):
         return beta
-    if d < d_targ / band:
+    if d < held.low:
         return beta / factor
-    if d > d_targ * band:
+    if d > held.high:
         return beta * factor
     return beta
 
@@ -39,10 +60,6 @@ class FixedBeta:
 
     def __init__(self, beta: float):
         self.beta = beta
-
-    @classmethod
-    def from_config(cls, cfg) -> FixedBeta:
-        return cls(cfg.kl_beta)
 
     def step_beta(self, d_running: float | None = None) -> float:
         return self.beta
@@ -64,33 +81,30 @@ class PaperRule(FixedBeta):
         super().__init__(beta)
         self.d_targ, self.band, self.factor = d_targ, band, factor
 
-    @classmethod
-    def from_config(cls, cfg) -> PaperRule:
-        return cls(cfg.kl_beta, cfg.kl_target, cfg.kl_band, cfg.kl_factor)
-
     def update(self, d: float) -> dict[str, float]:
         self.beta = adapt_beta(self.beta, d, self.d_targ, self.band, self.factor)
         return {"kl/ctl_error": log_error(d, self.d_targ)}
 
 
 class RLlibRule(PaperRule):
-    """`kl_controller=rllib`: RLlib's PPO rule, once per update:
+    """`kl_controller=rllib`: RLlib's PPO rule, once per update, with its numbers as the
+    defaults (band 2, up 1.5, down 0.5):
 
-    d > 2·d_targ  →  β ← 1.5β        d < d_targ / 2  →  β ← β / 2
+    d > band·d_targ  →  β ← up·β        d < d_targ / band  →  β ← down·β
     """
 
-    def __init__(self, beta: float, d_targ: float):
-        super().__init__(beta, d_targ)
-
-    @classmethod
-    def from_config(cls, cfg) -> RLlibRule:
-        return cls(cfg.kl_beta, cfg.kl_target)
+    def __init__(
+        self, beta: float, d_targ: float, band: float = 2.0, up: float = 1.5, down: float = 0.5
+    ):
+        super().__init__(beta, d_targ, band)
+        self.up, self.down = up, down
 
     def update(self, d: float) -> dict[str, float]:
-        if d > 2.0 * self.d_targ:  # NaN fails both tests and keeps β
-            self.beta *= 1.5
-        elif d < 0.5 * self.d_targ:
-            self.beta *= 0.5
+        held = KLBand(self.d_targ, self.band)
+        if d > held.high:  # NaN fails both tests and keeps β
+            self.beta *= self.up
+        elif d < held.low:
+            self.beta *= self.down
         return {"kl/ctl_error": log_error(d, self.d_targ)}
 
 
@@ -132,10 +146,6 @@ class PIDControl(FixedBeta):
         self.integral, self.derivative, self.error = math.log(beta), 0.0, 0.0
         self._p_terms: list[float] = []  # this update's proportional terms, for update's tags
 
-    @classmethod
-    def from_config(cls, cfg) -> PIDControl:
-        return cls(cfg.kl_beta, cfg.kl_target, cfg.kl_kp, cfg.kl_ki, cfg.kl_kd)
-
     @property
     def beta(self) -> float:
         return math.exp(self.integral + self.derivative)
@@ -172,10 +182,19 @@ class PIDControl(FixedBeta):
         self.error = finite(state, "error")
 
 
-def surrogate(family, params: Tensor, actions: Tensor, log_probs: Tensor, adv: Tensor) -> Tensor:
-    """The importance-weighted surrogate L = E[r Â], r = π(a|s) / π_old(a|s), for the policy
-    whose distribution parameters are `params` (TRPO's objective; kl_rescale's check)."""
-    return (torch.exp(family.log_prob(params, actions) - log_probs) * adv).mean()
+def finite(state: dict, key: str, low: float = -math.inf) -> float:
+    """A controller's saved number, or a ValueError (a checkpoint that does not fit)."""
+    x = state[key]
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) or x < low:
+        raise ValueError(f"controller {key} {x!r} is not a finite number ≥ {low}")
+    return float(x)
+
+
+CONTROLLERS: dict[str, type[FixedBeta]] = {
+    "paper": PaperRule,  # (β₀, d_targ, band, factor)
+    "rllib": RLlibRule,  # (β₀, d_targ)
+    "pid": PIDControl,  # (β₀, d_targ, kp, ki, kd)
+}  # kl_controller=NAME, for kl_penalty=adaptive
 
 
 def step_fraction(
@@ -197,8 +216,9 @@ def step_fraction(
     exists). A non-finite d gives (1, d); a try whose KL is not a positive finite number ends
     the search (and is never returned).
     """
-    low, high = d_targ / band, d_targ * band
-    if not math.isfinite(d) or low <= d <= high or d <= 0:
+    held = KLBand(d_targ, band)
+    high = held.high
+    if not math.isfinite(d) or held.contains(d) or d <= 0:
         return 1.0, d
     points = [(1.0, d)]
     k = 2.0
@@ -209,7 +229,7 @@ def step_fraction(
             break  # (at t_max, still below)
         kl = kl_at(t)
         points.append((t, kl))
-        if low <= kl <= high:
+        if held.contains(kl):
             return t, kl
         if not (kl > 0 and math.isfinite(kl)):
             break  # (nothing to aim from)
@@ -218,94 +238,3 @@ def step_fraction(
     safe = [(t, kl) for t, kl in tried if kl <= high]
     pool = safe or tried or [(1.0, d)]
     return min(pool, key=lambda p: abs(math.log(max(p[1], 1e-12) / d_targ)))
-
-
-def finite(state: dict, key: str, low: float = -math.inf) -> float:
-    """A controller's saved number, or a ValueError (a checkpoint that does not fit)."""
-    x = state[key]
-    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) or x < low:
-        raise ValueError(f"controller {key} {x!r} is not a finite number ≥ {low}")
-    return float(x)
-
-
-CONTROLLERS: dict[str, type[FixedBeta]] = {
-    "paper": PaperRule,
-    "rllib": RLlibRule,
-    "pid": PIDControl,
-}  # kl_controller=NAME, for kl_penalty=adaptive
-
-
-def conjugate_gradient(
-    Avp: Callable[[Tensor], Tensor], b: Tensor, max_iters: int, tol: float = 1e-10
-) -> tuple[Tensor, int, float]:
-    """Solve A x = b for symmetric positive-definite A, given only products A·v.
-
-    Stops after `max_iters` iterations or once the squared residual ‖b − A x‖² < tol.
-    Returns x, the iterations done and the final residual norm ‖b − A x‖.
-    """
-    x = torch.zeros_like(b)
-    r, p = b.clone(), b.clone()
-    rr = r @ r
-    iters = 0
-    while iters < max_iters and rr >= tol:
-        Ap = Avp(p)
-        alpha = rr / (p @ Ap)
-        x += alpha * p
-        r -= alpha * Ap
-        rr_new = r @ r
-        p = r + (rr_new / rr) * p
-        rr = rr_new
-        iters += 1
-    return x, iters, float(rr.sqrt())
-
-
-def fisher_vector_product(
-    mean_kl: Tensor, params: list[Tensor], damping: float
-) -> Callable[[Tensor], Tensor]:
-    """v ↦ (F + damping·I) v, with F the Hessian of the mean KL(π_old‖π_θ) at θ = θ_old.
-
-    At θ_old the KL and its gradient vanish and its Hessian is the Fisher information of the
-    policy, so F v = ∇_θ (∇_θ KL · v). The first gradient is taken once, with its graph, and
-    every product differentiates it again.
-    """
-    grads = torch.autograd.grad(mean_kl, params, create_graph=True)
-    flat = torch.cat([g.reshape(-1) for g in grads])
-
-    def product(v: Tensor) -> Tensor:
-        hv = torch.autograd.grad(flat @ v, params, retain_graph=True)
-        return torch.cat([h.reshape(-1) for h in hv]) + damping * v
-
-    return product
-
-
-def natural_step(
-    g: Tensor, Fvp: Callable[[Tensor], Tensor], delta: float, max_iters: int, tol: float
-) -> tuple[Tensor, dict[str, float]]:
-    """The step to the edge of the trust region along the natural gradient:
-
-        x ≈ F⁻¹ g (conjugate gradient),   s = √(2δ / xᵀF x) · x,
-
-    so that the quadratic model of the KL, ½ sᵀF s, equals δ. Returns s (NaN where
-    xᵀF x ≤ 0, which no line search accepts) and the CG and curvature diagnostics.
-    """
-    x, iters, residual = conjugate_gradient(Fvp, g, max_iters, tol)
-    xFx = float(x @ Fvp(x))
-    scale = math.sqrt(2 * delta / xFx) if xFx > 0 else float("nan")
-    return scale * x, {"cg_iters": iters, "cg_residual": residual, "xFx": xFx}
-
-
-def line_search(
-    evaluate: Callable[[float], tuple[float, float]],
-    max_kl: float,
-    shrink: float,
-    max_iter: int,
-) -> tuple[float | None, int]:
-    """Backtrack along the full step: try fractions 1, shrink, shrink², ... and accept the
-    first whose (surrogate improvement, mean KL) = evaluate(fraction) improves the surrogate
-    and keeps the KL within max_kl. Returns (fraction or None if none qualified, tries)."""
-    for i in range(max_iter):
-        fraction = shrink**i
-        improvement, kl = evaluate(fraction)
-        if kl <= max_kl and improvement > 0:  # NaN fails both, so it is never accepted
-            return fraction, i + 1
-    return None, max_iter
