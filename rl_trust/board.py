@@ -7,6 +7,7 @@ without runs and a busy port before starting it, and stops it on Ctrl-C or SIGTE
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import shutil
 import signal
@@ -21,12 +22,22 @@ from rl_trust.errors import UserError
 
 
 def port_in_use(host: str, port: int) -> bool:
+    return port_problem(host, port) is not None
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why TensorBoard could not listen on host:port (in use, or a host this machine cannot
+    listen on), or None."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind((host, port))
-        except OSError:
-            return True
-    return False
+        except socket.gaierror as e:
+            return f"--host {host} does not resolve to an address of this machine ({e.strerror})"
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is in use: choose another with --port"
+            return f"cannot listen on {host}:{port} ({e.strerror or e}): check --host and --port"
+    return None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -60,8 +71,9 @@ def serve(runs_root: Path, host: str, port: int) -> int:
         raise UserError(f"{root} holds no runs (no TensorBoard event files): train first")
     if not 1 <= port <= 65535:
         raise UserError(f"--port {port}: must be in 1..65535")
-    if port_in_use(host, port):
-        raise UserError(f"port {port} on {host} is in use: choose another with --port")
+    problem = port_problem(host, port)
+    if problem is not None:
+        raise UserError(problem)
     cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(root),
            "--host", host, "--port", str(port), "--reload_interval", "5"]  # fmt: skip
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)

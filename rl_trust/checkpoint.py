@@ -257,16 +257,19 @@ def load(path: Path, expect_step: int | None = None) -> dict:
     return state
 
 
-def newest(run_dir: Path, which: int | None = None) -> tuple[Path, dict]:
+def newest(run_dir: Path, which: int | None = None, use_instead=None) -> tuple[Path, dict]:
     """The newest checkpoint (or the one at step `which`) that reads back verified. One that a
     concurrent writer rotates away mid-read is skipped for the next; one that fails its check
-    is refused, naming the previous one to use instead."""
-    found = list_checkpoints(run_dir)
+    is refused, naming the newest earlier one that verifies (`use_instead(step)` words the
+    hint: the CLI's `use --checkpoint N`)."""
+    use_instead = use_instead or (lambda step: f"use --checkpoint {step}")
+    kept = list_checkpoints(run_dir)
+    found = kept
     if which is not None:
-        found = [p for p in found if step_of(p) == which]
+        found = [p for p in kept if step_of(p) == which]
         if not found:
-            kept = ", ".join(str(step_of(p)) for p in list_checkpoints(run_dir)) or "none"
-            raise UserError(f"{run_dir} has no checkpoint at step {which} (kept: {kept})")
+            names = ", ".join(str(step_of(p)) for p in kept) or "none"
+            raise UserError(f"{run_dir} has no checkpoint at step {which} (kept: {names})")
     if not found:
         raise UserError(f"{run_dir} has no complete checkpoint")
     for i in range(len(found) - 1, -1, -1):
@@ -275,19 +278,124 @@ def newest(run_dir: Path, which: int | None = None) -> tuple[Path, dict]:
         except FileNotFoundError:
             continue  # rotated away while we read it: the next one is newer than it was
         except Corrupt as e:
-            before = [step_of(p) for p in found[:i] if p.exists()]
-            hint = (f"; the previous one is step {before[-1]}: use --checkpoint {before[-1]}"
-                    if before else "; no earlier checkpoint is kept")  # fmt: skip
-            raise Corrupt(f"{e}{hint}") from None
+            raise Corrupt(f"{e}{_earlier_hint(kept, step_of(found[i]), use_instead)}") from None
     raise UserError(f"{run_dir}: every checkpoint was removed while reading it; try again")
+
+
+def _earlier_hint(kept: list[Path], step: int, use_instead) -> str:
+    """Where to go instead of the corrupt checkpoint at `step`: the newest earlier one that
+    verifies."""
+    earlier = [p for p in kept if step_of(p) < step]
+    bad = []
+    for p in reversed(earlier):
+        try:
+            load(p)
+        except (Corrupt, FileNotFoundError):
+            bad.append(str(step_of(p)))
+            continue
+        also = f" (step {', '.join(bad)} fails its check too)" if bad else ""
+        return f"; the newest earlier one that verifies is step {step_of(p)}{also}: " + (
+            use_instead(step_of(p))
+        )
+    if earlier:
+        return f"; the earlier ones (step {', '.join(bad)}) fail their checks too"
+    return "; no earlier checkpoint is kept"
 
 
 def check_spaces(state: dict, spaces: dict[str, str], env_id: str) -> None:
     """A UserError unless the checkpoint was saved for these observation and action spaces."""
     saved = state["spaces"]
-    if saved != spaces:
+    if any(saved[k] != spaces[k] for k in ("observation", "action")):
         raise UserError(
             f"was saved for observation space {saved['observation']} and "
             f"action space {saved['action']}; {env_id} has "
             f"{spaces['observation']} and {spaces['action']}"
         )
+
+
+# The spaces themselves, beside their names, so that a saved model predicts without its env:
+# JSON (no pickle); a Box's bounds as one number when uniform, ±inf as strings.
+
+
+def _numbers(a: np.ndarray) -> Any:
+    def one(x):
+        x = x.item()
+        return x if isinstance(x, int) or math.isfinite(x) else str(x)
+
+    flat = a.reshape(-1)
+    if flat.size and (flat == flat[0]).all():
+        return one(flat[0])
+    return [one(x) for x in flat]
+
+
+def _array(data: Any, shape: tuple, dtype) -> np.ndarray:
+    values = np.array(data, dtype=np.float64)  # ("inf" / "-inf" parse as floats)
+    values = np.broadcast_to(values, shape) if values.ndim == 0 else values.reshape(shape)
+    return values.astype(dtype)
+
+
+def describe_space(space) -> dict | None:
+    """A JSON description of a gymnasium space that `build_space` turns back into an equal
+    one; None for a kind of space rl-trust does not train on."""
+    from gymnasium import spaces as s
+
+    if isinstance(space, s.Box):
+        return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
+                "low": _numbers(space.low), "high": _numbers(space.high)}  # fmt: skip
+    if isinstance(space, s.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, s.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist(),
+                "start": space.start.tolist(), "dtype": str(space.dtype)}  # fmt: skip
+    if isinstance(space, s.MultiBinary):
+        return {"type": "MultiBinary", "n": [int(n) for n in space.shape]}
+    if isinstance(space, s.Dict | s.Tuple):
+        parts = space.spaces.items() if isinstance(space, s.Dict) else enumerate(space.spaces)
+        described = [[k, describe_space(v)] for k, v in parts]
+        if any(d is None for _, d in described):
+            return None
+        if isinstance(space, s.Tuple):
+            return {"type": "Tuple", "spaces": [d for _, d in described]}
+        return {"type": "Dict", "spaces": described}
+    return None
+
+
+def build_space(d: Any):
+    """The space `describe_space` described; a UserError for anything else."""
+    from gymnasium import spaces as s
+
+    try:
+        kind = d["type"]
+        if kind == "Box":
+            shape, dtype = tuple(d["shape"]), np.dtype(d["dtype"])
+            return s.Box(_array(d["low"], shape, dtype), _array(d["high"], shape, dtype),
+                         shape, dtype)  # fmt: skip
+        if kind == "Discrete":
+            return s.Discrete(int(d["n"]), start=int(d["start"]))
+        if kind == "MultiDiscrete":
+            return s.MultiDiscrete(d["nvec"], dtype=np.dtype(d["dtype"]), start=d["start"])
+        if kind == "MultiBinary":
+            n = d["n"]
+            return s.MultiBinary(n[0] if len(n) == 1 else n)
+        if kind == "Tuple":
+            return s.Tuple([build_space(x) for x in d["spaces"]])
+        if kind == "Dict":
+            return s.Dict({k: build_space(v) for k, v in d["spaces"]})
+    except UserError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise UserError(f"a saved space cannot be rebuilt: {e.__class__.__name__}: {e}") from None
+    raise UserError(f"a saved space of type {kind!r} cannot be rebuilt")
+
+
+def saved_spaces(state: dict):
+    """The observation and action spaces a checkpoint was saved for, rebuilt, or None when
+    it predates their description (or they do not rebuild to the recorded ones)."""
+    saved = state["spaces"]
+    try:
+        obs, act = (build_space(saved[k]) for k in ("observation_space", "action_space"))
+    except (KeyError, UserError):
+        return None
+    if (str(obs), str(act)) != (saved["observation"], saved["action"]):
+        return None
+    return obs, act

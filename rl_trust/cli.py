@@ -19,7 +19,7 @@ from rl_trust.errors import Diverged, UserError
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, status 2, no usage dump
-        self.exit(2, f"rl-trust: error: {message} (see rl-trust {self.prog.split()[-1]} --help)\n")
+        self.exit(2, f"rl-trust: error: {message} (see {self.prog} --help)\n")
 
 
 def _steps(text: str) -> int:
@@ -104,6 +104,11 @@ def build_parser() -> Parser:
     p.add_argument("--max-steps", type=int, metavar="N",
                    help="cap an episode of an env without a time limit at N steps, with a warning "
                    "(default: the run's eval_max_steps, 10000)")  # fmt: skip
+    p.add_argument("--env", metavar="ID|module:Class",
+                   help="the env to evaluate on instead of the run's (its spaces must match): a "
+                   "registered id, or an Env class or zero-argument factory of a module "
+                   "(with --allow-import): for a run trained on an env built in Python",
+                   )  # fmt: skip
     p.add_argument("--allow-import", action="store_true", help=_ALLOW_IMPORT)
 
     p = sub.add_parser("benchmark", help="rl-trust against SB3 over agents × envs × seeds")
@@ -169,52 +174,48 @@ def cmd_train(args) -> int:
     from rl_trust import train
 
     cfg = _load(args)
-    run_dir = train.prepare(cfg, args.run_dir, args.runs_root)
+    folder = train.prepare(cfg, args.run_dir, args.runs_root)
     try:
-        return _train(cfg, run_dir, progress=not args.no_progress)
+        return _train(cfg, folder, progress=not args.no_progress)
     except KeyboardInterrupt:  # before training took over the signals: nothing to keep
-        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(folder.path, ignore_errors=True)
         raise
 
 
 def cmd_resume(args) -> int:
-    from rl_trust import networks, train
-    from rl_trust.envs import check_import, check_wrappers_import
+    from rl_trust import train
+    from rl_trust.runs import RunFolder
 
-    cfg = train.load_run_config(args.run_dir, args.steps)
-    check_import(cfg.env.env_id, f"{args.run_dir}/config.yaml", args.allow_import)
-    check_wrappers_import(cfg.env.wrappers, f"{args.run_dir}/config.yaml", args.allow_import)
-    networks.check_import(cfg.agent.policy, f"{args.run_dir}/config.yaml", args.allow_import)
-    return _train(cfg, args.run_dir, progress=not args.no_progress, resume_from=args.checkpoint,
+    folder = RunFolder.open(args.run_dir)
+    cfg = train.load_run_config(folder.path, args.steps)
+    folder.check_trust(cfg, args.allow_import)
+    return _train(cfg, folder, progress=not args.no_progress, resume_from=args.checkpoint,
                   resume=True)  # fmt: skip
 
 
-def _train(cfg, run_dir: Path, progress: bool, resume: bool = False, resume_from=None) -> int:
+def _train(cfg, folder, progress: bool, resume: bool = False, resume_from=None) -> int:
     from rl_trust import train
 
     try:
-        summary = train.run(cfg, run_dir, resume=resume, progress=progress, from_step=resume_from)
+        summary = train.run(cfg, folder, resume=resume, progress=progress, from_step=resume_from)
     except train.Interrupted as e:
         if not resume and e.step == 0:  # before the first update: the folder holds nothing
-            shutil.rmtree(run_dir, ignore_errors=True)
-            print(f"rl-trust: interrupted before the first update; removed {run_dir}",
+            shutil.rmtree(folder.path, ignore_errors=True)
+            print(f"rl-trust: interrupted before the first update; removed {folder.path}",
                   file=sys.stderr)  # fmt: skip
             return e.code
         print(
             f"rl-trust: interrupted at step {e.step}; checkpoint saved. Resume with: "
-            f"rl-trust resume {e.run_dir}",
+            f"{folder.resume_hint(cfg)}",
             file=sys.stderr,
         )
-        print(e.run_dir)
+        print(folder.path)
         return e.code
-    final = summary["final"]
-    ret = final.get("rollout/ep_rew_mean", float("nan"))
-    print(
-        f"done: {summary['steps']} steps, {summary['fps']:.0f} steps/s, "
-        f"mean episode return {ret:.1f}",
-        file=sys.stderr,
-    )
-    print(run_dir)
+    ret = summary["final"].get("rollout/ep_rew_mean")
+    returns = "no episode finished yet" if ret is None else f"mean episode return {ret:.1f}"
+    print(f"done: {summary['steps']} steps, {summary['fps']:.0f} steps/s, {returns}",
+          file=sys.stderr)  # fmt: skip
+    print(folder.path)
     return 0
 
 
@@ -222,7 +223,7 @@ def cmd_eval(args) -> int:
     from rl_trust.evaluate import evaluate
 
     r = evaluate(args.run_dir, args.checkpoint, args.episodes, args.deterministic, args.video,
-                 args.seed, args.allow_import, args.max_steps)  # fmt: skip
+                 args.seed, args.allow_import, args.max_steps, args.env)  # fmt: skip
     print(
         f"{r['checkpoint']} ({'deterministic' if r['deterministic'] else 'sampled'} actions, "
         f"{r['episodes']} episodes): return {r['mean_return']:.1f} ± {r['std_return']:.1f}, "

@@ -473,11 +473,13 @@ def load(
     seed: int | None = None,
     env_preset: str | Path | None = None,
     use_env_preset: bool = True,
+    where: str = "--set",
 ) -> RunConfig:
     """Resolve agent preset ← env preset ← overrides into one validated RunConfig. `agent`
     names a preset or is a path to a user's agent preset file (*.yaml); `env_preset` is a
     path to a user's env preset file, used instead of the env's own preset;
-    `use_env_preset=False` applies none."""
+    `use_env_preset=False` applies none; `where` is how messages name the overrides (the
+    Python API's are keyword arguments)."""
     agents = presets("agents")
     if str(agent).endswith(YAML_SUFFIXES):
         path = _preset_file(agent, "--agent")
@@ -526,12 +528,12 @@ def load(
     for key, given in (("env_id", env), ("algo", algo)):
         if key in cli and cli[key] != given:
             flag = "--env" if key == "env_id" else f"the agent {agent!r}, whose algo is"
-            raise UserError(f"--set {key}={cli[key]} contradicts {flag} {given}: drop the --set")
+            raise UserError(f"{where} {key}={cli[key]} contradicts {flag} {given}: drop the {key}")
     if steps is not None:
         cli["steps"] = steps
     if seed is not None:
         cli["seed"] = seed
-    layers.append(("--set", cli))
+    layers.append((where, cli))
 
     merged: dict[str, Any] = {}
     for where, layer in layers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,8 +15,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rl_trust import agents, checkpoint, config, networks
-from rl_trust.envs import Normalizer, check_import, check_wrappers_import, make_env
+from rl_trust import agents, checkpoint, config, runs
+from rl_trust.envs import Normalizer, apply_wrappers, check_id, check_import, make_env
 from rl_trust.errors import UserError, one_line
 from rl_trust.policies import ActorCritic
 
@@ -96,6 +97,42 @@ def run_episodes(
     return returns, lengths
 
 
+def _make_eval_env(cfg: config.RunConfig, run_dir: Path, render_mode: str | None) -> gym.Env:
+    """The run's env (or the one --env names): a registered id, or a `module:Name` whose
+    Name is a registered id, an Env class or a zero-argument factory."""
+    env_id = cfg.env.env_id
+    module, sep, name = env_id.rpartition(":")
+    if sep:
+        import importlib
+
+        try:
+            factory = getattr(importlib.import_module(module), name, None)
+        except Exception as e:  # ImportError, or whatever the module's code raised
+            raise UserError(f"env {env_id!r}: cannot import module {module!r} "
+                            f"({one_line(e)})") from None  # fmt: skip
+    if sep and name not in gym.registry:  # (the module may have registered it)
+        if not callable(factory):
+            raise UserError(f"env {env_id!r}: module {module!r} has no registered id, Env class "
+                            f"or factory {name!r}")  # fmt: skip
+        try:
+            env = factory(render_mode=render_mode) if render_mode else factory()
+        except Exception as e:  # the user's code
+            raise UserError(f"env {env_id!r}: {name}() raised {one_line(e)}") from None
+        if not isinstance(env, gym.Env):
+            raise UserError(f"env {env_id!r}: {name}() gave {type(env).__name__}, not a "
+                            "gymnasium.Env")  # fmt: skip
+        return apply_wrappers(env, cfg.env.wrappers)
+    if not sep and env_id not in gym.registry:
+        try:
+            check_id(env_id)
+        except UserError as e:
+            raise UserError(
+                f"{run_dir} was trained on env {env_id!r}, which rl-trust cannot make ({e}): "
+                f"{runs.CLI.env}"
+            ) from None
+    return make_env(cfg.env, render_mode=render_mode)
+
+
 def follow_camera(env: gym.Env) -> None:
     """Film a MuJoCo robot through its model's "track" camera, which follows it.
 
@@ -122,8 +159,11 @@ def evaluate(
     seed: int | None = None,
     allow_import: bool = False,
     max_steps: int | None = None,
+    env_spec: str | None = None,
 ) -> dict:
-    """Run `episodes` episodes of the checkpoint's policy; returns (and writes) eval.json."""
+    """Run `episodes` episodes of the checkpoint's policy; returns (and writes) eval.json.
+    `env_spec` (--env) evaluates on another env than the run's: a registered id, or
+    `module:Class` (an Env class or a zero-argument factory)."""
 
     if not 1 <= episodes <= 1_000_000:
         raise UserError(f"--episodes {episodes}: must be in 1..1000000")
@@ -133,18 +173,20 @@ def evaluate(
         raise UserError(f"--max-steps {max_steps}: must be in 1..{2**31 - 1}")
     run_dir = Path(run_dir)
     cfg = config.read_run(run_dir)
-    check_import(cfg.env.env_id, f"{run_dir}/config.yaml", allow_import)
-    check_wrappers_import(cfg.env.wrappers, f"{run_dir}/config.yaml", allow_import)
-    networks.check_import(cfg.agent.policy, f"{run_dir}/config.yaml", allow_import)
+    cfg_env = cfg  # (the config with the env --env names)
+    if env_spec is not None:
+        check_import(env_spec, "--env", allow_import)
+        cfg_env = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, env_id=env_spec))
+    runs.check_trust(cfg_env, f"{run_dir}/config.yaml", allow_import)
     path, state = find_checkpoint(run_dir, which)
     seed = cfg.run.seed + 10_000 if seed is None else seed  # episodes training never saw
 
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering: MuJoCo
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # and pygame (classic control)
-    env = make_env(cfg.env, render_mode="rgb_array" if video else None)
+    env = _make_eval_env(cfg_env, run_dir, render_mode="rgb_array" if video else None)
     spaces = {"observation": str(env.observation_space), "action": str(env.action_space)}
     try:
-        checkpoint.check_spaces(state, spaces, cfg.env.env_id)
+        checkpoint.check_spaces(state, spaces, cfg_env.env.env_id)
     except UserError as e:
         raise UserError(f"checkpoint {path} {e}") from None
     videos = run_dir / "videos" / f"{path.name}-{'mode' if deterministic else 'sample'}"

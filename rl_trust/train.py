@@ -4,33 +4,28 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import dataclasses
-import fcntl
 import json
 import math
-import os
 import platform
 import random
-import shutil
 import signal
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from rl_trust import __version__, agents, checkpoint, config
+from rl_trust import __version__, agents, checkpoint, config, runs
 from rl_trust.config import RunConfig
 from rl_trust.envs import Normalizer, make_env, make_vec, pool
 from rl_trust.errors import Diverged, UserError, one_line
 from rl_trust.evaluate import run_episodes
 from rl_trust.logging import RunWriter
-from rl_trust.observations import ObsBatch, layout_for
-from rl_trust.policies import family_for
+from rl_trust.observations import ObsBatch
 from rl_trust.rollout import Collector
+from rl_trust.runs import RunFolder
 
 
 class Interrupted(Exception):
@@ -41,124 +36,27 @@ class Interrupted(Exception):
         self.code, self.run_dir, self.step = code, run_dir, step
 
 
-def new_run_dir(cfg: RunConfig, runs_root: Path) -> Path:
-    """runs/<agent>-<env>-s<seed>-<time>/, never an existing folder."""
-    env = cfg.env.env_id.replace("/", "_").replace(":", "_")
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(runs_root) / f"{cfg.agent_name}-{env}-s{cfg.run.seed}-{stamp}"
-    path, n = base, 1
-    while path.exists():
-        path, n = Path(f"{base}-{n}"), n + 1
-    return path
-
-
-def claim_run_dir(path: Path) -> Path:
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"run folder {path} exists and is not a folder: choose another --run-dir")
-    if path.exists() and any(path.iterdir()):
-        raise UserError(
-            f"run folder {path} already exists and is not empty: choose another --run-dir"
-        )
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"cannot create the run folder {path}: {e.strerror or e}") from None
-    return path
-
-
-class RunLock:
-    """One writer per run folder: an exclusive flock on RUN/.lock, held while training."""
-
-    def __init__(self, run_dir: Path):
-        path = Path(run_dir) / ".lock"
-        try:
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        except OSError as e:
-            raise UserError(f"cannot open the lock file {path}: {e.strerror or e}") from None
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(self.fd)
-            raise UserError(f"run {run_dir} is in use by pid {pid}: wait for it to end") from None
-        try:
-            os.ftruncate(self.fd, 0)
-            os.pwrite(self.fd, str(os.getpid()).encode(), 0)
-        except OSError:
-            pass  # a full disk: the lock holds all the same, only the pid is not shown
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing drops the flock
-            self.fd = None
-
-
-def prepare(cfg: RunConfig, run_dir: Path | None, runs_root: Path) -> Path:
-    """Check that the env exists and its spaces are supported, then claim the run folder
-    and write the resolved config.yaml into it. Nothing is created when a check fails."""
+def prepare(cfg: RunConfig, run_dir: Path | None, runs_root: Path) -> RunFolder:
+    """Check that the env exists, its spaces are supported and its first observation fits
+    its space, then claim the run folder (never an existing one) and write the resolved
+    config.yaml into it. Nothing is created when a check fails."""
+    if run_dir is not None:
+        runs.check_new(run_dir)
     if cfg.env.vectorization == "envpool":
         pool.check(cfg.env)
-    probe = make_env(cfg.env)
+    env = make_env(cfg.env)
     try:
-        layout = layout_for(probe.observation_space)
-        family_for(probe.action_space)
-        # what can still fail: a network of your own, the device, an encoder (image size)
-        if cfg.agent.policy is not None or cfg.agent.device == "cuda" or not layout.is_vector:
-            agents.build(cfg.agent, probe.observation_space, probe.action_space, cfg.run.seed)
+        runs.probe(env, cfg, repr(cfg.env.env_id))
     finally:
-        probe.close()
-    if run_dir is None and Path(runs_root).exists() and not Path(runs_root).is_dir():
-        raise UserError(f"--runs-root {runs_root} is not a folder")
-    run_dir = claim_run_dir(run_dir or new_run_dir(cfg, runs_root))
-    try:
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    except OSError as e:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise UserError(f"cannot write {run_dir}/config.yaml: {e.strerror or e}") from None
-    return run_dir
+        env.close()
+    return RunFolder.create(cfg, run_dir, runs_root)
 
 
 def load_run_config(run_dir: Path, steps: int | None = None) -> RunConfig:
     """The config of an existing run, with a new step total for `resume` (written to its
     config.yaml by `run`, once the checkpoint it resumes from has been verified)."""
     cfg = config.read_run(run_dir)
-    if steps is not None and steps != cfg.run.steps:
-        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, steps=steps))
-    return cfg
-
-
-def _resume_from(run_dir: Path, cfg: RunConfig, which: int | None) -> tuple[Path, dict]:
-    """The verified state to resume from (the newest checkpoint, or the one at `which`)."""
-    path, state = checkpoint.newest(run_dir, which)
-    done, total = int(state["step"]), cfg.run.steps
-    if done >= total:
-        raise UserError(
-            f"{run_dir} already has {done} of {total} steps: pass --steps larger than {done}"
-        )
-    return path, state
-
-
-def _commit_resume(run_dir: Path, cfg: RunConfig, step: int) -> None:
-    """Once the state has loaded: checkpoints newer than it (when an earlier one was chosen)
-    move to RUN/superseded/, so that rotation never mixes the two, and the new step total
-    goes into config.yaml."""
-    later = [p for p in checkpoint.list_checkpoints(run_dir) if checkpoint.step_of(p) > step]
-    if later:
-        aside = Path(run_dir) / "superseded" / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        aside.mkdir(parents=True)
-        for p in later:
-            os.replace(p, aside / p.name)
-        print(f"rl-trust: resuming from step_{step:012d}; the later "
-              f"{', '.join(p.name for p in later)} moved to {aside}", file=sys.stderr)  # fmt: skip
-    path = Path(run_dir) / "config.yaml"
-    if config.read_run(run_dir).run.steps != cfg.run.steps:
-        tmp = path.with_suffix(".yaml.tmp")
-        tmp.write_text(cfg.to_yaml())
-        tmp.replace(path)
+    return cfg if steps is None else runs.with_steps(cfg, steps)
 
 
 def versions() -> dict[str, str]:
@@ -193,11 +91,12 @@ class Progress:
             self.bar.set_postfix(fields, refresh=False)
         elif self.enabled and (time.monotonic() - self.last_line > 10 or step >= self.total):
             self.last_line = time.monotonic()
-            eta = (self.total - step) / fps if fps > 0 else float("nan")
+            left = max(self.total - step, 0)  # (whole rollouts: the last may pass the total)
+            eta = f"ETA {left / fps:.0f}s" if fps > 0 else "ETA unknown"
             parts = " | ".join(f"{k} {v}" for k, v in fields.items())
             print(
-                f"step {step}/{self.total} ({100 * step / self.total:.0f}%) | {fps:.0f} steps/s"
-                f" | {parts} | ETA {eta:.0f}s",
+                f"step {step}/{max(self.total, step)} ({min(100 * step / self.total, 100):.0f}%)"
+                f" | {fps:.0f} steps/s | {parts} | {eta}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -206,6 +105,39 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def stops(answer) -> bool:
+    """Whether a callback's answer stops training: any falsy value but None (which a
+    function without a return statement gives) stops: False, 0, numpy's False_."""
+    if answer is None:
+        return False
+    try:
+        return not bool(answer)
+    except (TypeError, ValueError):  # (an array of several values has no truth value)
+        raise UserError(
+            f"the callback returned {runs._brief(answer)}: return a bool (False stops)"
+        ) from None
+
+
+def check_env_output(collector: Collector, batch, env_id: str) -> None:
+    """A Diverged naming the env when its rewards or observations were not finite: what the
+    update would otherwise report as non-finite gradients."""
+    rewards = collector.rewards
+    if not np.isfinite(rewards).all():
+        bad = rewards[~np.isfinite(rewards)][0]
+        raise Diverged(f"env {env_id} returned a non-finite reward ({bad}) in this rollout")
+    parts = batch.obs.parts.items() if isinstance(batch.obs, ObsBatch) else [("", batch.obs)]
+    for name, x in parts:
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and not torch.isfinite(x).all():
+            where = f" (part {name!r})" if name else ""
+            raise Diverged(f"env {env_id} returned a non-finite observation{where} in this rollout")
+
+
+def kept_line(run_dir: Path) -> str:
+    found = checkpoint.list_checkpoints(run_dir)
+    return (f"the last good checkpoint is kept ({found[-1].name})" if found
+            else "no checkpoint had been written yet")  # fmt: skip
 
 
 def _check_finite(metrics: dict, update: int) -> None:
@@ -223,6 +155,9 @@ class Learner:
         self.spaces = {
             "observation": str(env.single_observation_space),
             "action": str(env.single_action_space),
+            # (the spaces themselves: a saved model predicts without its env)
+            "observation_space": checkpoint.describe_space(env.single_observation_space),
+            "action_space": checkpoint.describe_space(env.single_action_space),
         }
         seed = cfg.run.seed
         self.agent = agents.build(a, env.single_observation_space, env.single_action_space, seed)
@@ -434,6 +369,14 @@ class Trainer:
                 batch = collector.collect()
                 if stop:  # (no update: the loop's top keeps what the last one gave)
                     continue
+                if run_dir is not None:
+                    try:
+                        check_env_output(collector, batch, cfg.env.env_id)
+                    except Diverged as e:
+                        path = diagnose(run_dir, e, learner, batch)
+                        raise Diverged(f"{e} (diagnostic: {path}); {kept_line(run_dir)}") from None
+                else:
+                    check_env_output(collector, batch, cfg.env.env_id)
                 t_update = time.perf_counter()
                 try:
                     metrics = agent.update(batch, progress_remaining=1.0 - learner.step / total)
@@ -443,10 +386,7 @@ class Trainer:
                     if run_dir is None:
                         raise
                     path = diagnose(run_dir, e, learner, batch)
-                    found = checkpoint.list_checkpoints(run_dir)
-                    kept = (f"the last good checkpoint is kept ({found[-1].name})" if found
-                            else "no checkpoint had been written yet")  # fmt: skip
-                    raise Diverged(f"{e} (diagnostic: {path}); {kept}") from None
+                    raise Diverged(f"{e} (diagnostic: {path}); {kept_line(run_dir)}") from None
                 release_freed_memory()
                 self.seconds["update"] += time.perf_counter() - t_update
                 learner.step, learner.updates = learner.step + per_batch, learner.updates + 1
@@ -459,7 +399,7 @@ class Trainer:
                 if self.writer is not None:
                     self.writer.write(metrics, step)
                 self.metrics = metrics
-                if callback is not None and callback(metrics, self) is False:
+                if callback is not None and stops(callback(metrics, self)):
                     break
                 if every and step // every > (step - per_batch) // every and step < total:
                     self.save()
@@ -493,7 +433,7 @@ class Trainer:
 
 def run(
     cfg: RunConfig,
-    run_dir: Path,
+    run_dir: Path | RunFolder,
     *,
     resume: bool = False,
     progress: bool = True,
@@ -502,7 +442,7 @@ def run(
     """Train `cfg` into `run_dir` (or continue the run there from its newest verified
     checkpoint, or the one at `from_step`); returns the summary. The run folder is locked
     against a second writer throughout; SIGINT / SIGTERM stop it with a checkpoint."""
-    run_dir = Path(run_dir)
+    folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
     stop: list[int] = []
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
@@ -511,17 +451,17 @@ def run(
 
     for s in handlers:
         signal.signal(s, request_stop)
-    lock, env, trainer = RunLock(run_dir), None, None
+    lock, env, trainer = folder.lock(), None, None
     try:
         torch.set_num_threads(cfg.run.torch_threads)
-        path, state = _resume_from(run_dir, cfg, from_step) if resume else (None, None)
+        path, state = folder.resume_point(cfg, from_step) if resume else (None, None)
         env = make_vec(cfg.env, cfg.run.seed)
-        trainer = Trainer(cfg, env, run_dir, state, source=path)
+        trainer = Trainer(cfg, env, folder.path, state, source=path)
         if resume:
-            _commit_resume(run_dir, cfg, trainer.learner.step)
+            folder.continue_from(trainer.learner.step, cfg)
         trainer.open_log(resume)
         summary = trainer.learn(cfg.run.steps, stop, progress)
-        write_summary(run_dir, summary)
+        folder.write_summary(summary)
         return summary
     finally:
         if trainer is not None:
@@ -551,12 +491,6 @@ def release_freed_memory() -> None:
     update after update (Breakout: 597 MiB at 16k steps, 707-737 MiB at 500k)."""
     if _trim is not None:
         _trim(0)
-
-
-def write_summary(run_dir: Path, summary: dict) -> None:
-    tmp = Path(run_dir) / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(Path(run_dir) / "summary.json")
 
 
 def rollout_metrics(collector: Collector, batch, policy) -> dict[str, float]:

@@ -31,6 +31,13 @@ def cli(
     )
 
 
+def pythonpath(*folders: Path) -> dict[str, str]:
+    """`cli`'s env= for a subprocess that imports a module of the test's from `folders`
+    (before what PYTHONPATH already holds)."""
+    paths = [str(f) for f in folders] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
+
+
 def train_and_resume(run: Path, *settings: str, steps: int = 1024, to: int = 2048) -> dict:
     """`rl-trust train` CartPole into `run` with `--set` settings (n_steps 128 unless given),
     then `rl-trust resume` it to `to` steps, each asserted to succeed; returns summary.json."""

@@ -99,8 +99,9 @@ def test_divergence_stops_before_the_step_writes_a_diagnostic_and_keeps_checkpoi
     run = tmp_path / "run"
     res = cli("train", "--env", "rl_trust/NaNAfter-v0", "--steps", "4096", "--run-dir", str(run),
               *TINY)  # fmt: skip
-    assert_one_line_error(res, 3, "training diverged", "non-finite gradient", "diverged.json",
-                          "last good checkpoint is kept")  # fmt: skip
+    assert_one_line_error(res, 3, "training diverged",  # (named as the env's, issue 26)
+                          "env rl_trust/NaNAfter-v0 returned a non-finite observation",
+                          "diverged.json", "last good checkpoint is kept")  # fmt: skip
     report = json.loads((run / "diverged.json").read_text())
     assert report["update"] == 5 and report["step"] == 512  # NaN from step 601 on
     assert 0 < report["batch"]["obs"]["non_finite"] < 40  # (episode resets are finite)
