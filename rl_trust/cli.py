@@ -137,6 +137,8 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("config", help="print the resolved config as YAML")
     _add_config_args(p)
+    p.add_argument("--explain", action="store_true",
+                   help="every key: its value, its default and what it does")  # fmt: skip
 
     sub.add_parser("list", help="the agent and env presets, one line each")
 
@@ -305,7 +307,8 @@ def cmd_plot(args) -> int:
 
 
 def cmd_config(args) -> int:
-    print(_load(args).to_yaml(), end="")
+    cfg = _load(args)
+    print(config.explain(cfg) if args.explain else cfg.to_yaml(), end="")
     return 0
 
 

@@ -44,24 +44,32 @@ PRESET_ROOT = _preset_root()
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
+# Every field has a one-line description: the string literal under it (as CleanRL's Args),
+# which `rl-trust config --explain` prints (describe(), below).
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     env_id: str = "CartPole-v1"
+    """a gymnasium id, or module:Env to import the module that registers it"""
     n_envs: int = 1
-    # sync: one process; async: gymnasium's AsyncVectorEnv (a process per env, shared
-    # memory); envpool: EnvPool's C++ threads (the extra rl-trust[envpool]; envs/pool.py)
+    """envs stepped side by side; a rollout is n_steps of each"""
     vectorization: Literal["sync", "async", "envpool"] = "sync"
-    # async / envpool, an even n_envs: the envs in two halves, one stepping while the policy
-    # acts on the other (double-buffered sampling; the same actions and batch as without)
+    """sync: one process; async: a process per env (AsyncVectorEnv); envpool: C++ threads"""
     overlap: bool = False
+    """async / envpool, even n_envs: half the envs step while the policy acts on the rest"""
     normalize_obs: bool = False
+    """normalize vector observations by their running mean and variance (as VecNormalize)"""
     normalize_reward: bool = False
+    """divide rewards by the running std of the discounted return (SB3's VecNormalize)"""
     clip_obs: float = 10.0
+    """normalized observations are clipped to ±clip_obs"""
     clip_reward: float = 10.0
+    """normalized rewards are clipped to ±clip_reward"""
     env_kwargs: dict = field(default_factory=dict)
-    # gymnasium wrappers applied in order around each env: a list of "package.module.Class"
-    # or {"package.module.Class": {kwarg: value}} (envs/__init__.py)
+    """keyword arguments of gymnasium.make"""
     wrappers: list = field(default_factory=list)
+    """gymnasium wrappers around each env, innermost first: "module.Class" or {Class: {kwargs}}"""
 
 
 @dataclass(frozen=True)
@@ -69,54 +77,83 @@ class AgentConfig:
     """What every agent shares. Names and defaults are stable-baselines3's."""
 
     algo: Literal["ppo", "trpo"] = "ppo"
+    """the algorithm (agents/ppo.py or agents/trpo.py)"""
     n_steps: int = 2048
+    """steps of each env per rollout (the batch is n_steps·n_envs)"""
     batch_size: int = 64
+    """minibatch size (PPO's gradient steps; TRPO's critic)"""
     n_epochs: int = 10
+    """passes over the batch per update (PPO)"""
     learning_rate: float = 3e-4
+    """Adam's learning rate"""
     lr_schedule: Literal["constant", "linear"] = "constant"
+    """linear: the learning rate times the share of training left"""
     gamma: float = 0.99
+    """discount factor"""
     gae_lambda: float = 0.95
+    """λ of generalized advantage estimation"""
     normalize_advantage: bool = True
+    """advantages to zero mean and unit std (PPO: per minibatch, as SB3)"""
     ent_coef: float = 0.0
+    """weight of the entropy bonus"""
     vf_coef: float = 0.5
+    """weight of the value loss (PPO)"""
     max_grad_norm: float = 0.5
+    """the gradient's global norm is clipped to this"""
     net_arch: tuple[int, ...] = (64, 64)
+    """hidden layers of the MLPs (after the encoder for images and Dicts)"""
     activation: Literal["tanh", "relu"] = "tanh"
+    """the MLPs' activation"""
     log_std_init: float = 0.0
+    """initial log standard deviation of a Gaussian policy"""
     ortho_init: bool = True
+    """orthogonal initialization as SB3's"""
     kl_direction: Literal["forward", "reverse"] = "forward"
-    # the network and how its gradient is found (rl_trust/networks.py)
-    policy: str | None = None  # package.module:factory, your own network; null: the MLP
-    engine: Literal["auto", "manual", "autograd"] = "auto"  # auto: manual for the MLP
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # the autograd engine's; auto: cuda if any
-    # the autograd engine's network arithmetic; bfloat16: mixed precision (torch.autocast),
-    # parameters, heads and the distribution math stay float32
+    """the KL the penalty or constraint uses: forward KL(π_old‖π), reverse KL(π‖π_old)"""
+    policy: str | None = None
+    """package.module:factory, your own network (SB3's extractor contract); null: the built-in"""
+    engine: Literal["auto", "manual", "autograd"] = "auto"
+    """how the gradient is found; auto: manual for the built-in MLP on vectors, else autograd"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """the autograd engine's device; auto: cuda where torch sees one (the manual engine: CPU)"""
     precision: Literal["float32", "bfloat16"] = "float32"
+    """the autograd engine's arithmetic; bfloat16: autocast (the distribution math float32)"""
 
 
 @dataclass(frozen=True)
 class PPOConfig(AgentConfig):
     """PPO: clipped surrogate and/or KL penalty (Schulman et al. 2017, sections 3-4)."""
 
-    clip: bool = (
-        True  # use the clipped surrogate; clip_range is also where clip_fraction is measured
-    )
+    clip: bool = True
+    """use the clipped surrogate; clip_range is also where clip_fraction is measured"""
     clip_range: float = 0.2
-    clip_range_schedule: Literal["constant", "linear"] = "constant"  # linear: ε·progress left
+    """ε of the clipped surrogate"""
+    clip_range_schedule: Literal["constant", "linear"] = "constant"
+    """linear: ε times the share of training left"""
     clip_range_vf: float | None = None
+    """clip the value's change per update to this (null: no clipping)"""
     kl_penalty: Literal["adaptive", "fixed", "off"] = "off"
-    kl_target: float = 0.01  # d_targ of the adaptive rule
-    kl_beta: float = 1.0  # β₀
-    kl_band: float = 1.5  # adapt when d leaves [d_targ/band, band·d_targ]
-    kl_factor: float = 2.0  # ... by this factor
-    # how the adaptive β moves (kl_control.CONTROLLERS): paper (above), rllib, pid
+    """β·KL in the loss: β adapted by kl_controller, fixed at kl_beta, or none"""
+    kl_target: float = 0.01
+    """d_targ, the KL the adaptive penalty holds"""
+    kl_beta: float = 1.0
+    """β₀, the penalty's first coefficient (the fixed one with kl_penalty=fixed)"""
+    kl_band: float = 1.5
+    """the band d_targ/kl_band … kl_band·d_targ the KL is held in"""
+    kl_factor: float = 2.0
+    """paper: β is multiplied or divided by this when the KL leaves the band"""
     kl_controller: Literal["paper", "rllib", "pid"] = "paper"
-    # pid's gains, chosen on seeds 100-102 (README, "KL controllers"); kd 0: not tuned
-    kl_kp: float = 4.0  # pid: proportional gain on the running KL's log error
-    kl_ki: float = 0.5  # pid: integral gain on the update's log error
-    kl_kd: float = 0.0  # pid: derivative gain on the rise of the update's log error
-    kl_rescale: bool = False  # scale each update's policy step so its KL lands in the band
-    target_kl: float | None = None  # early stop when the minibatch's k3 > 1.5·target_kl
+    """what moves the adaptive β (kl_control.py): the paper's rule, RLlib's, PID on log β"""
+    kl_kp: float = 4.0
+    """pid: proportional gain on the running KL's log error (gains chosen on seeds 100-102)"""
+    kl_ki: float = 0.5
+    """pid: integral gain on the update's log error"""
+    kl_kd: float = 0.0
+    """pid: derivative gain on the rise of the update's log error (0: not tuned)"""
+    kl_rescale: bool = False
+    """scale each update's policy step so that its KL lands in the band"""
+    target_kl: float | None = None
+    """stop the update before a minibatch whose KL estimate k3 exceeds 1.5·target_kl (SB3's)"""
 
 
 @dataclass(frozen=True)
@@ -124,30 +161,68 @@ class TRPOConfig(AgentConfig):
     """TRPO (Schulman et al. 2015); names and defaults are sb3-contrib's TRPO."""
 
     algo: Literal["ppo", "trpo"] = "trpo"
-    learning_rate: float = 1e-3  # of the critic
-    batch_size: int = 128  # critic minibatches
-    target_kl: float = 0.01  # δ
+    """the algorithm (agents/ppo.py or agents/trpo.py)"""
+    learning_rate: float = 1e-3
+    """the critic's Adam learning rate"""
+    batch_size: int = 128
+    """the critic's minibatch size"""
+    target_kl: float = 0.01
+    """δ, the bound on the mean KL between successive policies"""
     cg_max_steps: int = 15
+    """conjugate-gradient iterations at most"""
     cg_damping: float = 0.1
+    """damping added to the Fisher matrix"""
     cg_tol: float = 1e-10
-    line_search: bool = True  # False: the natural gradient step (npg)
+    """conjugate gradient stops when the squared residual is below this"""
+    line_search: bool = True
+    """backtrack until the step improves the surrogate within δ; false: the natural step (npg)"""
     line_search_shrinking_factor: float = 0.8
+    """each backtracking try shrinks the step by this"""
     line_search_max_iter: int = 10
+    """backtracking tries at most"""
     n_critic_updates: int = 10
+    """the critic's epochs per update"""
     sub_sampling_factor: int = 1
+    """the Fisher-vector products use every k-th state of the batch"""
 
 
 @dataclass(frozen=True)
 class RunSettings:
     steps: int = 100_000
+    """env steps to train (a run stops at the first whole rollout at or past it)"""
     seed: int = 0
+    """seeds the network, the envs and the sampling"""
     torch_threads: int = 1
-    checkpoint_every: int = 50_000  # env steps; a checkpoint is also written at the end
+    """torch's intra-op threads"""
+    checkpoint_every: int = 50_000
+    """env steps between checkpoints; one is also written at the end"""
     keep_checkpoints: int = 3
+    """the newest this many checkpoints are kept"""
     log_histograms: bool = True
-    eval_every: int = 0  # env steps between evaluations (eval/mean_reward, a best checkpoint)
-    eval_episodes: int = 10  # deterministic episodes per evaluation, as SB3's EvalCallback
-    eval_max_steps: int = 10_000  # an evaluation episode's cap where the env has no time limit
+    """log the per-state KL as a TensorBoard histogram"""
+    eval_every: int = 0
+    """env steps between evaluations (eval/mean_reward and a best checkpoint); 0: none"""
+    eval_episodes: int = 10
+    """deterministic episodes per evaluation, as SB3's EvalCallback"""
+    eval_max_steps: int = 10_000
+    """an evaluation episode's cap where the env has no time limit"""
+
+
+def describe(cls: type) -> dict[str, str]:
+    """Each field of a config dataclass and its one-line description (the string under it
+    in the class body, its bases' for fields it inherits)."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):  # bases first, so a subclass's text wins
+        tree = ast.parse(inspect.getsource(klass))
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for field_node, doc_node in zip(body, body[1:], strict=False):
+            is_doc = isinstance(doc_node, ast.Expr) and isinstance(doc_node.value, ast.Constant)
+            if isinstance(field_node, ast.AnnAssign) and is_doc:
+                docs[field_node.target.id] = str(doc_node.value.value)  # type: ignore[attr-defined]
+    return docs
 
 
 @dataclass(frozen=True)
@@ -179,6 +254,38 @@ class RunConfig:
 
 AGENT_CLASSES: dict[str, type[AgentConfig]] = {"ppo": PPOConfig, "trpo": TRPOConfig}
 
+
+def explain(cfg: RunConfig) -> str:
+    """Every key of the resolved config, section by section: its value, its default (the
+    dataclass's, before presets) and its description; `*` marks a value that is not the
+    default."""
+
+    def shown(v: Any) -> str:
+        return (
+            yaml.safe_dump(
+                list(v) if isinstance(v, tuple) else v, default_flow_style=True, width=1000
+            )
+            .strip()
+            .removesuffix("\n...")
+        )
+
+    lines = []
+    for section, part in (("run", cfg.run), ("env", cfg.env), ("agent", cfg.agent)):
+        docs = describe(type(part))
+        rows = []
+        for f in dataclasses.fields(part):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+            value = getattr(part, f.name)
+            mark = "*" if value != default else " "
+            rows.append((f.name, shown(value), shown(default), mark, docs.get(f.name, "")))
+        w = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines.append(f"{section}:")
+        lines += [
+            f"  {k:<{w[0]}}  {v:<{w[1]}} {m} default {d:<{w[2]}}  {doc}" for k, v, d, m, doc in rows
+        ]
+    return "\n".join(lines) + "\n"
+
+
 # Allowed values: key -> (predicate, what is allowed). Types are checked from the annotations;
 # every number must be finite and every integer below BIG.
 BIG = 2**31
@@ -196,7 +303,7 @@ RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "eval_every": (
         lambda v: 0 <= v <= 10**12,
         "an integer in 0..10^12 (0: no evaluation during training)",
-    ),  # fmt: skip
+    ),
     "eval_episodes": (lambda v: 1 <= v <= 10**6, "an integer in 1..10^6"),
     "eval_max_steps": _positive_int,
     "n_envs": (lambda v: 1 <= v <= 4096, "an integer in 1..4096"),
@@ -214,11 +321,11 @@ RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "net_arch": (
         lambda v: len(v) <= 64 and all(1 <= n <= 65536 for n in v),
         "a list of up to 64 layer sizes in 1..65536 ([]: the heads on the input or encoder)",
-    ),  # fmt: skip
+    ),
     "wrappers": (
         lambda v: all(_wrapper_entry(w) is not None for w in v),
         'a list of "package.module.Class" or {"package.module.Class": {kwarg: value}}',
-    ),  # fmt: skip
+    ),
     "clip_range": _positive,
     "clip_range_vf": (lambda v: v is None or v > 0, "null or a number > 0"),
     "kl_target": _positive,
@@ -239,7 +346,7 @@ RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "policy": (
         lambda v: re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v) is not None,
         "null or package.module:factory",
-    ),  # fmt: skip
+    ),
 }
 
 
