@@ -158,6 +158,12 @@ def build_parser() -> Parser:
         metavar="S",
         help="seconds between a trial's heartbeats; 2 missed: retried (default 10)",
     )
+    p.add_argument(
+        "--sampler-seed",
+        type=int,
+        metavar="N",
+        help="seed Optuna's sampler (worker i: N + i); default: unseeded",
+    )
     p.add_argument("--out", type=Path, help="output folder (default runs/tune/AGENT-ENV)")
 
     p = sub.add_parser("plot", help="PNG curves of runs (mean and band over runs per label)")
@@ -344,6 +350,7 @@ def cmd_tune(args) -> int:
             args.eval_episodes,
             config.parse_overrides(args.overrides),
             args.heartbeat,
+            args.sampler_seed,
         )
     except KeyboardInterrupt:
         print(

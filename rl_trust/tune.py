@@ -20,8 +20,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -228,6 +230,8 @@ class Spec:
     eval_episodes: int | None
     heartbeat: int
     workers: int = 1
+    sampler_seed: int | None = None  # a worker's sampler seeds from it plus its index
+    worker: int = 0
 
     def identity(self) -> dict:
         """What a study's trials must share to be one study (stored with it)."""
@@ -292,8 +296,9 @@ def _pruner(spec: Spec):
 
 def _study(spec: Spec, create: bool):
     optuna = _optuna()
+    seed = None if spec.sampler_seed is None else spec.sampler_seed + spec.worker
     sampler = optuna.samplers.TPESampler(
-        n_startup_trials=min(5, max(2, spec.trials // 3)), multivariate=True
+        n_startup_trials=min(5, max(2, spec.trials // 3)), multivariate=True, seed=seed
     )
     storage = _storage(spec)
     if not create:
@@ -362,6 +367,7 @@ def _run_seed(spec: Spec, trial, values: dict, seed: int, index: int) -> float:
             found = None
         if found:
             model = api.load(run_dir)
+            trial.set_user_attr(f"resumed_s{seed}", model.num_timesteps)
         else:  # (killed before its first checkpoint: what it left starts again)
             shutil.rmtree(run_dir, ignore_errors=True)
             cls = api.TRPO if spec.algo == "trpo" else api.PPO
@@ -400,11 +406,15 @@ def _run_seed(spec: Spec, trial, values: dict, seed: int, index: int) -> float:
 
 def objective(spec: Spec, trial) -> float:
     optuna = _optuna()
+    if _surplus(spec, trial):
+        trial.storage.set_trial_system_attr(trial._trial_id, "surplus", True)
+        raise TrialFailed("surplus: the study has its trials")
     try:
         values = {**spec.overrides}
         for key, dist in spec.space.items():
             values[key] = _suggest(trial, key, dist)
         origin = _origin(trial)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("runs", [run_dir_of(Path(), origin, s).name for s in range(spec.seeds)])
         try:
             config.load(spec.agent, spec.env, values, spec.steps, 0)
@@ -443,8 +453,18 @@ def _superseded(trials) -> set[int]:
 
 
 def _counted(trials) -> list:
+    """The study's trials that count towards --trials: not retried by a later one, nor a
+    surplus trial (two workers that both saw one trial missing start one each)."""
     gone = _superseded(trials)
-    return [t for t in trials if t.number not in gone]
+    return [t for t in trials if t.number not in gone and not t.system_attrs.get("surplus")]
+
+
+def _surplus(spec: Spec, trial) -> bool:
+    """Whether this new trial is beyond the first `trials` that count (by number); a retry
+    never is (it replaces the trial it retries)."""
+    counted = _counted(trial.study.get_trials(deepcopy=False))
+    numbers = sorted(t.number for t in counted)
+    return trial.number in numbers[spec.trials :]
 
 
 def requeue_interrupted(study) -> int:
@@ -517,7 +537,7 @@ def work(spec: Spec, note: Callable[[str], None] | None = None) -> None:
     study = _study(spec, create=False)
 
     def tell(study, trial):
-        if note is not None:
+        if note is not None and not trial.system_attrs.get("surplus"):
             note(progress_line(study, trial, spec))
 
     catch = (Exception,)  # a failed trial is recorded with its reason; the study goes on
@@ -528,7 +548,7 @@ def work(spec: Spec, note: Callable[[str], None] | None = None) -> None:
         if len(trials) < spec.trials or waiting:
             study.optimize(lambda t: objective(spec, t), n_trials=1, catch=catch, callbacks=[tell])
         elif any(t.state == states.RUNNING for t in trials):
-            time.sleep(spec.heartbeat)
+            time.sleep(1.0)  # (until they finish, or one goes stale and is retried here)
         else:
             return
 
@@ -571,6 +591,7 @@ def tune(
     eval_episodes: int | None = None,
     overrides: dict | None = None,
     heartbeat: int = HEARTBEAT_S,
+    sampler_seed: int | None = None,
     progress: Callable[[str], None] | None = lambda msg: print(msg, file=sys.stderr, flush=True),
 ) -> Result:
     """Search `agent`'s hyperparameters on `env` with Optuna (see the module's docstring).
@@ -616,7 +637,9 @@ def _local_workers(spec: Spec, study, say: Callable[[str], None]) -> None:
     statuses: list[int] = []
     threads = [
         threading.Thread(
-            target=lambda i=i: statuses.append(_worker_process(spec, logs / f"worker{i}.log")),
+            target=lambda i=i: statuses.append(
+                _worker_process(dataclasses.replace(spec, worker=i), logs / f"worker{i}.log")
+            ),
             daemon=True,
         )
         for i in range(spec.workers)
@@ -626,7 +649,8 @@ def _local_workers(spec: Spec, study, say: Callable[[str], None]) -> None:
         for t in study.get_trials(deepcopy=False):
             if t.state.is_finished() and t.number not in seen:
                 seen.add(t.number)
-                say(progress_line(study, t, spec))
+                if not t.system_attrs.get("surplus"):
+                    say(progress_line(study, t, spec))
 
     try:
         for th in threads:
@@ -664,6 +688,7 @@ def make_spec(
     eval_episodes,
     overrides,
     heartbeat,
+    sampler_seed,
 ) -> Spec:
     """Every argument checked (nothing is written before): a UserError names the bad one."""
     for name, value, low, high in (
@@ -680,6 +705,10 @@ def make_spec(
         or not 1 <= eval_episodes <= 10**6
     ):
         raise UserError(f"--eval-episodes {eval_episodes!r} must be an integer in 1..10^6")
+    if sampler_seed is not None and (
+        isinstance(sampler_seed, bool) or not isinstance(sampler_seed, int) or sampler_seed < 0
+    ):
+        raise UserError(f"--sampler-seed {sampler_seed!r} must be an integer ≥ 0")
     if pruner not in PRUNERS:
         raise UserError(f"--pruner {pruner!r}: choose one of {', '.join(PRUNERS)}")
     overrides = dict(overrides or {})
@@ -728,6 +757,7 @@ def make_spec(
         eval_episodes=eval_episodes,
         heartbeat=heartbeat,
         workers=workers,
+        sampler_seed=sampler_seed,
     )
     _url(spec.storage)
     return spec
