@@ -150,6 +150,10 @@ def build_parser() -> Parser:
     p.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///OUT/study.db)")
     p.add_argument("--study", help="study name (default AGENT-ENV)")
     p.add_argument("--workers", type=int, default=1, help="worker processes here (default 1)")
+    p.add_argument(
+        "--backend", choices=["local", "ray"], default="local", help="ray: the workers as Ray tasks"
+    )
+    p.add_argument("--ray-address", help="an existing Ray cluster (default: start one here)")
     p.add_argument("--pruner", choices=["median", "halving", "none"], default="median")
     p.add_argument(
         "--heartbeat",
@@ -351,6 +355,8 @@ def cmd_tune(args) -> int:
             config.parse_overrides(args.overrides),
             args.heartbeat,
             args.sampler_seed,
+            args.backend,
+            args.ray_address,
         )
     except KeyboardInterrupt:
         print(

@@ -592,13 +592,18 @@ def tune(
     overrides: dict | None = None,
     heartbeat: int = HEARTBEAT_S,
     sampler_seed: int | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
     progress: Callable[[str], None] | None = lambda msg: print(msg, file=sys.stderr, flush=True),
 ) -> Result:
     """Search `agent`'s hyperparameters on `env` with Optuna (see the module's docstring).
     `space`: a search-space YAML file, or the mapping itself (None: the built-in space);
     `overrides`: fixed config values (as `--set`); `steps`: per trial and seed (default: the
     env preset's); `storage`: a SQLAlchemy URL (default sqlite:///OUT/study.db)."""
-    spec = make_spec(**{k: v for k, v in locals().items() if k != "progress"})
+    if backend not in ("local", "ray"):
+        raise UserError(f"--backend {backend!r}: choose local or ray")
+    given = {k: v for k, v in locals().items() if k not in ("progress", "backend", "ray_address")}
+    spec = make_spec(**given)
     out = Path(spec.out)
     say = progress or (lambda _: None)
     url = _url(spec.storage)
@@ -618,21 +623,39 @@ def tune(
         + (f", {requeued} interrupted queued again" if requeued else "")
         + f"; {workers} worker(s), {spec.steps:,} steps x {spec.seeds} seed(s) per trial"
     )
-    if workers == 1:
+    if backend == "ray":
+        _ray_workers(spec, study_obj, say, ray_address)
+    elif workers == 1:
         work(spec, say)
     else:
         _local_workers(spec, study_obj, say)
     return finish(spec, say)
 
 
+def _watch(spec: Spec, study, say: Callable[[str], None], running: Callable[[], bool]) -> None:
+    """Print a line for every trial that finishes (a worker's here, or another machine's)
+    until `running()` turns false."""
+    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def report_new() -> None:
+        for t in study.get_trials(deepcopy=False):
+            if t.state.is_finished() and t.number not in seen:
+                seen.add(t.number)
+                if not t.system_attrs.get("surplus"):
+                    say(progress_line(study, t, spec))
+
+    while running():
+        report_new()
+    report_new()
+
+
 def _local_workers(spec: Spec, study, say: Callable[[str], None]) -> None:
-    """`workers` processes on this machine, sharing the storage; this process prints a line
-    for every trial that finishes meanwhile (theirs, or another machine's)."""
+    """`workers` processes on this machine (the benchmark's trial processes: stopped with
+    SIGTERM, so that their trials checkpoint, on Ctrl-C), sharing the storage."""
     from rl_trust.benchmark import matrix
 
     logs = Path(spec.out) / "workers"
     logs.mkdir(exist_ok=True)
-    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     matrix._stopping.clear()
     statuses: list[int] = []
     threads = [
@@ -645,20 +668,14 @@ def _local_workers(spec: Spec, study, say: Callable[[str], None]) -> None:
         for i in range(spec.workers)
     ]
 
-    def report_new() -> None:
-        for t in study.get_trials(deepcopy=False):
-            if t.state.is_finished() and t.number not in seen:
-                seen.add(t.number)
-                if not t.system_attrs.get("surplus"):
-                    say(progress_line(study, t, spec))
+    def running() -> bool:
+        time.sleep(1.0)
+        return any(th.is_alive() for th in threads)
 
     try:
         for th in threads:
             th.start()
-        while any(th.is_alive() for th in threads):
-            time.sleep(1.0)
-            report_new()
-        report_new()
+        _watch(spec, study, say, running)
     except BaseException:
         matrix.stop_children()
         raise
@@ -667,6 +684,39 @@ def _local_workers(spec: Spec, study, say: Callable[[str], None]) -> None:
         raise UserError(
             f"{len(bad)} of {spec.workers} workers failed (exit {bad[0]}): see {logs}/worker*.log"
         )
+
+
+def _ray_work(spec: dict) -> int:
+    """A Ray task: one worker (its trials' run folders under the same OUT path, so a
+    cluster needs a shared filesystem there, and a storage every node reaches)."""
+    work(Spec(**spec))
+    return 0
+
+
+def _ray_workers(spec: Spec, study, say: Callable[[str], None], address: str | None) -> None:
+    """`workers` Ray tasks of one CPU each, on the cluster at `address` or one started here."""
+    from rl_trust.benchmark import matrix
+
+    with matrix.ray_session(address, spec.workers) as ray:
+        task = ray.remote(num_cpus=1, max_retries=0)(_ray_work)
+        pending = [
+            task.remote(dataclasses.asdict(dataclasses.replace(spec, worker=i)))
+            for i in range(spec.workers)
+        ]
+
+        def running() -> bool:
+            nonlocal pending
+            done, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            for ref in done:
+                ray.get(ref)  # (a worker's exception, raised here)
+            return bool(pending)
+
+        try:
+            _watch(spec, study, say, running)
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref)
+            raise
 
 
 def _safe_url(url: str) -> str:

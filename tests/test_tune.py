@@ -217,23 +217,30 @@ def test_a_study_interrupted_with_sigterm_queues_its_trial_again(tmp_path):
     assert trials[1].user_attrs["resumed_s0"] > 0
 
 
-def _two_workers(tmp_path: Path, storage: str | None, study_name: str = "ppo-CartPole-v1"):
+def _two_workers(tmp_path: Path, storage: str | None, backend: tuple[str, ...] = ()):
     extra = ("--storage", storage) if storage else ()
-    res = cli(*tiny(tmp_path, "--trials", "4", "--workers", "2", "--pruner", "none", *extra))
+    args = tiny(tmp_path, "--trials", "4", "--pruner", "none", *extra, steps=1024)
+    res = cli(*args, "--workers", "2", *backend)
     assert res.returncode == 0, res.stderr
-    study = load(tmp_path / "out", storage, study_name)
+    study = load(tmp_path / "out", storage)
     states = by_state(study)
     assert list(states) == ["COMPLETE"] and len(states["COMPLETE"]) == 4
     workers = {t.user_attrs["worker"] for t in states["COMPLETE"]}
     assert len(workers) == 2, workers  # both processes ran trials of the one study
     assert len(trial_lines(res.stderr)) == 4
-    for i in (0, 1):
-        assert (tmp_path / "out" / "workers" / f"worker{i}.log").is_file()
     assert (tmp_path / "out" / "best.yaml").is_file()
 
 
 def test_two_workers_share_one_sqlite_file(tmp_path):
     _two_workers(tmp_path, None)
+    for i in (0, 1):
+        assert (tmp_path / "out" / "workers" / f"worker{i}.log").is_file()
+
+
+@pytest.mark.slow  # (starting Ray takes most of a minute here)
+def test_two_ray_workers_share_one_sqlite_file(tmp_path):
+    pytest.importorskip("ray")
+    _two_workers(tmp_path, None, ("--backend", "ray"))
 
 
 def _postgres_bin() -> Path | None:
