@@ -217,10 +217,12 @@ def test_a_study_interrupted_with_sigterm_queues_its_trial_again(tmp_path):
     assert trials[1].user_attrs["resumed_s0"] > 0
 
 
-def _two_workers(tmp_path: Path, storage: str | None, backend: tuple[str, ...] = ()):
+def _two_workers(
+    tmp_path: Path, storage: str | None, backend: tuple[str, ...] = (), env: dict | None = None
+):
     extra = ("--storage", storage) if storage else ()
     args = tiny(tmp_path, "--trials", "4", "--pruner", "none", *extra, steps=1024)
-    res = cli(*args, "--workers", "2", *backend)
+    res = cli(*args, "--workers", "2", *backend, env=env)
     assert res.returncode == 0, res.stderr
     study = load(tmp_path / "out", storage)
     states = by_state(study)
@@ -240,7 +242,7 @@ def test_two_workers_share_one_sqlite_file(tmp_path):
 @pytest.mark.slow  # (starting Ray takes most of a minute here)
 def test_two_ray_workers_share_one_sqlite_file(tmp_path):
     pytest.importorskip("ray")
-    _two_workers(tmp_path, None, ("--backend", "ray"))
+    _two_workers(tmp_path, None, ("--backend", "ray"), {"RAY_AUTH_MODE": "disabled"})
 
 
 def _postgres_bin() -> Path | None:
