@@ -741,6 +741,7 @@ def make_spec(
     sampler_seed,
 ) -> Spec:
     """Every argument checked (nothing is written before): a UserError names the bad one."""
+    _optuna()  # (a missing extra first: its message says what to install)
     for name, value, low, high in (
         ("trials", trials, 1, 10**6),
         ("seeds", seeds, 1, 1000),

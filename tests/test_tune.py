@@ -93,6 +93,10 @@ def test_a_study_prunes_writes_its_outputs_and_never_reruns_a_finished_trial(tmp
     assert again.returncode == 0, again.stderr
     assert "4 of 4 trials finished before" in again.stderr and not trial_lines(again.stderr)
     assert len(load(out).get_trials()) == 4
+    other = [a if a != "2048" else "1024" for a in args]  # the same study, another budget
+    refused = cli(*other)
+    assert refused.returncode == 2 and "was made with another steps" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and len(load(out).get_trials()) == 4
 
     # best.yaml is an agent preset that train takes, with the best trial's values
     best = max(states["COMPLETE"], key=lambda t: t.value)
