@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from tests.conftest import RL_TRUST, cli
+from conftest import RL_TRUST, cli
 
 optuna = pytest.importorskip("optuna")
 
