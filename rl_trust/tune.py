@@ -319,8 +319,9 @@ def _study(spec: Spec, create: bool):
     elif recorded != spec.identity():
         diff = [k for k in spec.identity() if recorded.get(k) != spec.identity()[k]]
         raise UserError(
-            f"study {spec.study!r} in {spec.storage} was made with another {', '.join(diff)}: "
-            "give another --study (or --out), or the same arguments to continue it"
+            f"study {spec.study!r} in {_safe_url(spec.storage)} was made with another "
+            f"{', '.join(diff)}: give another --study (or --out), or the same arguments to "
+            "continue it"
         )
     return study
 
