@@ -326,19 +326,29 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, case):
     assert not (tmp_path / "out").exists()
 
 
-def test_tune_from_python_is_the_module_called(tmp_path):
+def test_tune_from_python_over_two_seeds_with_an_evaluation(tmp_path):
+    import json
+
     import rl_trust
 
     lines: list[str] = []
+    out = tmp_path / "out"
     result = rl_trust.tune(
         env="CartPole-v1",
         trials=1,
         steps=512,
+        seeds=2,
+        eval_episodes=2,
         space=SPACE,
         overrides={"n_steps": 128},
-        out=tmp_path / "out",
+        out=out,
         progress=lines.append,
     )
-    assert result.counts["complete"] == 1 and result.best_yaml == tmp_path / "out" / "best.yaml"
+    assert result.counts["complete"] == 1 and result.best_yaml == out / "best.yaml"
     assert result.best_params.keys() == SPACE.keys() and len(lines) == 3
+    evals = [json.loads((out / "trials" / f"t0000-s{k}" / "eval.json").read_text()) for k in (0, 1)]
+    assert all(e["episodes"] == 2 and e["deterministic"] for e in evals)
+    assert result.best_value == pytest.approx(sum(e["mean_return"] for e in evals) / 2)
+    trial = result.study.trials[0]
+    assert max(trial.intermediate_values) > 512  # seed 1 reports after seed 0's steps
     assert rl_trust.tune.default_space is not None  # (the module, callable)
