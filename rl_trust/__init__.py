@@ -1,11 +1,13 @@
 """rl-trust: trust-region policy optimization you can see.
 
 `rl_trust.PPO`, `rl_trust.TRPO` and `rl_trust.load` are the Python API (rl_trust/api.py),
-imported on first use so that `rl-trust list` and the like start without torch.
+imported on first use so that `rl-trust list` and the like start without torch;
+`rl_trust.tune(...)` searches hyperparameters with Optuna (rl_trust/tune.py, a callable
+module).
 """
 
 __version__ = "0.1.0"
-__all__ = ["PPO", "TRPO", "load", "__version__"]
+__all__ = ["PPO", "TRPO", "load", "tune", "__version__"]
 
 
 def __getattr__(name: str):
@@ -13,4 +15,8 @@ def __getattr__(name: str):
         from rl_trust import api
 
         return getattr(api, name)
+    if name == "tune":
+        import importlib
+
+        return importlib.import_module("rl_trust.tune")
     raise AttributeError(f"module 'rl_trust' has no attribute {name!r}")

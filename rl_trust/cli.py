@@ -129,6 +129,52 @@ def build_parser() -> Parser:
                    help="write results.csv, report.md and plots of the trials complete so far; "
                    "run nothing")  # fmt: skip
 
+    p = sub.add_parser("tune", help="hyperparameter search with Optuna; best.yaml and report.md")
+    p.add_argument("--agent", default="ppo", help="agent preset or preset file; default ppo")
+    p.add_argument("--env", default="CartPole-v1", help="gymnasium env id; default CartPole-v1")
+    p.add_argument("--trials", type=int, default=20, help="trials in the study (default 20)")
+    p.add_argument("--steps", type=_steps, help="env steps per trial and seed (default: preset's)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..K-1 per trial (default 1)")
+    p.add_argument(
+        "--space", type=Path, metavar="FILE.yaml", help="search space (default: built-in)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fix a config key in every trial (repeatable)",
+    )
+    p.add_argument(
+        "--eval-episodes",
+        type=int,
+        metavar="N",
+        help="objective: N deterministic evaluation episodes after training",
+    )
+    p.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///OUT/study.db)")
+    p.add_argument("--study", help="study name (default AGENT-ENV)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes here (default 1)")
+    p.add_argument(
+        "--backend", choices=["local", "ray"], default="local", help="ray: the workers as Ray tasks"
+    )
+    p.add_argument("--ray-address", help="an existing Ray cluster (default: start one here)")
+    p.add_argument("--pruner", choices=["median", "halving", "none"], default="median")
+    p.add_argument(
+        "--heartbeat",
+        type=int,
+        default=10,
+        metavar="S",
+        help="seconds between a trial's heartbeats; 2 missed: retried (default 10)",
+    )
+    p.add_argument(
+        "--sampler-seed",
+        type=int,
+        metavar="N",
+        help="seed Optuna's sampler (worker i: N + i); default: unseeded",
+    )
+    p.add_argument("--out", type=Path, help="output folder (default runs/tune/AGENT-ENV)")
+
     p = sub.add_parser("plot", help="PNG curves of runs (mean and band over runs per label)")
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     p.add_argument("--tags", default="rollout/ep_rew_mean,kl/forward_mean",
@@ -292,6 +338,40 @@ def cmd_benchmark(args) -> int:
     return 0 if all(r["status"] in ("ok", "not run") for r in rows) else 1
 
 
+def cmd_tune(args) -> int:
+    from rl_trust import tune
+
+    try:
+        result = tune.tune(
+            args.agent,
+            args.env,
+            args.trials,
+            args.steps,
+            args.seeds,
+            args.space,
+            args.storage,
+            args.study,
+            args.workers,
+            args.pruner,
+            args.out,
+            args.eval_episodes,
+            config.parse_overrides(args.overrides),
+            args.heartbeat,
+            args.sampler_seed,
+            args.backend,
+            args.ray_address,
+        )
+    except KeyboardInterrupt:
+        print(
+            "rl-trust: the running trials saved a checkpoint; run the same command again to "
+            "continue the study",
+            file=sys.stderr,
+        )
+        raise
+    print(result.report)
+    return 0 if result.best_value is not None else 1
+
+
 def cmd_plot(args) -> int:
     from rl_trust.benchmark.report import CURVES, plot_groups
 
@@ -331,6 +411,7 @@ COMMANDS = {
     "resume": cmd_resume,
     "eval": cmd_eval,
     "benchmark": cmd_benchmark,
+    "tune": cmd_tune,
     "plot": cmd_plot,
     "config": cmd_config,
     "list": cmd_list,

@@ -12,12 +12,19 @@ mode="${1:---train}"
 [ $# -gt 0 ] && shift
 case "$mode" in
   --test)
-    # The browser test (tests/test_board.py) needs Chromium: install Debian's where we can
-    # (root, with apt-get); elsewhere that one test is skipped and says why.
-    if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null &&
-      [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    # The browser test (tests/test_board.py) needs Chromium, and the shared-study test of
+    # rl-trust tune (tests/test_tune.py) a PostgreSQL server: install Debian's where we can
+    # (root, with apt-get); elsewhere those tests are skipped and say why.
+    missing=()
+    if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+      missing+=(chromium)
+    fi
+    if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+      missing+=(postgresql)
+    fi
+    if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
       apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .

@@ -14,6 +14,7 @@ short starts again).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -29,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -280,9 +282,10 @@ def _local(
                 future.cancel()
 
 
-def _ray(
-    trials: list[Trial], out: Path, address: str | None, workers: int
-) -> Iterator[tuple[Trial, dict]]:
+@contextlib.contextmanager
+def ray_session(address: str | None, workers: int) -> Iterator[Any]:
+    """Ray, connected to the cluster at `address` or to one started here with `workers`
+    CPUs (shut down at the end; an existing connection is used and left as it is)."""
     try:
         import ray
     except ImportError:
@@ -292,6 +295,16 @@ def _ray(
         local = {} if address else {"num_cpus": workers}
         ray.init(address=address, include_dashboard=False, log_to_driver=False, **local)
     try:
+        yield ray
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _ray(
+    trials: list[Trial], out: Path, address: str | None, workers: int
+) -> Iterator[tuple[Trial, dict]]:
+    with ray_session(address, workers) as ray:
         task = ray.remote(num_cpus=1)(_remote_trial)
         pending = {task.remote(t): t for t in trials}
         while pending:
@@ -301,9 +314,6 @@ def _ray(
             with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
                 tar.extractall(out / "tb", filter="data")
             yield trial, row
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 def sb3_identity(trial: Trial) -> str | None:
