@@ -146,7 +146,8 @@ def test_diverged_trials_fail_with_their_reason_and_the_study_goes_on(tmp_path):
     failed = by_state(study)["FAIL"]
     assert [t.number for t in failed] == [0, 1]  # the second ran after the first diverged
     for t in failed:
-        assert t.user_attrs["fail_reason"].startswith("diverged: non-finite")
+        reason = t.user_attrs["fail_reason"]  # (the env's NaN, named as the env's output)
+        assert reason.startswith("diverged: env rl_trust/NaNAfter-v0 returned a non-finite")
         assert "diverged.json" in t.user_attrs["fail_reason"]
     assert len([line for line in trial_lines(res.stderr) if "fail: diverged" in line]) == 2
     assert "## Failed" in (tmp_path / "out" / "report.md").read_text()
