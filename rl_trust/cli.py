@@ -45,6 +45,13 @@ def _step_number(text: str) -> int:
     return int(text)
 
 
+def _add_set(p: argparse.ArgumentParser, what: str) -> None:
+    """--set KEY=VALUE, repeatable, into args.overrides."""
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=what
+    )
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agent", default="ppo",
                    help="agent preset (rl-trust list) or preset file (path/to/agent.yaml); "
@@ -54,14 +61,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="an env preset file to use instead of the env's own preset")  # fmt: skip
     p.add_argument("--steps", type=_steps, help="total env steps (1e6 accepted)")
     p.add_argument("--seed", type=_seed, help="random seed")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable)",
-    )
+    _add_set(p, "override a config key (repeatable)")
 
 
 _ALLOW_IMPORT = "import the module a run's module:Env id names (runs its code)"
@@ -116,8 +116,7 @@ def build_parser() -> Parser:
     p.add_argument("--envs", default="CartPole-v1,Pendulum-v1", help="comma-separated env ids")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     p.add_argument("--steps", type=_steps, help="env steps per trial (default: env preset's)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key for every trial, both libraries")  # fmt: skip
+    _add_set(p, "override a config key for every trial, both libraries")
     p.add_argument("--libraries", choices=["rl-trust,sb3", "rl-trust"], default="rl-trust,sb3",
                    metavar="rl-trust,sb3|rl-trust",
                    help="rl-trust: no SB3 trials (comparisons among our agents only)")  # fmt: skip
@@ -138,14 +137,7 @@ def build_parser() -> Parser:
     p.add_argument(
         "--space", type=Path, metavar="FILE.yaml", help="search space (default: built-in)"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fix a config key in every trial (repeatable)",
-    )
+    _add_set(p, "fix a config key in every trial (repeatable)")
     p.add_argument(
         "--eval-episodes",
         type=int,
