@@ -14,7 +14,8 @@
 #      with DummyVecEnv and SubprocVecEnv (scripts/device_bench.py);
 #   4. prints one table, also written to bench/device/device_check.md (and copied with the
 #      logs into $OUT when that is set, as the device tool sets it).
-# Under 8 minutes on an H200 with 16 cores.
+# Sized for 8 minutes on an H200 with 16 cores; not yet timed whole there (the first try ran
+# the whole suite, too slowly: benchmarks/device/device_check.md).
 #
 #   bash scripts/device_check.sh [--tests-only | --bench-only] [--full] [pytest args]
 #
