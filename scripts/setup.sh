@@ -7,9 +7,12 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet torch==2.13.0
-.venv/bin/pip install --quiet -e ".[test]"
 mode="${1:---train}"
 [ $# -gt 0 ] && shift
+# training needs rl-trust and the Atari extra; the tests also EnvPool, Optuna, Ray and the
+# browser driver (the test extra), some hundreds of MB more
+if [ "$mode" = --test ]; then extras=test; else extras=atari; fi
+.venv/bin/pip install --quiet -e ".[$extras]"
 case "$mode" in
   --test)
     # The browser test (tests/test_board.py) needs Chromium, and the shared-study test of
