@@ -140,8 +140,8 @@ class EnvPoolVectorEnv:
         if seed is not None and seed != self.seed:
             self.pool.close()
             self.pool, self.seed = self.make_pool(seed), seed
-        obs, _ = self.pool.reset()
-        return obs, {}
+        obs, info = self.pool.reset()
+        return obs[np.argsort(info["env_id"])], {}  # (in env order)
 
     def step(self, actions):
         self.step_async(actions)
