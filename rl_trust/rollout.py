@@ -278,9 +278,9 @@ class Collector:
             self.current = x
         else:
             self.current[envs] = x
-        frozen = partial(self.normalizer.obs, update=False)
         first = envs.start or 0
         for i in np.flatnonzero(trunc):
+            frozen = partial(self.normalizer.obs, update=False)
             final = self.layout.one(info["final_obs"][i])
             truncated_finals.append((t, first + i, self.policy.preprocess_numpy(final, frozen)))
 
