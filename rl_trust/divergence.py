@@ -69,24 +69,16 @@ def estimators(logp_old: Tensor, logp_new: Tensor) -> dict[str, Tensor]:
     return {"k1": -log_r, "k2": 0.5 * log_r.square(), "k3": k3(log_r)}
 
 
-def directed_kl(family, old: Tensor, new: Tensor, direction: str) -> Tensor:
-    """Per-state KL between the rollout policy (`old`) and the new one in a config's
-    kl_direction: "forward" KL(π_old‖π_new), the papers'; "reverse" KL(π_new‖π_old), what
-    sb3-contrib's TRPO bounds. PPO's penalty and TRPO's constraint are this."""
-    return family.kl(old, new) if direction == "forward" else family.kl(new, old)
-
-
-def kl_stats(family, old: Tensor, new: Tensor, actions: Tensor, logp_old: Tensor) -> dict:
-    """Everything logged about KL(p‖q) for one update, under the kl/* tag names.
-
-    `old` and `new` are p's and q's distribution parameters per state (p = the rollout
-    policy, q = the updated one), `family` does their math (policies.Family), `actions` were
-    drawn from p with log-probabilities `logp_old`. "kl/forward" holds the per-state values,
+def summary(
+    forward: Tensor, reverse: Tensor, entropy: Tensor, logp_old: Tensor, logp_new: Tensor
+) -> dict:
+    """Everything logged about KL(p‖q) for one update, under the kl/* tag names, from the
+    per-state exact KL(p‖q) (`forward`) and KL(q‖p) (`reverse`), p's `entropy`, and the
+    log-probabilities under p and q of actions drawn from p (p = the rollout policy, q = the
+    updated one; Family.kl_stats computes these). "kl/forward" holds the per-state values,
     for the histogram; everything else is a float.
     """
-    forward, reverse = family.kl(old, new), family.kl(new, old)
-    entropy = family.entropy(old)
-    est = estimators(logp_old, family.log_prob(new, actions))
+    est = estimators(logp_old, logp_new)
     return {
         "kl/forward": forward,
         "kl/forward_mean": forward.mean().item(),

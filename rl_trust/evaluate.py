@@ -18,7 +18,7 @@ import torch
 from rl_trust import agents, checkpoint, config, runs
 from rl_trust.envs import Normalizer, apply_wrappers, check_id, check_import, make_env
 from rl_trust.errors import UserError, one_line
-from rl_trust.policies import ActorCritic
+from rl_trust.nets.actor_critic import ActorCritic
 
 
 def find_checkpoint(run_dir: Path, which: str) -> tuple[Path, dict]:

@@ -1,4 +1,4 @@
-"""Adam (Kingma & Ba 2015) on one flat parameter vector, as torch.optim.Adam computes it.
+"""One flat parameter vector, and Adam (Kingma & Ba 2015) on it, as torch.optim.Adam computes it.
 
 The update takes thousands of small steps per rollout; torch.optim's per-call machinery
 (hooks, profiling records, parameter-group loops) costs several times the arithmetic of a
@@ -13,7 +13,30 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+
+def flat_parameters(params: list[nn.Parameter]) -> nn.Parameter:
+    """One contiguous Parameter whose slices are `params`, with a .grad whose slices are
+    their .grad: gradients accumulate into it, so the clipping norm is one reduction and
+    the optimizer one fused step over one tensor. Never set the parameters' .grad to None
+    afterwards (zero flat.grad instead), or autograd would replace the views."""
+    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+    flat.grad = torch.zeros_like(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.data = flat.data[offset : offset + n].view_as(p)
+        p.grad = flat.grad[offset : offset + n].view_as(p)
+        offset += n
+    return flat
+
+
+def non_finite_grads(module: nn.Module) -> str:
+    """The names of the parameters whose gradient holds a NaN or an infinity."""
+    params = [(n, p) for n, p in module.named_parameters() if p.grad is not None]
+    names = [n for n, p in params if not bool(torch.isfinite(p.grad).all())]
+    return "every parameter" if len(names) == len(params) else ", ".join(names) or "no parameter"
 
 
 class Adam:

@@ -21,8 +21,8 @@ from torch import Tensor
 
 from rl_trust.envs import Normalizer
 from rl_trust.errors import UserError
-from rl_trust.observations import ObsBatch, cat
-from rl_trust.policies import ActorCritic
+from rl_trust.nets.actor_critic import ActorCritic
+from rl_trust.nets.observations import ObsBatch, cat
 
 
 def gae(
@@ -137,7 +137,7 @@ class Collector:
     the MLP in numpy, a few microseconds where a torch call costs tens). After the last step,
     one batched torch pass computes what the update needs of p = π_old: its distribution
     parameters, log p(a|s) and V(s), exactly as the update's own forward pass computes them.
-    Observations are stored on the CPU as the policy's layout stores them (observations.py:
+    Observations are stored on the CPU as the policy's layout stores them (nets/observations.py:
     pixels as uint8, scaled only inside the network); the batch is handed over on the
     policy's device.
     """

@@ -173,8 +173,8 @@ def check_spaces(obs_space, act_space, cfg: RunConfig, name: str) -> None:
     import gymnasium as gym
 
     from rl_trust import agents
-    from rl_trust.observations import layout_for
-    from rl_trust.policies import family_for
+    from rl_trust.nets.families import family_for
+    from rl_trust.nets.observations import layout_for
 
     for kind, space in (("observation_space", obs_space), ("action_space", act_space)):
         if not isinstance(space, gym.spaces.Space):

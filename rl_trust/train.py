@@ -23,7 +23,7 @@ from rl_trust.envs import Normalizer, make_env, make_vec, pool
 from rl_trust.errors import Diverged, UserError, one_line
 from rl_trust.evaluate import run_episodes
 from rl_trust.logging import RunWriter
-from rl_trust.observations import ObsBatch
+from rl_trust.nets.observations import ObsBatch
 from rl_trust.rollout import Collector
 from rl_trust.runs import RunFolder
 

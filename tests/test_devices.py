@@ -20,8 +20,8 @@ from rl_trust import agents, config
 from rl_trust.envs import Normalizer
 from rl_trust.envs.sync import SyncVectorEnv
 from rl_trust.errors import UserError
-from rl_trust.networks import make_policy
-from rl_trust.policies import MlpActorCritic
+from rl_trust.nets.build import make_policy
+from rl_trust.nets.manual import MlpActorCritic
 from rl_trust.rollout import Collector
 
 CUDA = torch.cuda.is_available()

@@ -17,7 +17,11 @@ from torch import nn
 from rl_trust import agents
 from rl_trust.config import PPOConfig, TRPOConfig
 from rl_trust.errors import UserError
-from rl_trust.policies import ActorCritic, MlpActorCritic, flat_parameters
+from rl_trust.nets.actor_critic import ActorCritic
+from rl_trust.nets.families import family_for
+from rl_trust.nets.manual import MlpActorCritic
+from rl_trust.nets.observations import layout_for
+from rl_trust.optim import flat_parameters
 from rl_trust.rollout import Batch
 
 pytestmark = pytest.mark.usefixtures("float64")  # numbers compared in double (conftest)
@@ -175,7 +179,7 @@ def test_autograd_engine_gives_the_gradient_of_the_loss_on_any_network(kind, var
     """PPO's closed-form ∂L/∂(distribution parameters) and ∂L/∂values, carried through a
     shared-trunk network by autograd, equal autograd of the whole loss."""
     torch.manual_seed(3)
-    policy = ActorCritic(OBS, SPACES[kind], SharedTrunk())
+    policy = ActorCritic(layout_for(OBS), family_for(SPACES[kind]), SharedTrunk())
     assert policy.shared  # the trunk serves both latents
     cfg = PPOConfig(**COMMON, **PPO_VARIANTS[variant])
     agent = agents.ppo.PPO(cfg, policy, torch.Generator().manual_seed(0))
@@ -213,7 +217,7 @@ class Separate(nn.Module):
 
 
 def test_parameters_split_by_which_latent_uses_them():
-    policy = ActorCritic(OBS, SPACES["gaussian"], Separate())
+    policy = ActorCritic(layout_for(OBS), family_for(SPACES["gaussian"]), Separate())
     names = {id(p): n for n, p in policy.named_parameters()}
     assert [names[id(p)] for p in policy.policy_parameters()] == [
         "extractor.pi.0.weight", "extractor.pi.0.bias", "pi_head.weight", "pi_head.bias",
@@ -224,14 +228,14 @@ def test_parameters_split_by_which_latent_uses_them():
         "extractor.vf.1.bias", "vf_head.weight", "vf_head.bias",
     ]  # fmt: skip
     assert policy.shared == []
-    shared = ActorCritic(OBS, SPACES["gaussian"], SharedTrunk())
+    shared = ActorCritic(layout_for(OBS), family_for(SPACES["gaussian"]), SharedTrunk())
     assert shared.shared == [f"extractor.trunk.{i}.{p}" for i in (0, 1) for p in ("weight", "bias")]
 
 
 @pytest.mark.parametrize("kind", ["categorical", "gaussian"])
 def test_trpo_steps_any_separate_network_within_delta(kind):
     torch.manual_seed(5)
-    policy = ActorCritic(OBS, SPACES[kind], Separate())
+    policy = ActorCritic(layout_for(OBS), family_for(SPACES[kind]), Separate())
     cfg = TRPOConfig(**COMMON, n_critic_updates=2)
     agent = agents.trpo.TRPO(cfg, policy, torch.Generator().manual_seed(0))
     critic = [p.detach().clone() for p in policy.value_parameters()]
@@ -245,14 +249,14 @@ def test_trpo_steps_any_separate_network_within_delta(kind):
 
 
 def test_trpo_refuses_a_network_whose_latents_share_parameters():
-    policy = ActorCritic(OBS, SPACES["categorical"], SharedTrunk())
+    policy = ActorCritic(layout_for(OBS), family_for(SPACES["categorical"]), SharedTrunk())
     with pytest.raises(UserError, match="separate policy and value networks.*extractor.trunk.0"):
         agents.trpo.TRPO(TRPOConfig(**COMMON), policy, torch.Generator())
 
 
 def test_backward_accumulates_into_the_flat_gradient_it_was_given():
     """autograd adds into the .grad views of flat_parameters, never replacing them."""
-    policy = ActorCritic(OBS, SPACES["gaussian"], Separate())
+    policy = ActorCritic(layout_for(OBS), family_for(SPACES["gaussian"]), Separate())
     flat = flat_parameters(list(policy.parameters()))
     obs = torch.randn(10, 5, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -266,7 +270,7 @@ def test_backward_accumulates_into_the_flat_gradient_it_was_given():
 
 
 def test_checkpoints_with_the_earlier_parameter_names_still_load():
-    policy = MlpActorCritic(OBS, SPACES["categorical"], (8,))
+    policy = MlpActorCritic(layout_for(OBS, flat=True), family_for(SPACES["categorical"]), (8,))
     earlier = {k.removeprefix("extractor."): v + 1 for k, v in policy.state_dict().items()}
     assert "pi_body.0.weight" in earlier
     policy.load_state_dict(earlier)

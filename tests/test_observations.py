@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from rl_trust import agents, networks
+from rl_trust import agents
 from rl_trust.config import PPOConfig, TRPOConfig
-from rl_trust.encoders import Combined, EncoderMlp, NatureCNN
 from rl_trust.errors import UserError
-from rl_trust.observations import (
+from rl_trust.nets import build as networks
+from rl_trust.nets.encoders import Combined, EncoderMlp, NatureCNN
+from rl_trust.nets.manual import MlpActorCritic
+from rl_trust.nets.observations import (
     DictObs,
     DiscreteObs,
     ImageObs,
@@ -27,7 +29,6 @@ from rl_trust.observations import (
     VectorObs,
     layout_for,
 )
-from rl_trust.policies import MlpActorCritic
 from rl_trust.rollout import Batch
 
 Box = gym.spaces.Box

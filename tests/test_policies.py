@@ -13,17 +13,18 @@ import torch
 
 from rl_trust.agents.ppo import PPO
 from rl_trust.config import AgentConfig, PPOConfig
-from rl_trust.policies import (
-    ACTIVATIONS,
+from rl_trust.nets.encoders import ACTIVATIONS
+from rl_trust.nets.families import (
     Bernoulli,
     Categorical,
     DiagGaussian,
     Family,
-    MlpActorCritic,
     MultiCategorical,
     family_for,
-    flat_parameters,
 )
+from rl_trust.nets.manual import MlpActorCritic
+from rl_trust.nets.observations import layout_for
+from rl_trust.optim import flat_parameters
 from rl_trust.rollout import Batch
 
 pytestmark = pytest.mark.usefixtures("float64")  # numbers compared in double (conftest)
@@ -34,6 +35,7 @@ FAMILIES = [
     Bernoulli((3,)),
     DiagGaussian((2,)),
 ]
+OBS5 = layout_for(gym.spaces.Box(-1, 1, (5,)), flat=True)
 SPACES = {
     "categorical": gym.spaces.Discrete(4),
     "multicategorical": gym.spaces.MultiDiscrete([3, 2]),
@@ -110,7 +112,7 @@ def test_the_config_offers_exactly_the_registered_activations():
 @pytest.mark.parametrize("kind", ["categorical", "gaussian"])
 def test_backpropagation_by_hand_matches_autograd(kind, activation):
     torch.manual_seed(1)
-    net = MlpActorCritic(gym.spaces.Box(-1, 1, (5,)), SPACES[kind], (16, 8), activation)
+    net = MlpActorCritic(OBS5, family_for(SPACES[kind]), (16, 8), activation)
     flat = flat_parameters(list(net.parameters()))
     obs = torch.randn(40, 5)
     d_params = torch.randn(40, net.family.n_params)
@@ -163,7 +165,7 @@ def test_ppo_minibatch_gradient_is_the_gradient_of_its_loss(kind, variant):
     docstring states, for every family and loss variant (ratios far enough from 1 that the
     clipping is active on some states)."""
     torch.manual_seed(2)
-    net = MlpActorCritic(gym.spaces.Box(-1, 1, (5,)), SPACES[kind], (16, 16))
+    net = MlpActorCritic(OBS5, family_for(SPACES[kind]), (16, 16))
     cfg = PPOConfig(**VARIANTS[variant])
     agent = PPO(cfg, net, torch.Generator().manual_seed(0))
     mb = minibatch(net, torch.Generator().manual_seed(3))

@@ -14,7 +14,10 @@ from rl_trust.agents.ppo import PPO
 from rl_trust.agents.trpo import TRPO
 from rl_trust.benchmark.sb3 import sb3_kwargs
 from rl_trust.config import PPOConfig, TRPOConfig
-from rl_trust.policies import ActorCritic, MlpActorCritic
+from rl_trust.nets.actor_critic import ActorCritic
+from rl_trust.nets.families import family_for
+from rl_trust.nets.manual import MlpActorCritic
+from rl_trust.nets.observations import layout_for
 from rl_trust.rollout import Batch
 
 N = 256  # one rollout of N steps, one env
@@ -43,7 +46,12 @@ def rollout(model) -> None:
 def twin(model, net_arch=(64, 64), activation="tanh") -> ActorCritic:
     """Our network with SB3's weights."""
     env = model.env
-    policy = MlpActorCritic(env.observation_space, env.action_space, net_arch, activation)
+    policy = MlpActorCritic(
+        layout_for(env.observation_space, flat=True),
+        family_for(env.action_space),
+        net_arch,
+        activation,
+    )
     theirs = dict(model.policy.named_parameters())
     with torch.no_grad():
         for name, p in policy.named_parameters():

@@ -15,7 +15,10 @@ from rl_trust.natural_gradient import (
     line_search,
     natural_step,
 )
-from rl_trust.policies import ActorCritic, MlpActorCritic
+from rl_trust.nets.actor_critic import ActorCritic
+from rl_trust.nets.families import family_for
+from rl_trust.nets.manual import MlpActorCritic
+from rl_trust.nets.observations import layout_for
 
 pytestmark = pytest.mark.usefixtures("float64")  # numbers compared in double (conftest)
 
@@ -56,7 +59,9 @@ def test_cg_stops_at_the_tolerance_and_at_max_iters():
 def tiny_policy(space: gym.Space) -> ActorCritic:
     torch.manual_seed(0)
     obs_space = gym.spaces.Box(-1, 1, (3,))
-    pi = MlpActorCritic(obs_space, space, net_arch=(4,), log_std_init=-0.3).double()
+    pi = MlpActorCritic(
+        layout_for(obs_space, flat=True), family_for(space), net_arch=(4,), log_std_init=-0.3
+    ).double()
     with torch.no_grad():  # a non-trivial policy head (the default init is nearly uniform)
         pi.pi_head.weight.mul_(100)
     return pi

@@ -14,7 +14,7 @@ from conftest import cli
 
 from rl_trust import agents, config
 from rl_trust.envs import make_env
-from rl_trust.observations import ImageObs, layout_for
+from rl_trust.nets.observations import ImageObs, layout_for
 
 TINY = ["--steps", "256", "--set", "n_steps=64", "--set", "batch_size=32", "--no-progress"]
 

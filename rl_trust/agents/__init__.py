@@ -8,7 +8,7 @@ import torch
 
 from rl_trust.agents.base import Agent
 from rl_trust.config import AgentConfig
-from rl_trust.networks import make_policy
+from rl_trust.nets.build import make_policy
 
 
 def agent_class(algo: str) -> type[Agent]:

@@ -7,7 +7,7 @@ from typing import ClassVar, Protocol
 import torch
 from torch import Tensor
 
-from rl_trust.policies import ActorCritic
+from rl_trust.nets.actor_critic import ActorCritic
 from rl_trust.rollout import Batch
 
 

@@ -26,8 +26,8 @@ from torch import Tensor
 from rl_trust import divergence, kl_control, natural_gradient
 from rl_trust.config import PPOConfig
 from rl_trust.errors import Diverged
-from rl_trust.optim import Adam
-from rl_trust.policies import ActorCritic, flat_parameters, non_finite_grads
+from rl_trust.nets.actor_critic import ActorCritic
+from rl_trust.optim import Adam, flat_parameters, non_finite_grads
 from rl_trust.rollout import Batch, normalize_per_minibatch
 
 STEP_MAX = 2.0  # kl_rescale lengthens a step whose KL fell below the band at most this much
@@ -65,7 +65,7 @@ class PPO:
 
     def penalty_kl(self, old: Tensor, new: Tensor) -> Tensor:
         """Per-state KL in the penalty's direction."""
-        return divergence.directed_kl(self.policy.family, old, new, self.cfg.kl_direction)
+        return self.policy.family.directed_kl(old, new, self.cfg.kl_direction)
 
     def objective(self, mb: Batch, params: Tensor, values: Tensor) -> dict[str, Tensor]:
         """The terms of L on minibatch mb, where the networks output distribution parameters
@@ -132,8 +132,8 @@ class PPO:
             new, rescale = self.rescale_step(batch, start)
         else:
             new, rescale = self.policy.evaluate(batch.obs)[0], {}
-        metrics = divergence.kl_stats(
-            self.policy.family, batch.dist_params, new, batch.actions, batch.log_probs
+        metrics = self.policy.family.kl_stats(
+            batch.dist_params, new, batch.actions, batch.log_probs
         )
         d = metrics["kl/forward_mean" if self.cfg.kl_direction == "forward" else "kl/reverse_mean"]
         metrics.update(rescale)

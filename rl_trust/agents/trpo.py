@@ -15,12 +15,12 @@ import math
 
 import torch
 
-from rl_trust import divergence, natural_gradient
+from rl_trust import natural_gradient
 from rl_trust.config import TRPOConfig
 from rl_trust.errors import Diverged, UserError
 from rl_trust.natural_gradient import fisher_vector_product, line_search, natural_step
-from rl_trust.optim import Adam
-from rl_trust.policies import ActorCritic, flat_parameters, non_finite_grads
+from rl_trust.nets.actor_critic import ActorCritic
+from rl_trust.optim import Adam, flat_parameters, non_finite_grads
 from rl_trust.rollout import Batch
 
 # trpo/reject_reason: why the policy was kept (0: a step was accepted)
@@ -58,7 +58,7 @@ class TRPO:
 
     def constraint_kl(self, old, new):
         """Per-state KL that δ bounds: KL(π_old‖π_θ) as the paper, or reversed as sb3-contrib."""
-        return divergence.directed_kl(self.policy.family, old, new, self.cfg.kl_direction)
+        return self.policy.family.directed_kl(old, new, self.cfg.kl_direction)
 
     def update(self, batch: Batch, progress_remaining: float = 1.0) -> dict:
         """The four steps of the module's docstring; returns the update's metrics."""
@@ -132,9 +132,7 @@ class TRPO:
         expected = float(g @ full_step) if xFx > 0 else 0.0  # the linear model's gain in L
         with torch.no_grad():
             new = self.policy.evaluate(batch.obs)[0]
-            metrics = divergence.kl_stats(
-                fam, batch.dist_params, new, batch.actions, batch.log_probs
-            )
+            metrics = fam.kl_stats(batch.dist_params, new, batch.actions, batch.log_probs)
         metrics.update(
             {
                 "kl/target": cfg.target_kl,

@@ -158,7 +158,7 @@ def policy_name(env: dict) -> str:
     rl-trust's), MultiInputPolicy for a Dict, MlpPolicy otherwise."""
     import gymnasium as gym
 
-    from rl_trust.observations import is_image
+    from rl_trust.nets.observations import is_image
 
     space = _spaces(env)[0]
     if is_image(space):

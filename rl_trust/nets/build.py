@@ -8,9 +8,9 @@ callable factory(observation_space, action_space) returning an nn.Module with
 stable-baselines3's custom-extractor contract: forward(obs) → (latent_pi, latent_vf) and the
 attributes latent_dim_pi and latent_dim_vf; rl-trust adds the heads and trains it with the
 autograd engine. `obs` arrives preprocessed as for the built-in encoders
-(rl_trust/observations.py), batch first: a vector float32 of the space's shape, a Discrete
+(nets/observations.py), batch first: a vector float32 of the space's shape, a Discrete
 one-hot, an image float in [0, 1] channels first, a Dict a dict of such tensors (a Tuple, a
-tuple). Image, Dict and Tuple observations get the built-in encoders (rl_trust/encoders.py)
+tuple). Image, Dict and Tuple observations get the built-in encoders (nets/encoders.py)
 unless a policy is given; either way they train with the autograd engine.
 """
 
@@ -27,10 +27,12 @@ import torch
 from torch import nn
 
 from rl_trust.config import AgentConfig
-from rl_trust.encoders import EncoderMlp
 from rl_trust.errors import UserError, one_line
-from rl_trust.observations import Observation, layout_for
-from rl_trust.policies import ActorCritic, MlpActorCritic, MlpExtractor
+from rl_trust.nets.actor_critic import ActorCritic
+from rl_trust.nets.encoders import EncoderMlp, MlpExtractor
+from rl_trust.nets.families import family_for
+from rl_trust.nets.manual import MlpActorCritic
+from rl_trust.nets.observations import Observation, layout_for
 
 FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 CONTRACT = (
@@ -83,8 +85,11 @@ def _describe(out) -> str:
     return type(out).__name__
 
 
-def user_extractor(spec: str, obs_space: gym.Space, action_space: gym.Space) -> nn.Module:
-    """The module the factory returns, checked against the contract on a probe batch."""
+def user_extractor(
+    spec: str, obs_space: gym.Space, action_space: gym.Space, layout: Observation
+) -> nn.Module:
+    """The module the factory returns, checked against the contract on a probe batch of
+    `layout`, the observation space's."""
     factory = load_factory(spec)
     try:
         module = factory(obs_space, action_space)
@@ -103,7 +108,7 @@ def user_extractor(spec: str, obs_space: gym.Space, action_space: gym.Space) -> 
             f"latent_dim_vf={dims[1]!r}; expected both to be integers ≥ 1"
         )
     batch = 2
-    probe = layout_for(obs_space).probe(batch, torch.get_default_dtype())
+    probe = layout.probe(batch, torch.get_default_dtype())
     expected = f"(latent_pi, latent_vf) of shapes ({batch}, {dims[0]}) and ({batch}, {dims[1]})"
     try:
         with torch.no_grad():
@@ -141,13 +146,16 @@ def resolve_device(name: str) -> torch.device:
 def engine_of(cfg: AgentConfig, layout: Observation) -> str:
     """manual wherever it applies (the built-in MLP on vector observations, on the CPU),
     else autograd."""
+    if cfg.engine == "manual" and not layout.is_vector:
+        raise UserError(
+            f"engine=manual trains the built-in MLP on vector observations, not "
+            f"{layout.space}: use engine=auto or engine=autograd"
+        )
     if cfg.engine != "auto":
         return cfg.engine
-    manual = (
-        cfg.policy is None and cfg.device != "cuda" and cfg.precision == "float32"
-        and layout.is_vector
-    )  # fmt: skip
-    return "manual" if manual else "autograd"
+    builtin = cfg.policy is None and layout.is_vector
+    on_cpu = cfg.device != "cuda" and cfg.precision == "float32"
+    return "manual" if builtin and on_cpu else "autograd"
 
 
 def make_policy(
@@ -155,20 +163,21 @@ def make_policy(
 ) -> ActorCritic:
     """The config's network, freshly initialized from torch's global generator, on its
     device (the manual engine's always on the CPU); with share_encoder, an image or Dict
-    encoder serves both the policy and the value (the agent's choice; SB3's CnnPolicy shares)."""
+    encoder serves both the policy and the value (the agent's choice; SB3's CnnPolicy shares).
+    The observation layout and the action family are found here, once, and handed down."""
     layout = layout_for(obs_space)  # a supported space, before the user's code sees it
+    family = family_for(action_space)
     if engine_of(cfg, layout) == "manual":
+        flat = layout_for(obs_space, flat=True)  # stored flat: the sampler multiplies matrices
         return MlpActorCritic(
-            obs_space, action_space, cfg.net_arch, cfg.activation, cfg.log_std_init, cfg.ortho_init
+            flat, family, cfg.net_arch, cfg.activation, cfg.log_std_init, cfg.ortho_init
         )
     if cfg.policy is not None:
-        extractor = user_extractor(cfg.policy, obs_space, action_space)
+        extractor = user_extractor(cfg.policy, obs_space, action_space, layout)
     elif layout.is_vector:
         extractor = MlpExtractor(math.prod(layout.shape), cfg.net_arch, cfg.activation)
     else:  # images, Dict, Tuple: their encoders
         extractor = EncoderMlp(layout, cfg.net_arch, cfg.activation, share=share_encoder)
     autocast = torch.bfloat16 if cfg.precision == "bfloat16" else None
-    policy = ActorCritic(
-        obs_space, action_space, extractor, cfg.log_std_init, cfg.ortho_init, autocast
-    )
+    policy = ActorCritic(layout, family, extractor, cfg.log_std_init, cfg.ortho_init, autocast)
     return policy.to(resolve_device(cfg.device))

@@ -1,24 +1,86 @@
-"""The built-in encoders of images and of Dict / Tuple observations (autograd engine).
+"""The built-in encoders: the MLPs of vector observations, the Nature CNN of images, and
+the combination of Dict / Tuple observations.
 
-Each encoder maps a batch of observations, as the network takes them
-(rl_trust/observations.py: images float in [0, 1] channels first, Discrete one-hot, a dict
-or tuple of tensors), to `features_dim` features. `EncoderMlp` puts MlpExtractor's two MLPs
-(`net_arch`, `activation`) on the features: stable-baselines3's ActorCriticPolicy with a
-features extractor, whose CnnPolicy and MultiInputPolicy these are.
+`MlpExtractor` is stable-baselines3's default for PPO and TRPO (separate policy and value
+MLPs). The image and Dict / Tuple encoders (autograd engine) map a batch of observations,
+as the network takes them (nets/observations.py: images float in [0, 1] channels first,
+Discrete one-hot, a dict or tuple of tensors), to `features_dim` features. `EncoderMlp`
+puts MlpExtractor's two MLPs (`net_arch`, `activation`) on the features: stable-baselines3's
+ActorCriticPolicy with a features extractor, whose CnnPolicy and MultiInputPolicy these are.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from rl_trust.errors import UserError
-from rl_trust.observations import ImageObs, Observation, StructuredObs
-from rl_trust.policies import MlpExtractor
+from rl_trust.nets.observations import ImageObs, Observation, StructuredObs
 
 MIN_SIDE = 36  # the smallest image the Nature CNN's three convolutions take
+
+
+def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b), activation()]
+    return nn.Sequential(*layers)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One activation h = act(z) in each form the networks use: a module for MlpExtractor
+    (the autograd engine), and for the manual engine a torch function, its backward from the
+    output (∂L/∂z given ∂L/∂h and h) and a numpy function for the rollout's sampler.
+    tests/test_policies.py checks that the forms agree."""
+
+    module: type[nn.Module]
+    torch_fn: Callable[[Tensor], Tensor]
+    backward_from_output: Callable[[Tensor, Tensor], Tensor]
+    numpy_fn: Callable[[np.ndarray], np.ndarray]
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "tanh": Activation(
+        nn.Tanh,
+        torch.tanh,
+        torch.ops.aten.tanh_backward,  # (1 − h²) · ∂L/∂h
+        np.tanh,
+    ),
+    "relu": Activation(
+        nn.ReLU,
+        torch.relu,
+        lambda g, h: torch.ops.aten.threshold_backward(g, h, 0),  # [h > 0] · ∂L/∂h
+        lambda z: np.maximum(z, 0),
+    ),
+}
+
+
+class MlpExtractor(nn.Module):
+    """Separate policy and value MLPs on the flattened observation (stable-baselines3's
+    default for PPO and TRPO), behind the extractor contract every network meets:
+    forward(obs) → (latent_pi, latent_vf), of widths latent_dim_pi and latent_dim_vf."""
+
+    def __init__(self, n_obs: int, net_arch: tuple[int, ...], activation: str):
+        super().__init__()
+        sizes = [n_obs, *net_arch]
+        act = ACTIVATIONS[activation].module
+        self.pi_body, self.vf_body = mlp(sizes, act), mlp(sizes, act)
+        self.latent_dim_pi = self.latent_dim_vf = sizes[-1]
+
+    def forward_actor(self, obs: Tensor) -> Tensor:
+        return self.pi_body(obs.flatten(1))
+
+    def forward_critic(self, obs: Tensor) -> Tensor:
+        return self.vf_body(obs.flatten(1))
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        return self.forward_actor(obs), self.forward_critic(obs)
 
 
 class NatureCNN(nn.Module):
