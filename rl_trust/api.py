@@ -84,8 +84,9 @@ def _vector_env(env: EnvLike, cfg: config.RunConfig) -> tuple[gym.vector.VectorE
                 "vector_kwargs={'autoreset_mode': gymnasium.vector.AutoresetMode.SAME_STEP}"
             )
         if env.num_envs != n:
-            raise UserError(f"the VectorEnv has {env.num_envs} envs: this model trains on "
-                            f"n_envs={n}")  # fmt: skip
+            raise UserError(
+                f"the VectorEnv has {env.num_envs} envs: this model trains on n_envs={n}"
+            )
         runs.check_spaces(env.single_observation_space, env.single_action_space, cfg, name)
         vec = env
     elif isinstance(env, gym.Env):
@@ -212,8 +213,9 @@ class Agent:
                 policy_or_env, env = None, policy_or_env
         if isinstance(policy_or_env, str) and policy_or_env in SB3_POLICIES:
             if env is None:
-                raise UserTypeError(f"{me}({policy_or_env!r}) needs the env: "
-                                    f"{me}({policy_or_env!r}, env)")  # fmt: skip
+                raise UserTypeError(
+                    f"{me}({policy_or_env!r}) needs the env: {me}({policy_or_env!r}, env)"
+                )
         elif policy_or_env is not None and env is not None:
             raise UserTypeError(
                 f"{me}({_env_name(policy_or_env)}, {_env_name(env)}): the second argument is "
@@ -231,16 +233,25 @@ class Agent:
         if env is None:
             raise UserTypeError(f"{me}() needs an env: {me}(env) or {me}('MlpPolicy', env)")
         if not (run_dir is None or run_dir is False or isinstance(run_dir, str | Path)):
-            raise UserTypeError(f"run_dir={run_dir!r}: give a folder path, None (a new folder "
-                                "under runs/) or False (none)")  # fmt: skip
+            raise UserTypeError(
+                f"run_dir={run_dir!r}: give a folder path, None (a new folder "
+                "under runs/) or False (none)"
+            )
         if isinstance(run_dir, str | Path):
             runs.check_new(Path(run_dir), API)  # (refused now; claimed at the first learn)
         env_id, use_preset = _env_id(env)
         overrides = dict(config_values)
         if isinstance(env, gym.vector.VectorEnv):  # its copies are the ones it has
             overrides["n_envs"] = env.num_envs
-        cfg = config.load(preset or self.default_preset, env_id, overrides, None, seed,
-                          use_env_preset=use_preset, where="keyword argument")  # fmt: skip
+        cfg = config.load(
+            preset or self.default_preset,
+            env_id,
+            overrides,
+            None,
+            seed,
+            use_env_preset=use_preset,
+            where="keyword argument",
+        )
         self._init(cfg, env, state=None, run_dir=run_dir)
         self.verbose = verbose
 
@@ -311,8 +322,9 @@ class Agent:
         vec, owns = _vector_env(env, cfg)
         old = self.trainer
         try:
-            trainer = train.Trainer(cfg, vec, old.run_dir, old.learner.state_dict(),
-                                    source="of this model")  # fmt: skip
+            trainer = train.Trainer(
+                cfg, vec, old.run_dir, old.learner.state_dict(), source="of this model"
+            )
         except UserError:
             if owns:
                 vec.close()
@@ -341,8 +353,10 @@ class Agent:
                 raise UserError(f"checkpoint {path} {e}") from None
             params = {"policy": state["policy"], "agent": state["agent"]}
         if not isinstance(params, dict):
-            raise UserTypeError(f"set_parameters({runs._brief(params)}): give a dict as "
-                                "get_parameters() returns, or a run folder")  # fmt: skip
+            raise UserTypeError(
+                f"set_parameters({runs._brief(params)}): give a dict as "
+                "get_parameters() returns, or a run folder"
+            )
         unknown = set(params) - {"policy", "agent"}
         missing = {"policy", "agent"} - set(params) if exact_match else set()
         if unknown or missing or not params:
@@ -357,8 +371,9 @@ class Agent:
             if "agent" in params:
                 agent.load_state_dict(params["agent"])
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
-            raise UserError(f"set_parameters: the parameters do not fit this model: "
-                            f"{one_line(e)}") from None  # fmt: skip
+            raise UserError(
+                f"set_parameters: the parameters do not fit this model: {one_line(e)}"
+            ) from None
 
     # ------------------------------------------------------------------ learn
 
@@ -453,8 +468,10 @@ class Agent:
         except ValueError as e:
             raise UserError(str(e)) from None
         except (TypeError, IndexError, KeyError):
-            raise UserError(f"observation {runs._brief(observation)}: expected one of "
-                            f"{self.observation_space} or a batch of them") from None  # fmt: skip
+            raise UserError(
+                f"observation {runs._brief(observation)}: expected one of "
+                f"{self.observation_space} or a batch of them"
+            ) from None
         if single:
             runs.check_observation(self.observation_space, observation, "observation")
         else:

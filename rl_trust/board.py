@@ -74,14 +74,28 @@ def serve(runs_root: Path, host: str, port: int) -> int:
     problem = port_problem(host, port)
     if problem is not None:
         raise UserError(problem)
-    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(root),
-           "--host", host, "--port", str(port), "--reload_interval", "5"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        str(root),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--reload_interval",
+        "5",
+    ]
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     print(url_for(host, port), flush=True)
     if not loopback(host):
-        print(f"rl-trust: warning: --host {host} makes TensorBoard reachable from the network: "
-              f"anyone who can reach this machine on port {port} can read every run in {root}",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"rl-trust: warning: --host {host} makes TensorBoard reachable from the network: "
+            f"anyone who can reach this machine on port {port} can read every run in {root}",
+            file=sys.stderr,
+            flush=True,
+        )
     print(f"TensorBoard on {root} (Ctrl-C stops it)", file=sys.stderr, flush=True)
 
     def stop(signum, _frame):
@@ -124,9 +138,19 @@ def screenshot(url: str, path: Path, size: tuple[int, int] = (1400, 1000)) -> Pa
     if browser is None:
         raise UserError("no chromium on PATH (Debian: apt-get install chromium)")
     subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         f"--window-size={size[0]},{size[1]}", "--virtual-time-budget=15000",
-         f"--screenshot={path}", url],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--window-size={size[0]},{size[1]}",
+            "--virtual-time-budget=15000",
+            f"--screenshot={path}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return Path(path)

@@ -78,10 +78,18 @@ NAME = re.compile(r"step_(\d+)")  # a rotated checkpoint; the only other name is
 BEST = "best"
 # What a checkpoint's state holds at the top level: the type of each field.
 SCHEMA: dict[str, type | tuple[type, ...]] = {
-    "step": int, "updates": int, "best_eval": (float, int, type(None)), "policy": dict,
-    "agent": dict, "normalizer": dict, "rng": dict, "episodes": dict, "spaces": dict,
-    "config": dict, "versions": dict,
-}  # fmt: skip
+    "step": int,
+    "updates": int,
+    "best_eval": (float, int, type(None)),
+    "policy": dict,
+    "agent": dict,
+    "normalizer": dict,
+    "rng": dict,
+    "episodes": dict,
+    "spaces": dict,
+    "config": dict,
+    "versions": dict,
+}
 
 
 class Corrupt(UserError):
@@ -173,9 +181,10 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [
-        p for p in root.iterdir()
+        p
+        for p in root.iterdir()
         if step_of(p) is not None and not p.is_symlink() and (p / STATE).is_file()
-    ]  # fmt: skip
+    ]
     return sorted(found, key=step_of)
 
 
@@ -200,11 +209,12 @@ def _check_schema(path: Path, state: Any, expect_step: int | None) -> None:
         raise bad(f"its step {state['step']} is not the folder's {expect_step}")
     ep = state["episodes"]
     if not (
-        isinstance(ep.get("count"), int) and ep["count"] >= 0
+        isinstance(ep.get("count"), int)
+        and ep["count"] >= 0
         and all(isinstance(ep.get(k), list) for k in ("returns", "lengths"))
         and all(isinstance(x, float | int) and math.isfinite(x) for x in ep["returns"])
         and all(isinstance(x, int) and x >= 0 for x in ep["lengths"])
-    ):  # fmt: skip
+    ):
         raise bad("episodes must hold a count ≥ 0, finite returns and lengths ≥ 0")
     if not all(isinstance(state["spaces"].get(k), str) for k in ("observation", "action")):
         raise bad("spaces must name the observation and action spaces")
@@ -340,13 +350,22 @@ def describe_space(space) -> dict | None:
     from gymnasium import spaces as s
 
     if isinstance(space, s.Box):
-        return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
-                "low": _numbers(space.low), "high": _numbers(space.high)}  # fmt: skip
+        return {
+            "type": "Box",
+            "shape": list(space.shape),
+            "dtype": str(space.dtype),
+            "low": _numbers(space.low),
+            "high": _numbers(space.high),
+        }
     if isinstance(space, s.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
     if isinstance(space, s.MultiDiscrete):
-        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist(),
-                "start": space.start.tolist(), "dtype": str(space.dtype)}  # fmt: skip
+        return {
+            "type": "MultiDiscrete",
+            "nvec": space.nvec.tolist(),
+            "start": space.start.tolist(),
+            "dtype": str(space.dtype),
+        }
     if isinstance(space, s.MultiBinary):
         return {"type": "MultiBinary", "n": [int(n) for n in space.shape]}
     if isinstance(space, s.Dict | s.Tuple):
@@ -368,8 +387,9 @@ def build_space(d: Any):
         kind = d["type"]
         if kind == "Box":
             shape, dtype = tuple(d["shape"]), np.dtype(d["dtype"])
-            return s.Box(_array(d["low"], shape, dtype), _array(d["high"], shape, dtype),
-                         shape, dtype)  # fmt: skip
+            return s.Box(
+                _array(d["low"], shape, dtype), _array(d["high"], shape, dtype), shape, dtype
+            )
         if kind == "Discrete":
             return s.Discrete(int(d["n"]), start=int(d["start"]))
         if kind == "MultiDiscrete":

@@ -53,12 +53,18 @@ def _add_set(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--agent", default="ppo",
-                   help="agent preset (rl-trust list) or preset file (path/to/agent.yaml); "
-                   "default ppo")  # fmt: skip
+    p.add_argument(
+        "--agent",
+        default="ppo",
+        help="agent preset (rl-trust list) or preset file (path/to/agent.yaml); default ppo",
+    )
     p.add_argument("--env", default="CartPole-v1", help="gymnasium env id; default CartPole-v1")
-    p.add_argument("--env-preset", type=Path, metavar="FILE",
-                   help="an env preset file to use instead of the env's own preset")  # fmt: skip
+    p.add_argument(
+        "--env-preset",
+        type=Path,
+        metavar="FILE",
+        help="an env preset file to use instead of the env's own preset",
+    )
     p.add_argument("--steps", type=_steps, help="total env steps (1e6 accepted)")
     p.add_argument("--seed", type=_seed, help="random seed")
     _add_set(p, "override a config key (repeatable)")
@@ -88,9 +94,13 @@ def build_parser() -> Parser:
     p = sub.add_parser("resume", help="continue a run from its last checkpoint")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--steps", type=_steps, help="new total env steps")
-    p.add_argument("--checkpoint", type=_step_number, metavar="STEP",
-                   help="resume from this step's checkpoint (default: the newest); newer ones "
-                   "move to RUN_DIR/superseded/")  # fmt: skip
+    p.add_argument(
+        "--checkpoint",
+        type=_step_number,
+        metavar="STEP",
+        help="resume from this step's checkpoint (default: the newest); newer ones "
+        "move to RUN_DIR/superseded/",
+    )
     p.add_argument("--allow-import", action="store_true", help=_ALLOW_IMPORT)
     p.add_argument("--no-progress", action="store_true")
 
@@ -101,14 +111,20 @@ def build_parser() -> Parser:
     p.add_argument("--deterministic", action="store_true", help="the mode, not a sample")
     p.add_argument("--video", action="store_true", help="an mp4 per episode in RUN_DIR/videos/")
     p.add_argument("--seed", type=_seed, help="first episode's seed (default: run seed + 10000)")
-    p.add_argument("--max-steps", type=int, metavar="N",
-                   help="cap an episode of an env without a time limit at N steps, with a warning "
-                   "(default: the run's eval_max_steps, 10000)")  # fmt: skip
-    p.add_argument("--env", metavar="ID|module:Class",
-                   help="the env to evaluate on instead of the run's (its spaces must match): a "
-                   "registered id, or an Env class or zero-argument factory of a module "
-                   "(with --allow-import): for a run trained on an env built in Python",
-                   )  # fmt: skip
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        metavar="N",
+        help="cap an episode of an env without a time limit at N steps, with a warning "
+        "(default: the run's eval_max_steps, 10000)",
+    )
+    p.add_argument(
+        "--env",
+        metavar="ID|module:Class",
+        help="the env to evaluate on instead of the run's (its spaces must match): a "
+        "registered id, or an Env class or zero-argument factory of a module "
+        "(with --allow-import): for a run trained on an env built in Python",
+    )
     p.add_argument("--allow-import", action="store_true", help=_ALLOW_IMPORT)
 
     p = sub.add_parser("benchmark", help="rl-trust against SB3 over agents × envs × seeds")
@@ -117,16 +133,22 @@ def build_parser() -> Parser:
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     p.add_argument("--steps", type=_steps, help="env steps per trial (default: env preset's)")
     _add_set(p, "override a config key for every trial, both libraries")
-    p.add_argument("--libraries", choices=["rl-trust,sb3", "rl-trust"], default="rl-trust,sb3",
-                   metavar="rl-trust,sb3|rl-trust",
-                   help="rl-trust: no SB3 trials (comparisons among our agents only)")  # fmt: skip
+    p.add_argument(
+        "--libraries",
+        choices=["rl-trust,sb3", "rl-trust"],
+        default="rl-trust,sb3",
+        metavar="rl-trust,sb3|rl-trust",
+        help="rl-trust: no SB3 trials (comparisons among our agents only)",
+    )
     p.add_argument("--workers", type=int, default=1, help="trials at once (local backend)")
     p.add_argument("--backend", choices=["local", "ray"], default="local")
     p.add_argument("--ray-address", help="an existing Ray cluster (default: start one here)")
     p.add_argument("--out", type=Path, default=Path("bench/benchmark"), help="results folder")
-    p.add_argument("--report-only", action="store_true",
-                   help="write results.csv, report.md and plots of the trials complete so far; "
-                   "run nothing")  # fmt: skip
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write results.csv, report.md and plots of the trials complete so far; run nothing",
+    )
 
     p = sub.add_parser("tune", help="hyperparameter search with Optuna; best.yaml and report.md")
     p.add_argument("--agent", default="ppo", help="agent preset or preset file; default ppo")
@@ -169,14 +191,18 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("plot", help="PNG curves of runs (mean and band over runs per label)")
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
-    p.add_argument("--tags", default="rollout/ep_rew_mean,kl/forward_mean",
-                   help="comma-separated tags; a|b plots the first of a, b a run has")  # fmt: skip
+    p.add_argument(
+        "--tags",
+        default="rollout/ep_rew_mean,kl/forward_mean",
+        help="comma-separated tags; a|b plots the first of a, b a run has",
+    )
     p.add_argument("--out", type=Path, default=Path("plot.png"))
 
     p = sub.add_parser("config", help="print the resolved config as YAML")
     _add_config_args(p)
-    p.add_argument("--explain", action="store_true",
-                   help="every key: its value, its default and what it does")  # fmt: skip
+    p.add_argument(
+        "--explain", action="store_true", help="every key: its value, its default and what it does"
+    )
 
     sub.add_parser("list", help="the agent and env presets, one line each")
 
@@ -206,8 +232,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(args) -> config.RunConfig:
-    return config.load(args.agent, args.env, config.parse_overrides(args.overrides), args.steps,
-                       args.seed, args.env_preset)  # fmt: skip
+    return config.load(
+        args.agent,
+        args.env,
+        config.parse_overrides(args.overrides),
+        args.steps,
+        args.seed,
+        args.env_preset,
+    )
 
 
 def cmd_train(args) -> int:
@@ -229,8 +261,9 @@ def cmd_resume(args) -> int:
     folder = RunFolder.open(args.run_dir)
     cfg = train.load_run_config(folder.path, args.steps)
     folder.check_trust(cfg, args.allow_import)
-    return _train(cfg, folder, progress=not args.no_progress, resume_from=args.checkpoint,
-                  resume=True)  # fmt: skip
+    return _train(
+        cfg, folder, progress=not args.no_progress, resume_from=args.checkpoint, resume=True
+    )
 
 
 def _train(cfg, folder, progress: bool, resume: bool = False, resume_from=None) -> int:
@@ -241,8 +274,10 @@ def _train(cfg, folder, progress: bool, resume: bool = False, resume_from=None) 
     except train.Interrupted as e:
         if not resume and e.step == 0:  # before the first update: the folder holds nothing
             shutil.rmtree(folder.path, ignore_errors=True)
-            print(f"rl-trust: interrupted before the first update; removed {folder.path}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"rl-trust: interrupted before the first update; removed {folder.path}",
+                file=sys.stderr,
+            )
             return e.code
         print(
             f"rl-trust: interrupted at step {e.step}; checkpoint saved. Resume with: "
@@ -253,8 +288,9 @@ def _train(cfg, folder, progress: bool, resume: bool = False, resume_from=None) 
         return e.code
     ret = summary["final"].get("rollout/ep_rew_mean")
     returns = "no episode finished yet" if ret is None else f"mean episode return {ret:.1f}"
-    print(f"done: {summary['steps']} steps, {summary['fps']:.0f} steps/s, {returns}",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"done: {summary['steps']} steps, {summary['fps']:.0f} steps/s, {returns}", file=sys.stderr
+    )
     print(folder.path)
     return 0
 
@@ -262,8 +298,17 @@ def _train(cfg, folder, progress: bool, resume: bool = False, resume_from=None) 
 def cmd_eval(args) -> int:
     from rl_trust.evaluate import evaluate
 
-    r = evaluate(args.run_dir, args.checkpoint, args.episodes, args.deterministic, args.video,
-                 args.seed, args.allow_import, args.max_steps, args.env)  # fmt: skip
+    r = evaluate(
+        args.run_dir,
+        args.checkpoint,
+        args.episodes,
+        args.deterministic,
+        args.video,
+        args.seed,
+        args.allow_import,
+        args.max_steps,
+        args.env,
+    )
     print(
         f"{r['checkpoint']} ({'deterministic' if r['deterministic'] else 'sampled'} actions, "
         f"{r['episodes']} episodes): return {r['mean_return']:.1f} ± {r['std_return']:.1f}, "
@@ -297,14 +342,18 @@ def cmd_benchmark(args) -> int:
         raise UserError(f"--out {out} is a file: name a folder")
     if args.report_only and not out.is_dir():
         raise UserError(f"--out {out} does not exist: nothing to report (run the benchmark)")
-    trials = matrix.matrix(agents, envs, args.seeds, args.steps, tuple(args.overrides),
-                           args.libraries.split(","))  # fmt: skip
+    trials = matrix.matrix(
+        agents, envs, args.seeds, args.steps, tuple(args.overrides), args.libraries.split(",")
+    )
     if args.report_only:  # what is complete so far, without running anything
         done = matrix.recorded_rows(trials, out)
         changed = matrix.changed_configs((t for t, r in done.items() if r["status"] == "ok"), out)
         for t, why in changed.items():
-            print(f"rl-trust: {t.name} ran with another config ({why}): not reported; "
-                  "run the benchmark to rerun it", file=sys.stderr)  # fmt: skip
+            print(
+                f"rl-trust: {t.name} ran with another config ({why}): not reported; "
+                "run the benchmark to rerun it",
+                file=sys.stderr,
+            )
         rows = [
             done[t] if t in done and t not in changed else matrix.blank_row(t, "not run")
             for t in trials
@@ -315,8 +364,11 @@ def cmd_benchmark(args) -> int:
             rows = matrix.run_matrix(trials, out, args.workers, args.backend, args.ray_address)
         except KeyboardInterrupt as e:  # the running trials were stopped; finished ones kept
             ok = sum(r["status"] == "ok" for r in matrix.recorded_rows(trials, out).values())
-            print(f"rl-trust: benchmark interrupted with {ok} of {len(trials)} trials complete in "
-                  f"{out}; run the same command again to resume", file=sys.stderr)  # fmt: skip
+            print(
+                f"rl-trust: benchmark interrupted with {ok} of {len(trials)} trials complete in "
+                f"{out}; run the same command again to resume",
+                file=sys.stderr,
+            )
             return 143 if isinstance(e, _Terminated) else 130
         finally:
             signal.signal(signal.SIGTERM, previous)

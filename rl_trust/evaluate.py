@@ -91,9 +91,11 @@ def run_episodes(
     finally:
         normalizer.training = training
     if capped:
-        print(f"rl-trust: warning: {capped} of {episodes} evaluation episodes were cut at "
-              f"{limit} steps (the env has no time limit; set eval_max_steps)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"rl-trust: warning: {capped} of {episodes} evaluation episodes were cut at "
+            f"{limit} steps (the env has no time limit; set eval_max_steps)",
+            file=sys.stderr,
+        )
     return returns, lengths
 
 
@@ -108,19 +110,23 @@ def _make_eval_env(cfg: config.RunConfig, run_dir: Path, render_mode: str | None
         try:
             factory = getattr(importlib.import_module(module), name, None)
         except Exception as e:  # ImportError, or whatever the module's code raised
-            raise UserError(f"env {env_id!r}: cannot import module {module!r} "
-                            f"({one_line(e)})") from None  # fmt: skip
+            raise UserError(
+                f"env {env_id!r}: cannot import module {module!r} ({one_line(e)})"
+            ) from None
     if sep and name not in gym.registry:  # (the module may have registered it)
         if not callable(factory):
-            raise UserError(f"env {env_id!r}: module {module!r} has no registered id, Env class "
-                            f"or factory {name!r}")  # fmt: skip
+            raise UserError(
+                f"env {env_id!r}: module {module!r} has no registered id, Env class "
+                f"or factory {name!r}"
+            )
         try:
             env = factory(render_mode=render_mode) if render_mode else factory()
         except Exception as e:  # the user's code
             raise UserError(f"env {env_id!r}: {name}() raised {one_line(e)}") from None
         if not isinstance(env, gym.Env):
-            raise UserError(f"env {env_id!r}: {name}() gave {type(env).__name__}, not a "
-                            "gymnasium.Env")  # fmt: skip
+            raise UserError(
+                f"env {env_id!r}: {name}() gave {type(env).__name__}, not a gymnasium.Env"
+            )
         return apply_wrappers(env, cfg.env.wrappers)
     if not sep and env_id not in gym.registry:
         try:
@@ -200,9 +206,14 @@ def evaluate(
     agent = agents.build(cfg.agent, env.observation_space, env.action_space, seed)
     policy = agent.policy
     normalizer = Normalizer(  # (as many envs as training had: its state holds their returns)
-        policy.obs_layout.norm_shape, cfg.env.n_envs, obs=cfg.env.normalize_obs, reward=False,
-        gamma=cfg.agent.gamma, clip_obs=cfg.env.clip_obs, clip_reward=cfg.env.clip_reward,
-    )  # fmt: skip
+        policy.obs_layout.norm_shape,
+        cfg.env.n_envs,
+        obs=cfg.env.normalize_obs,
+        reward=False,
+        gamma=cfg.agent.gamma,
+        clip_obs=cfg.env.clip_obs,
+        clip_reward=cfg.env.clip_reward,
+    )
     try:
         policy.load_state_dict(state["policy"])
         normalizer.load_state_dict(state["normalizer"])
@@ -213,9 +224,15 @@ def evaluate(
 
     try:
         returns, lengths = run_episodes(
-            env, policy, normalizer, episodes, deterministic, seed,
-            torch.Generator().manual_seed(seed), max_steps or cfg.run.eval_max_steps,
-        )  # fmt: skip
+            env,
+            policy,
+            normalizer,
+            episodes,
+            deterministic,
+            seed,
+            torch.Generator().manual_seed(seed),
+            max_steps or cfg.run.eval_max_steps,
+        )
     finally:
         env.close()
 

@@ -203,16 +203,26 @@ class Collector:
                 next_values[t, i] = value
 
         adv, ret = gae(
-            self.rewards, values, next_values, self.terminated, self.episode_end,
-            self.gamma, self.lam,
-        )  # fmt: skip
+            self.rewards,
+            values,
+            next_values,
+            self.terminated,
+            self.episode_end,
+            self.gamma,
+            self.lam,
+        )
         self.seconds["env"] += in_env
         self.seconds["policy"] += time.perf_counter() - start - in_env
         values, adv, ret = (torch.from_numpy(x.reshape(-1)).to(device) for x in (values, adv, ret))
         return Batch(
-            obs=flat_obs, actions=flat_actions, log_probs=log_probs, values=values,
-            dist_params=dist_params, advantages=adv, returns=ret,
-        )  # fmt: skip
+            obs=flat_obs,
+            actions=flat_actions,
+            log_probs=log_probs,
+            values=values,
+            dist_params=dist_params,
+            advantages=adv,
+            returns=ret,
+        )
 
     def _steps(self, truncated_finals: list) -> float:
         """The rollout's T steps of every env at once; returns the seconds spent in the env."""

@@ -102,15 +102,18 @@ def check_observation(space, obs, what: str) -> None:
     if isinstance(space, gym.spaces.Dict):
         if not isinstance(obs, dict) or set(obs) != set(space.spaces):
             got = sorted(obs) if isinstance(obs, dict) else type(obs).__name__
-            raise UserError(f"{what} is {got}: the observation space is a Dict of "
-                            f"{sorted(space.spaces)}")  # fmt: skip
+            raise UserError(
+                f"{what} is {got}: the observation space is a Dict of {sorted(space.spaces)}"
+            )
         for key, part in space.spaces.items():
             check_observation(part, obs[key], f"{what}[{key!r}]")
         return
     if isinstance(space, gym.spaces.Tuple):
         if not isinstance(obs, tuple | list) or len(obs) != len(space.spaces):
-            raise UserError(f"{what} is {_brief(obs)}: the observation space is a Tuple of "
-                            f"{len(space.spaces)} parts")  # fmt: skip
+            raise UserError(
+                f"{what} is {_brief(obs)}: the observation space is a Tuple of "
+                f"{len(space.spaces)} parts"
+            )
         for i, part in enumerate(space.spaces):
             check_observation(part, obs[i], f"{what}[{i}]")
         return
@@ -125,12 +128,15 @@ def check_observation(space, obs, what: str) -> None:
         if x.shape != () or not integral:
             raise UserError(f"{what} is {_brief(obs)}: expected an integer of {space}")
         if not space.start <= int(x) < space.start + space.n:
-            raise UserError(f"{what} is {int(x)}: expected an integer in "
-                            f"{space.start}..{space.start + space.n - 1} ({space})")  # fmt: skip
+            raise UserError(
+                f"{what} is {int(x)}: expected an integer in "
+                f"{space.start}..{space.start + space.n - 1} ({space})"
+            )
         return
     if x.shape != tuple(space.shape or ()):
-        raise UserError(f"{what} has shape {x.shape}: the observation space {space} says "
-                        f"{tuple(space.shape)}")  # fmt: skip
+        raise UserError(
+            f"{what} has shape {x.shape}: the observation space {space} says {tuple(space.shape)}"
+        )
     if isinstance(space, gym.spaces.MultiDiscrete) and not space.contains(
         x.astype(space.dtype, copy=False)
     ):
@@ -149,8 +155,10 @@ def check_observation_batch(space, obs, what: str) -> None:
             bad = x[(x < space.start) | (x >= space.start + space.n)]
             if bad.size:
                 last = space.start + space.n - 1
-                raise UserError(f"{what} holds {int(bad[0])}: expected integers in "
-                                f"{space.start}..{last} ({space})")  # fmt: skip
+                raise UserError(
+                    f"{what} holds {int(bad[0])}: expected integers in "
+                    f"{space.start}..{last} ({space})"
+                )
             return
     if isinstance(space, gym.spaces.Dict) and isinstance(obs, dict):
         for key, part in space.spaces.items():
@@ -178,8 +186,9 @@ def check_spaces(obs_space, act_space, cfg: RunConfig, name: str) -> None:
 
     for kind, space in (("observation_space", obs_space), ("action_space", act_space)):
         if not isinstance(space, gym.spaces.Space):
-            raise UserError(f"env {name} has no {kind} (a gymnasium.spaces.Space): "
-                            f"it has {_brief(space)}")  # fmt: skip
+            raise UserError(
+                f"env {name} has no {kind} (a gymnasium.spaces.Space): it has {_brief(space)}"
+            )
     layout = layout_for(obs_space)
     family_for(act_space)
     a = cfg.agent
@@ -199,8 +208,9 @@ def probe(env, cfg: RunConfig, name: str) -> None:
             "gymnasium.Env, a zero-argument callable returning one, or a "
             "gymnasium.vector.VectorEnv"
         )
-    check_spaces(getattr(env, "observation_space", None), getattr(env, "action_space", None),
-                 cfg, name)  # fmt: skip
+    check_spaces(
+        getattr(env, "observation_space", None), getattr(env, "action_space", None), cfg, name
+    )
     try:
         out = env.reset(seed=cfg.run.seed)
     except UserError:
@@ -218,8 +228,10 @@ def probe(env, cfg: RunConfig, name: str) -> None:
     except Exception as e:  # the env's own code
         raise UserError(f"env {name}: step() raised {one_line(e)}") from None
     if not (isinstance(out, tuple) and len(out) == 5):
-        raise UserError(f"env {name}: step() returned {_brief(out)}, not (observation, reward, "
-                        "terminated, truncated, info)")  # fmt: skip
+        raise UserError(
+            f"env {name}: step() returned {_brief(out)}, not (observation, reward, "
+            "terminated, truncated, info)"
+        )
     check_observation(env.observation_space, out[0], f"env {name}: step()'s observation")
     if not isinstance(out[1], int | float | np.integer | np.floating) and np.ndim(out[1]) != 0:
         raise UserError(f"env {name}: step()'s reward is {_brief(out[1])}, not a number")
@@ -385,9 +397,11 @@ class RunFolder:
             for p in later:
                 os.replace(p, aside / p.name)
             if not quiet:
-                print(f"rl-trust: resuming from step_{step:012d}; the later "
-                      f"{', '.join(p.name for p in later)} moved to {aside}",
-                      file=sys.stderr)  # fmt: skip
+                print(
+                    f"rl-trust: resuming from step_{step:012d}; the later "
+                    f"{', '.join(p.name for p in later)} moved to {aside}",
+                    file=sys.stderr,
+                )
         self.write_config(cfg)
 
     def write_config(self, cfg: RunConfig) -> None:

@@ -136,8 +136,11 @@ def check_env_output(collector: Collector, batch, env_id: str) -> None:
 
 def kept_line(run_dir: Path) -> str:
     found = checkpoint.list_checkpoints(run_dir)
-    return (f"the last good checkpoint is kept ({found[-1].name})" if found
-            else "no checkpoint had been written yet")  # fmt: skip
+    return (
+        f"the last good checkpoint is kept ({found[-1].name})"
+        if found
+        else "no checkpoint had been written yet"
+    )
 
 
 def _check_finite(metrics: dict, update: int) -> None:
@@ -162,10 +165,14 @@ class Learner:
         seed = cfg.run.seed
         self.agent = agents.build(a, env.single_observation_space, env.single_action_space, seed)
         self.normalizer = Normalizer(
-            self.agent.policy.obs_layout.norm_shape, env.num_envs,
-            obs=cfg.env.normalize_obs, reward=cfg.env.normalize_reward, gamma=a.gamma,
-            clip_obs=cfg.env.clip_obs, clip_reward=cfg.env.clip_reward,
-        )  # fmt: skip
+            self.agent.policy.obs_layout.norm_shape,
+            env.num_envs,
+            obs=cfg.env.normalize_obs,
+            reward=cfg.env.normalize_reward,
+            gamma=a.gamma,
+            clip_obs=cfg.env.clip_obs,
+            clip_reward=cfg.env.clip_reward,
+        )
         self.step, self.updates = 0, 0
         self.best_eval: float | None = None  # the best eval/mean_reward so far
         if state is not None:
@@ -175,9 +182,14 @@ class Learner:
         # a resumed run starts fresh episodes, from env seeds no earlier segment used
         self.env_seed = seed + 7919 * self.updates
         self.collector = Collector(
-            env, self.agent.policy, self.normalizer, a.n_steps, a.gamma, a.gae_lambda,
+            env,
+            self.agent.policy,
+            self.normalizer,
+            a.n_steps,
+            a.gamma,
+            a.gae_lambda,
             self.env_seed,
-        )  # fmt: skip
+        )
         if state is not None:
             self.load_state_dict(state)
 
@@ -211,8 +223,15 @@ class Learner:
     def load_state_dict(self, state: dict) -> None:
         try:
             self._load_state_dict(state)
-        except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError,
-                ArithmeticError) as e:  # fmt: skip
+        except (
+            RuntimeError,
+            KeyError,
+            TypeError,
+            ValueError,
+            IndexError,
+            AttributeError,
+            ArithmeticError,
+        ) as e:
             raise UserError(f"does not fit this run's agent: {one_line(e)}") from None
 
     def _load_state_dict(self, state: dict) -> None:
@@ -264,18 +283,27 @@ class Evaluator:
     def __call__(self, run_dir: Path, learner: Learner, stop: list) -> dict[str, float]:
         """The evaluation's tags; none when a signal (in `stop`) cut it short."""
         returns, lengths = run_episodes(
-            self.env, learner.agent.policy, learner.normalizer, self.episodes, True, self.seed,
-            torch.Generator().manual_seed(self.seed), self.cfg.run.eval_max_steps,
+            self.env,
+            learner.agent.policy,
+            learner.normalizer,
+            self.episodes,
+            True,
+            self.seed,
+            torch.Generator().manual_seed(self.seed),
+            self.cfg.run.eval_max_steps,
             stop=lambda: bool(stop),
-        )  # fmt: skip
+        )
         if len(returns) < self.episodes:
             return {}
         mean = float(np.mean(returns))
         if learner.best_eval is None or mean > learner.best_eval:
             learner.best_eval = mean
             save(run_dir, learner, name="best")
-        return {"eval/mean_reward": mean, "eval/mean_ep_length": float(np.mean(lengths)),
-                "eval/best_mean_reward": learner.best_eval}  # fmt: skip
+        return {
+            "eval/mean_reward": mean,
+            "eval/mean_ep_length": float(np.mean(lengths)),
+            "eval/best_mean_reward": learner.best_eval,
+        }
 
     def close(self) -> None:
         if self.env is not None:
@@ -290,9 +318,12 @@ def diagnose(run_dir: Path, error: Diverged, learner: Learner, batch) -> Path:
         finite = x[torch.isfinite(x)]
         return {
             "non_finite": int((~torch.isfinite(x)).sum()),
-            **({k: float(getattr(finite, k)()) for k in ("mean", "std", "min", "max")}
-               if finite.numel() > 1 else {}),
-        }  # fmt: skip
+            **(
+                {k: float(getattr(finite, k)()) for k in ("mean", "std", "min", "max")}
+                if finite.numel() > 1
+                else {}
+            ),
+        }
 
     fields = {
         name: getattr(batch, name)
@@ -306,9 +337,10 @@ def diagnose(run_dir: Path, error: Diverged, learner: Learner, batch) -> Path:
         "update": learner.updates + 1,
         "step": learner.step,
         "batch": {name: stats(x) for name, x in fields.items()},
-        "last_checkpoint": (found[-1].name if (found := checkpoint.list_checkpoints(run_dir))
-                            else None),
-    }  # fmt: skip
+        "last_checkpoint": (
+            found[-1].name if (found := checkpoint.list_checkpoints(run_dir)) else None
+        ),
+    }
     path = Path(run_dir) / "diverged.json"
     path.write_text(json.dumps(report, indent=2))
     return path
@@ -320,8 +352,14 @@ class Trainer:
     drive, one rollout and update at a time. It takes no signals and no lock; its caller
     does (run, below; the API)."""
 
-    def __init__(self, cfg: RunConfig, env, run_dir: Path | None, state: dict | None = None,
-                 source: Path | None = None):  # fmt: skip
+    def __init__(
+        self,
+        cfg: RunConfig,
+        env,
+        run_dir: Path | None,
+        state: dict | None = None,
+        source: Path | None = None,
+    ):
         self.cfg, self.env = cfg, env
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.writer, self.evaluator = None, None

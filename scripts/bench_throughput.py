@@ -105,8 +105,9 @@ def _env_alone(cfg: dict, steps: int) -> float:
     return steps / elapsed
 
 
-def trial(agent: str, env: str, updates: int, out: Path, fresh: bool, preset: bool,
-          sets: list[str]) -> dict:  # fmt: skip
+def trial(
+    agent: str, env: str, updates: int, out: Path, fresh: bool, preset: bool, sets: list[str]
+) -> dict:
     tags = (["preset"] if preset else []) + sets
     name = re.sub(r"[^\w.=-]", "_", "-".join([agent, env, *tags]))
     result_path = out / f"{name}.json"
@@ -177,10 +178,18 @@ def main() -> int:
     p.add_argument("--updates", type=int, default=22, help="rollouts per trial")
     p.add_argument("--out", type=Path, default=Path("bench/throughput"))
     p.add_argument("--fresh", action="store_true", help="rerun trials measured before")
-    p.add_argument("--preset-hparams", action="store_true",
-                   help="the env preset's hyperparameters, not SB3's defaults")  # fmt: skip
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a setting of ours (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--preset-hparams",
+        action="store_true",
+        help="the env preset's hyperparameters, not SB3's defaults",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of ours (repeatable)",
+    )
     args = p.parse_args()
     out = args.out.resolve()
     (out / "ours").mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from rl_trust.board import free_port, screenshot, wait_until_up
 
-PAGES = {"dashboard-trust-region.png": ("#custom_scalars", (1400, 1400)),
-         "dashboard-hparams.png": ("#hparams", (1400, 520))}  # fmt: skip
+PAGES = {
+    "dashboard-trust-region.png": ("#custom_scalars", (1400, 1400)),
+    "dashboard-hparams.png": ("#hparams", (1400, 520)),
+}
 
 
 def shoot(runs_root: Path, out: Path) -> list[Path]:

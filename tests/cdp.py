@@ -17,9 +17,12 @@ from pathlib import Path
 
 import websocket
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--remote-debugging-port=0"]  # fmt: skip
+FLAGS = (
+    "--headless --no-sandbox --disable-gpu --disable-quic "
+    "--no-first-run --disable-background-networking "
+    "--disable-component-update --disable-sync --hide-scrollbars "
+    "--remote-debugging-port=0"
+).split()
 
 
 class Chromium:
@@ -28,10 +31,16 @@ class Chromium:
     def __init__(self, binary: str, size: tuple[int, int] = (1800, 1400)):
         # (its helper processes may still be writing there as it stops: cleaned up regardless)
         self.profile = tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True)
-        cmd = [binary, *FLAGS, f"--user-data-dir={self.profile.name}",
-               f"--window-size={size[0]},{size[1]}", "about:blank"]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)  # fmt: skip
+        cmd = [
+            binary,
+            *FLAGS,
+            f"--user-data-dir={self.profile.name}",
+            f"--window-size={size[0]},{size[1]}",
+            "about:blank",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         # Chromium writes its DevTools port (then a path) to this file once it listens.
         active = Path(self.profile.name, "DevToolsActivePort")
         deadline = time.monotonic() + 60

@@ -18,8 +18,15 @@ def setup(agent: str, env: str = "CartPole-v1", **overrides):
     vec = make_vec(cfg.env, 0)
     a = cfg.agent
     agent_ = agents.build(a, vec.single_observation_space, vec.single_action_space, 0)
-    norm = Normalizer(vec.single_observation_space.shape, 2, obs=False, reward=False,
-                      gamma=a.gamma, clip_obs=10, clip_reward=10)  # fmt: skip
+    norm = Normalizer(
+        vec.single_observation_space.shape,
+        2,
+        obs=False,
+        reward=False,
+        gamma=a.gamma,
+        clip_obs=10,
+        clip_reward=10,
+    )
     collector = Collector(vec, agent_.policy, norm, a.n_steps, a.gamma, a.gae_lambda, 0)
     return cfg, agent_, collector
 

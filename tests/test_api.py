@@ -20,8 +20,17 @@ SMALL = {"n_steps": 256, "batch_size": 64, "n_epochs": 2}
 
 
 def test_the_api_and_the_cli_give_bit_identical_scalars(tmp_path):
-    res = cli("train", "--steps", "1024", "--seed", "3", "--run-dir", str(tmp_path / "cli"),
-              "--no-progress", *[f"--set={k}={v}" for k, v in SMALL.items()])  # fmt: skip
+    res = cli(
+        "train",
+        "--steps",
+        "1024",
+        "--seed",
+        "3",
+        "--run-dir",
+        str(tmp_path / "cli"),
+        "--no-progress",
+        *[f"--set={k}={v}" for k, v in SMALL.items()],
+    )
     assert res.returncode == 0, res.stderr
     rl_trust.PPO("CartPole-v1", seed=3, run_dir=tmp_path / "api", **SMALL).learn(1024)
     ours, theirs = events(tmp_path / "api"), events(tmp_path / "cli")
@@ -156,8 +165,17 @@ def test_the_readme_example_runs(tmp_path, monkeypatch):
         "from gymnasium.envs.classic_control import CartPoleEnv\n\n\n"
         f"{upright}\n\n\ndef make():\n    return gym.wrappers.TimeLimit(Upright(), 200)\n"
     )
-    res = cli("eval", "my-cartpole", "--episodes", "1", "--env", "upright:make", "--allow-import",
-              cwd=tmp_path, env=pythonpath(tmp_path))  # fmt: skip
+    res = cli(
+        "eval",
+        "my-cartpole",
+        "--episodes",
+        "1",
+        "--env",
+        "upright:make",
+        "--allow-import",
+        cwd=tmp_path,
+        env=pythonpath(tmp_path),
+    )
     assert res.returncode == 0, res.stderr
 
 
@@ -197,8 +215,9 @@ def test_a_preset_file_and_a_network_of_your_own_through_the_api(tmp_path, monke
     monkeypatch.syspath_prepend(str(tmp_path))
     preset = tmp_path / "mine.yaml"
     preset.write_text("algo: ppo\nkl_penalty: adaptive\nclip: false\nn_steps: 256\n")
-    model = rl_trust.PPO("CartPole-v1", preset=str(preset), run_dir=tmp_path / "run",
-                         policy="mynet_api:factory").learn(512)  # fmt: skip
+    model = rl_trust.PPO(
+        "CartPole-v1", preset=str(preset), run_dir=tmp_path / "run", policy="mynet_api:factory"
+    ).learn(512)
     assert model.config.agent_name == "mine" and not model.config.agent.clip
     assert type(model.policy.extractor).__name__ == "Net"
     again = rl_trust.load(tmp_path / "run")
@@ -244,8 +263,9 @@ def test_a_new_model_never_adopts_an_existing_run_folder(tmp_path):
 
 def test_the_same_script_run_twice_refuses_the_second_and_keeps_the_first(tmp_path):
     exp = tmp_path / "exp1"
-    first = rl_trust.PPO("CartPole-v1", seed=1, run_dir=exp, checkpoint_every=64,
-                         keep_checkpoints=2, **TINY).learn(192)  # fmt: skip
+    first = rl_trust.PPO(
+        "CartPole-v1", seed=1, run_dir=exp, checkpoint_every=64, keep_checkpoints=2, **TINY
+    ).learn(192)
     before = _files(exp)
     with pytest.raises(ValueError, match="exp1"):
         rl_trust.PPO("CartPole-v1", seed=2, run_dir=exp, checkpoint_every=64, **TINY)
@@ -257,8 +277,9 @@ def test_the_same_script_run_twice_refuses_the_second_and_keeps_the_first(tmp_pa
         torch.cat([p.flatten() for p in back.policy.parameters()]),
         torch.cat([p.flatten() for p in first.policy.parameters()]),
     )
-    assert np.array_equal(back.predict(obs, deterministic=True)[0],
-                          first.predict(obs, deterministic=True)[0])  # fmt: skip
+    assert np.array_equal(
+        back.predict(obs, deterministic=True)[0], first.predict(obs, deterministic=True)[0]
+    )
 
 
 def test_load_of_an_earlier_checkpoint_then_learn_continues_as_resume_does(tmp_path):
@@ -307,8 +328,10 @@ class Upright(gym.Env):
 
     def __init__(self, render_mode=None):
         self.inner = gym.make("CartPole-v1", render_mode=render_mode)
-        self.observation_space, self.action_space = (self.inner.observation_space,
-                                                     self.inner.action_space)  # fmt: skip
+        self.observation_space, self.action_space = (
+            self.inner.observation_space,
+            self.inner.action_space,
+        )
 
     def reset(self, seed=None, options=None):
         return self.inner.reset(seed=seed)
@@ -324,8 +347,9 @@ def test_a_model_of_a_python_env_loads_without_it_and_predicts(tmp_path):
     obs = np.stack([gym.make("CartPole-v1").reset(seed=s)[0] for s in range(6)])
     back = rl_trust.PPO.load(run)  # no env: the spaces come from the checkpoint
     assert back.get_env() is None and back.observation_space == model.observation_space
-    assert np.array_equal(back.predict(obs, deterministic=True)[0],
-                          model.predict(obs, deterministic=True)[0])  # fmt: skip
+    assert np.array_equal(
+        back.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0]
+    )
     with pytest.raises(ValueError, match=r"set_env\(env\)"):
         back.learn(64)
     assert checkpoint.step_of(checkpoint.list_checkpoints(run)[-1]) == 128  # nothing written
@@ -347,11 +371,28 @@ def test_eval_of_a_python_saved_run_says_how_to_give_its_env(tmp_path):
     res = cli("eval", str(run), "--episodes", "1", cwd=tmp_path)
     assert res.returncode == 2 and "--env module:Class" in res.stderr, res.stderr
     assert "--allow-import" in res.stderr and len(res.stderr.strip().splitlines()) == 1
-    res = cli("eval", str(run), "--episodes", "1", "--env", "upright_env:Upright", cwd=tmp_path,
-              env=pythonpath(tmp_path))  # fmt: skip
+    res = cli(
+        "eval",
+        str(run),
+        "--episodes",
+        "1",
+        "--env",
+        "upright_env:Upright",
+        cwd=tmp_path,
+        env=pythonpath(tmp_path),
+    )
     assert res.returncode == 2 and "--allow-import" in res.stderr
-    res = cli("eval", str(run), "--episodes", "1", "--env", "upright_env:Upright",
-              "--allow-import", cwd=tmp_path, env=pythonpath(tmp_path))  # fmt: skip
+    res = cli(
+        "eval",
+        str(run),
+        "--episodes",
+        "1",
+        "--env",
+        "upright_env:Upright",
+        "--allow-import",
+        cwd=tmp_path,
+        env=pythonpath(tmp_path),
+    )
     assert res.returncode == 0, res.stderr
     res = cli("eval", str(run), "--episodes", "1", "--env", "Acrobot-v1")
     assert res.returncode == 2 and "observation space" in res.stderr
@@ -385,9 +426,18 @@ def test_load_imports_a_module_the_run_names_only_with_allow_import(tmp_path, mo
         "    return Net(observation_space.shape[0])\n"
     )
     run = tmp_path / "run"
-    res = cli("train", "--run-dir", str(run), "--steps", "64", "--no-progress",
-              "--set", "policy=trustme_net:factory", *[f"--set={k}={v}" for k, v in TINY.items()],
-              env=pythonpath(tmp_path))  # fmt: skip
+    res = cli(
+        "train",
+        "--run-dir",
+        str(run),
+        "--steps",
+        "64",
+        "--no-progress",
+        "--set",
+        "policy=trustme_net:factory",
+        *[f"--set={k}={v}" for k, v in TINY.items()],
+        env=pythonpath(tmp_path),
+    )
     assert res.returncode == 0, res.stderr
     (tmp_path / "imported").unlink()
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -414,8 +464,9 @@ def test_any_falsy_callback_answer_but_none_stops(answer):
 def test_a_callback_returning_none_continues_and_a_list_runs_each():
     model = rl_trust.PPO("CartPole-v1", run_dir=False, **TINY)
     seen: list = []
-    model.learn(192, callback=[lambda m, t: seen.append(t.learner.step),
-                               lambda m, t: t.learner.step < 128])  # fmt: skip
+    model.learn(
+        192, callback=[lambda m, t: seen.append(t.learner.step), lambda m, t: t.learner.step < 128]
+    )
     assert seen == [64, 128] and model.num_timesteps == 128
 
 
@@ -501,17 +552,26 @@ def test_an_env_whose_observation_differs_from_its_space_is_exit_2(tmp_path):
         "        return np.zeros(3, np.float32), {}\n"
         "gym.register('ShortObs-v0', entry_point=Short)\n"
     )
-    res = cli("train", "--env", "short_env:ShortObs-v0", "--run-dir", str(tmp_path / "run"),
-              "--steps", "64", env=pythonpath(tmp_path))  # fmt: skip
+    res = cli(
+        "train",
+        "--env",
+        "short_env:ShortObs-v0",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--steps",
+        "64",
+        env=pythonpath(tmp_path),
+    )
     assert res.returncode == 2 and "shape (3,)" in res.stderr and "(4,)" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "run").exists()
 
 
 def test_sb3_first_lines_build_the_same_model(capsys):
     ours = rl_trust.PPO("CartPole-v1", run_dir=False, seed=4, **TINY)
-    for model in (rl_trust.PPO("MlpPolicy", "CartPole-v1", run_dir=False, seed=4, **TINY),
-                  rl_trust.PPO(policy="MlpPolicy", env="CartPole-v1", run_dir=False, seed=4,
-                               **TINY)):  # fmt: skip
+    for model in (
+        rl_trust.PPO("MlpPolicy", "CartPole-v1", run_dir=False, seed=4, **TINY),
+        rl_trust.PPO(policy="MlpPolicy", env="CartPole-v1", run_dir=False, seed=4, **TINY),
+    ):
         assert model.config == ours.config
         pairs = zip(model.policy.parameters(), ours.policy.parameters(), strict=True)
         assert all(torch.equal(a, b) for a, b in pairs)
@@ -534,8 +594,9 @@ def test_sb3s_evaluate_policy_runs_our_model():
     model = rl_trust.PPO("CartPole-v1", run_dir=False, **TINY)
     mean, std = evaluation.evaluate_policy(model, gym.make("CartPole-v1"), n_eval_episodes=2)
     assert mean > 0 and std >= 0
-    action, state = model.predict(np.zeros(4, np.float32), state=None, episode_start=None,
-                                  deterministic=True)  # fmt: skip
+    action, state = model.predict(
+        np.zeros(4, np.float32), state=None, episode_start=None, deterministic=True
+    )
     assert isinstance(action, np.ndarray) and action.shape == () and state is None
     with pytest.raises(TypeError, match="deterministic=True"):
         model.predict(np.zeros(4, np.float32), True)
@@ -548,15 +609,18 @@ def test_the_attributes_an_sb3_user_reaches_for(tmp_path):
     assert a.action_space == gym.make("Pendulum-v1").action_space
     assert a.n_envs == 2 and a.device == torch.device("cpu") and a.get_env().num_envs == 2
     obs = np.random.default_rng(0).normal(size=(3, 3)).astype(np.float32)
-    assert not np.array_equal(a.predict(obs, deterministic=True)[0],
-                              b.predict(obs, deterministic=True)[0])  # fmt: skip
+    assert not np.array_equal(
+        a.predict(obs, deterministic=True)[0], b.predict(obs, deterministic=True)[0]
+    )
     b.set_parameters(a.get_parameters())
-    assert np.array_equal(a.predict(obs, deterministic=True)[0],
-                          b.predict(obs, deterministic=True)[0])  # fmt: skip
+    assert np.array_equal(
+        a.predict(obs, deterministic=True)[0], b.predict(obs, deterministic=True)[0]
+    )
     c = rl_trust.PPO("Pendulum-v1", run_dir=False, seed=2, n_envs=2, **TINY)
     c.set_parameters(a.save(tmp_path / "a"))
-    assert np.array_equal(a.predict(obs, deterministic=True)[0],
-                          c.predict(obs, deterministic=True)[0])  # fmt: skip
+    assert np.array_equal(
+        a.predict(obs, deterministic=True)[0], c.predict(obs, deterministic=True)[0]
+    )
     with pytest.raises(ValueError, match="do not fit"):
         rl_trust.PPO("CartPole-v1", run_dir=False).set_parameters(a.get_parameters())
     b.set_env(gym.make("Pendulum-v1"))

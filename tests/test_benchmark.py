@@ -22,8 +22,9 @@ from conftest import RL_TRUST, cli, events
 from rl_trust import config
 from rl_trust.benchmark.sb3 import sb3_caveats, sb3_kwargs
 
-TINY = ["--agents", "ppo-clip,trpo", "--envs", "CartPole-v1", "--seeds", "2",
-        "--steps", "2048", "--set", "n_steps=512", "--workers", "2"]  # fmt: skip
+TINY = (
+    "--agents ppo-clip,trpo --envs CartPole-v1 --seeds 2 --steps 2048 --set n_steps=512 --workers 2"
+).split()
 
 
 @pytest.mark.parametrize("agent", ["ppo-clip", "trpo"])
@@ -47,9 +48,16 @@ def test_the_adapter_maps_every_shared_hyperparameter(agent):
             assert kwargs[key] == ours[key], key
         else:
             assert signature[key].default == ours[key], f"{key} dropped but defaults differ"
-    changed = config.load(agent, "Pendulum-v1", config.parse_overrides(
-        ["n_steps=256", "gamma=0.9", "gae_lambda=0.8", "batch_size=32", "learning_rate=1e-3",
-         "normalize_obs=true", "n_envs=2"]))  # fmt: skip
+    changed = config.load(
+        agent,
+        "Pendulum-v1",
+        config.parse_overrides(
+            (
+                "n_steps=256 gamma=0.9 gae_lambda=0.8 batch_size=32 "
+                "learning_rate=1e-3 normalize_obs=true n_envs=2"
+            ).split()
+        ),
+    )
     name, kwargs, env = sb3_kwargs(changed.to_dict())
     assert name == ("TRPO" if agent == "trpo" else "PPO")
     assert (kwargs["n_steps"], kwargs["gamma"], kwargs["gae_lambda"]) == (256, 0.9, 0.8)
@@ -57,10 +65,14 @@ def test_the_adapter_maps_every_shared_hyperparameter(agent):
     assert env["n_envs"] == 2 and env["normalize"]["norm_obs"] is True
     assert kwargs["device"] == "cpu"
     assert not [c for c in sb3_caveats(cfg.to_dict()) if c.startswith(("policy=", "device="))]
-    own = config.load(agent, "CartPole-v1", {"policy": "mynet:factory", "device": "cuda",
-                                             "precision": "bfloat16"})  # fmt: skip
+    own = config.load(
+        agent, "CartPole-v1", {"policy": "mynet:factory", "device": "cuda", "precision": "bfloat16"}
+    )
     assert [c.split(":")[0] for c in sb3_caveats(own.to_dict())][:3] == [
-        "policy=mynet", "device=cuda", "precision=bfloat16"]  # fmt: skip
+        "policy=mynet",
+        "device=cuda",
+        "precision=bfloat16",
+    ]
 
 
 def test_the_adapter_gives_sb3_contrib_trpo_the_same_trust_region_on_box_actions():
@@ -74,15 +86,27 @@ def test_the_adapter_gives_sb3_contrib_trpo_the_same_trust_region_on_box_actions
         "averages the KL over the 3 action dimensions" in c for c in sb3_caveats(cfg.to_dict())
     )
     assert [kl_dims({"env_id": e}) for e in ("HalfCheetah-v5", "Pendulum-v1", "CartPole-v1")] == [
-        6, 1, 1]  # fmt: skip
+        6,
+        1,
+        1,
+    ]
     ppo = sb3_kwargs(config.load("ppo-clip", "Hopper-v5", {}, None, 0).to_dict())[1]
     assert ppo["target_kl"] is None  # SB3 PPO's early stop estimates the summed KL: as ours
 
 
 # rl-baselines3-zoo's hyperparams/ppo.yml, Hopper-v3 (the zoo's tuned MuJoCo PPO), as SB3 takes it
-ZOO_HOPPER = dict(n_steps=512, batch_size=32, gamma=0.999, learning_rate=9.80828e-05,
-                  ent_coef=0.00229519, clip_range=0.2, n_epochs=5, gae_lambda=0.99,
-                  max_grad_norm=0.7, vf_coef=0.835671)  # fmt: skip
+ZOO_HOPPER = dict(
+    n_steps=512,
+    batch_size=32,
+    gamma=0.999,
+    learning_rate=9.80828e-05,
+    ent_coef=0.00229519,
+    clip_range=0.2,
+    n_epochs=5,
+    gae_lambda=0.99,
+    max_grad_norm=0.7,
+    vf_coef=0.835671,
+)
 
 
 def test_the_zoo_presets_give_ours_and_sb3_the_zoos_tuned_hyperparameters():
@@ -109,16 +133,26 @@ def test_the_zoo_presets_give_ours_and_sb3_the_zoos_tuned_hyperparameters():
 
 # rl-baselines3-zoo's hyperparams/trpo.yml for the MuJoCo v4 envs (sb3-contrib's TRPO, its KL
 # averaged over the action dimensions), as sb3-contrib takes it; HalfCheetah's target_kl 0.04
-ZOO_TRPO = dict(n_steps=1024, batch_size=128, gamma=0.99, gae_lambda=0.95, cg_max_steps=25,
-                cg_damping=0.1, n_critic_updates=20, learning_rate=1e-3, sub_sampling_factor=1,
-                line_search_shrinking_factor=0.8, line_search_max_iter=10,
-                normalize_advantage=True)  # fmt: skip
+ZOO_TRPO = dict(
+    n_steps=1024,
+    batch_size=128,
+    gamma=0.99,
+    gae_lambda=0.95,
+    cg_max_steps=25,
+    cg_damping=0.1,
+    n_critic_updates=20,
+    learning_rate=1e-3,
+    sub_sampling_factor=1,
+    line_search_shrinking_factor=0.8,
+    line_search_max_iter=10,
+    normalize_advantage=True,
+)
 
 
 @pytest.mark.parametrize(
-    "env_id, dims, zoo_kl", [("Hopper-v5", 3, 0.01), ("HalfCheetah-v5", 6, 0.04),
-                             ("Walker2d-v5", 6, 0.01)],
-)  # fmt: skip
+    "env_id, dims, zoo_kl",
+    [("Hopper-v5", 3, 0.01), ("HalfCheetah-v5", 6, 0.04), ("Walker2d-v5", 6, 0.01)],
+)
 def test_trpo_zoo_gives_ours_and_sb3_contrib_the_zoos_trpo_in_each_ones_kl_units(
     env_id, dims, zoo_kl
 ):
@@ -140,14 +174,19 @@ def test_trpo_zoo_gives_ours_and_sb3_contrib_the_zoos_trpo_in_each_ones_kl_units
     pk = kwargs["policy_kwargs"]
     assert pk["net_arch"] == {"pi": [64, 64], "vf": [64, 64]}
     assert (pk["activation_fn"], pk["log_std_init"], pk["ortho_init"]) == (torch.nn.Tanh, 0, True)
-    assert env["n_envs"] == 2 and env["normalize"] == {"norm_obs": True, "norm_reward": True,
-                                                       "clip_obs": 10.0, "clip_reward": 10.0,
-                                                       "gamma": 0.99}  # fmt: skip
+    assert env["n_envs"] == 2 and env["normalize"] == {
+        "norm_obs": True,
+        "norm_reward": True,
+        "clip_obs": 10.0,
+        "clip_reward": 10.0,
+        "gamma": 0.99,
+    }
     # what sb3-contrib cannot do as ours is said: the KL's direction; the units are translated
     said = sb3_caveats(cfg.to_dict())
     assert any(c.startswith("kl_direction=forward") for c in said)
-    assert any(f"over the {dims} action dimensions: it is given target_kl={zoo_kl:g}" in c
-               for c in said)  # fmt: skip
+    assert any(
+        f"over the {dims} action dimensions: it is given target_kl={zoo_kl:g}" in c for c in said
+    )
     # the untuned trpo keeps its own settings
     plain = config.load("trpo", env_id, {}, None, 0)
     assert (plain.env.n_envs, plain.agent.n_steps, plain.agent.cg_max_steps) == (1, 2048, 15)
@@ -199,7 +238,8 @@ def test_a_tiny_benchmark_writes_results_report_plots_and_events(local):
     table = rows(local)
     assert len(table) == 8 and {r["status"] for r in table} == {"ok"}
     assert {(r["library"], r["agent"]) for r in table} == {
-        (lib, a) for lib in ("rl-trust", "sb3") for a in ("ppo-clip", "trpo")}  # fmt: skip
+        (lib, a) for lib in ("rl-trust", "sb3") for a in ("ppo-clip", "trpo")
+    }
     for r in table:
         assert int(r["steps"]) == 2048 and float(r["fps"]) > 0
         assert 8 < float(r["final_return"]) <= 500  # CartPole episodes last 8 to 500 steps
@@ -272,8 +312,20 @@ def test_report_only_summarizes_a_partial_matrix_without_running(local, tmp_path
 
 def test_sb3_runs_once_for_presets_it_cannot_tell_apart(tmp_path):
     out = tmp_path / "shared"
-    args = ["--agents", "ppo,ppo-clip", "--envs", "CartPole-v1", "--seeds", "1", "--steps",
-            "1024", "--set", "n_steps=512", "--out", str(out)]  # fmt: skip
+    args = [
+        "--agents",
+        "ppo,ppo-clip",
+        "--envs",
+        "CartPole-v1",
+        "--seeds",
+        "1",
+        "--steps",
+        "1024",
+        "--set",
+        "n_steps=512",
+        "--out",
+        str(out),
+    ]
     res = cli("benchmark", *args)
     assert res.returncode == 0, res.stderr
     assert "3 to run" in res.stderr and "1 SB3 trials share another's identical run" in res.stderr
@@ -294,8 +346,21 @@ def test_a_preset_change_reruns_the_trials_it_changes_and_no_other(tmp_path):
         shutil.copytree(Path(config.PRESET_ROOT) / kind, presets / kind)
     env = {"RL_TRUST_PRESETS": str(presets)}
     out = tmp_path / "changed"
-    args = ["benchmark", "--agents", "ppo,ppo-clip", "--envs", "CartPole-v1", "--seeds", "1",
-            "--steps", "1024", "--set", "n_steps=512", "--out", str(out)]  # fmt: skip
+    args = [
+        "benchmark",
+        "--agents",
+        "ppo,ppo-clip",
+        "--envs",
+        "CartPole-v1",
+        "--seeds",
+        "1",
+        "--steps",
+        "1024",
+        "--set",
+        "n_steps=512",
+        "--out",
+        str(out),
+    ]
     assert cli(*args, env=env).returncode == 0
     before = {r["library"] + r["agent"]: r["final_return"] for r in rows(out)}
     cartpole = presets / "envs" / "CartPole-v1.yaml"
@@ -331,8 +396,21 @@ def test_a_preset_change_reruns_the_trials_it_changes_and_no_other(tmp_path):
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_benchmark_stops_its_trials_and_resumes(tmp_path, signum, code):
     out = tmp_path / "interrupted"
-    args = ["benchmark", "--agents", "ppo-clip", "--envs", "CartPole-v1", "--seeds", "2",
-            "--steps", "8192", "--workers", "2", "--out", str(out)]  # fmt: skip
+    args = [
+        "benchmark",
+        "--agents",
+        "ppo-clip",
+        "--envs",
+        "CartPole-v1",
+        "--seeds",
+        "2",
+        "--steps",
+        "8192",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen([RL_TRUST, *args], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not list(out.glob("trials/*.json")) and time.monotonic() < deadline:
@@ -375,9 +453,23 @@ def test_a_trial_cut_short_continues_from_its_own_checkpoint(tmp_path):
     from rl_trust.benchmark.sb3 import saved_step
 
     out = tmp_path / "cut"
-    args = ["benchmark", "--agents", "ppo-clip", "--envs", "CartPole-v1", "--seeds", "1",
-            "--steps", "32768", "--set", "checkpoint_every=2048", "--workers", "2",
-            "--out", str(out)]  # fmt: skip
+    args = [
+        "benchmark",
+        "--agents",
+        "ppo-clip",
+        "--envs",
+        "CartPole-v1",
+        "--seeds",
+        "1",
+        "--steps",
+        "32768",
+        "--set",
+        "checkpoint_every=2048",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+    ]
     ours, theirs = (out / "tb" / f"{lib}-ppo-clip-CartPole-v1-s0" for lib in ("rl-trust", "sb3"))
     proc = subprocess.Popen([RL_TRUST, *args], stderr=subprocess.DEVNULL, start_new_session=True)
 
@@ -416,16 +508,38 @@ def test_a_trial_cut_short_continues_from_its_own_checkpoint(tmp_path):
 
 def test_a_crashed_trial_is_reported_not_dropped(tmp_path):
     out = tmp_path / "crash"
-    res = cli("benchmark", "--agents", "ppo", "--envs", "rl_trust/TupleAction-v0", "--seeds", "1",
-              "--steps", "512", "--out", str(out))  # fmt: skip
+    res = cli(
+        "benchmark",
+        "--agents",
+        "ppo",
+        "--envs",
+        "rl_trust/TupleAction-v0",
+        "--seeds",
+        "1",
+        "--steps",
+        "512",
+        "--out",
+        str(out),
+    )
     assert res.returncode == 1
     table = rows(out)
     assert [r["status"] for r in table] == ["crashed", "crashed"]
     assert all(r["error"].startswith("exit ") for r in table)
     assert "Crashed trials:" in (out / "report.md").read_text()
     assert "CRASHED" in res.stderr
-    again = cli("benchmark", "--agents", "ppo", "--envs", "rl_trust/TupleAction-v0", "--seeds",
-                "1", "--steps", "512", "--out", str(out))  # fmt: skip
+    again = cli(
+        "benchmark",
+        "--agents",
+        "ppo",
+        "--envs",
+        "rl_trust/TupleAction-v0",
+        "--seeds",
+        "1",
+        "--steps",
+        "512",
+        "--out",
+        str(out),
+    )
     assert again.returncode == 1 and "0 complete before, 2 to run" in again.stderr  # retried
     assert [r["error"] for r in rows(out)] == [r["error"] for r in table]  # the same failure
 
@@ -434,8 +548,7 @@ def test_the_ray_backend_gives_the_local_results(local, tmp_path):
     pytest.importorskip("ray")
     out = tmp_path / "ray"
     loopback = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    res = cli("benchmark", *TINY, "--backend", "ray", "--out", str(out), timeout=600,
-              env=loopback)  # fmt: skip
+    res = cli("benchmark", *TINY, "--backend", "ray", "--out", str(out), timeout=600, env=loopback)
     assert res.returncode == 0, res.stderr
     key = lambda r: (r["library"], r["agent"], r["seed"])  # noqa: E731
     got = {key(r): (r["steps"], r["final_return"]) for r in rows(out)}
@@ -445,8 +558,14 @@ def test_the_ray_backend_gives_the_local_results(local, tmp_path):
 
 def test_plot_draws_any_runs(local, tmp_path):
     runs = [str(p / "run") for p in sorted((local / "tb").iterdir())[:2]]
-    res = cli("plot", *runs, "--tags", "rollout/ep_rew_mean,kl/forward_mean|train/approx_kl",
-              "--out", str(tmp_path / "curves.png"))  # fmt: skip
+    res = cli(
+        "plot",
+        *runs,
+        "--tags",
+        "rollout/ep_rew_mean,kl/forward_mean|train/approx_kl",
+        "--out",
+        str(tmp_path / "curves.png"),
+    )
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     res = cli("plot", str(tmp_path), "--out", str(tmp_path / "x.png"))

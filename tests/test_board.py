@@ -30,8 +30,12 @@ def runs_root(ppo_run: Path, trpo_run: Path, tmp_path_factory) -> Path:
 def board(runs_root: Path):
     """The server on a free loopback port; stopped at the end whatever happens."""
     port = free_port()
-    proc = subprocess.Popen([RL_TRUST, "board", str(runs_root), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [RL_TRUST, "board", str(runs_root), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = proc.stdout.readline().strip()
         assert url == f"http://127.0.0.1:{port}/"
@@ -52,8 +56,12 @@ def get(url: str):
 
 
 def post(url: str, body: dict):
-    req = urllib.request.Request(url, json.dumps(body).encode(), method="POST", headers={
-        "X-XSRF-Protected": "1", "Content-Type": "application/json"})  # fmt: skip
+    req = urllib.request.Request(
+        url,
+        json.dumps(body).encode(),
+        method="POST",
+        headers={"X-XSRF-Protected": "1", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
 
@@ -81,8 +89,11 @@ def test_custom_scalars_plugin_serves_the_trust_region_layout(board):
     assert category["title"] == "Trust region"
     charts = {c["title"]: c for c in category["chart"]}
     margin = charts["KL(π_old‖π_new) against the target band"]["margin"]["series"][0]
-    assert margin == {"value": "kl/forward_mean", "lower": "kl/target_low",
-                      "upper": "kl/target_high"}  # fmt: skip
+    assert margin == {
+        "value": "kl/forward_mean",
+        "lower": "kl/target_low",
+        "upper": "kl/target_high",
+    }
     for title in (
         "β, the penalty coefficient",
         "KL estimators k1, k2, k3 beside the exact KL",
@@ -99,10 +110,21 @@ def test_hparams_plugin_lists_both_runs_with_config_and_final_metrics(board):
     assert {"agent", "algo", "env_id", "n_steps", "target_kl", "learning_rate"} <= names
     metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
     assert {"rollout/ep_rew_mean", "kl/forward_mean", "trpo/accepted"} <= metrics
-    groups = post(url + "session_groups", {
-        "experimentName": "", "startIndex": 0, "sliceSize": 10, "colParams": [],
-        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
-                            "STATUS_RUNNING"]})["sessionGroups"]  # fmt: skip
+    groups = post(
+        url + "session_groups",
+        {
+            "experimentName": "",
+            "startIndex": 0,
+            "sliceSize": 10,
+            "colParams": [],
+            "allowedStatuses": [
+                "STATUS_UNKNOWN",
+                "STATUS_SUCCESS",
+                "STATUS_FAILURE",
+                "STATUS_RUNNING",
+            ],
+        },
+    )["sessionGroups"]
     assert sorted(g["hparams"]["agent"] for g in groups) == ["ppo", "trpo"]
     for g in groups:
         values = {m["name"]["tag"]: m["value"] for m in g["metricValues"]}
@@ -122,8 +144,12 @@ def test_a_busy_port_and_a_folder_without_runs_are_one_line_errors(board, runs_r
 
 def test_ctrl_c_stops_the_server(runs_root):
     port = free_port()
-    proc = subprocess.Popen([RL_TRUST, "board", str(runs_root), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [RL_TRUST, "board", str(runs_root), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_until_up(proc.stdout.readline().strip())
         proc.send_signal(signal.SIGINT)

@@ -16,17 +16,30 @@ from rl_trust import checkpoint
 
 def test_pack_unpack_round_trip_is_exact(tmp_path):
     learner = {  # what checkpoint.SCHEMA asks of every checkpoint
-        "updates": 1, "best_eval": None, "policy": {}, "agent": {}, "normalizer": {}, "rng": {},
+        "updates": 1,
+        "best_eval": None,
+        "policy": {},
+        "agent": {},
+        "normalizer": {},
+        "rng": {},
         "episodes": {"returns": [], "lengths": [], "count": 0},
-        "spaces": {"observation": "Box", "action": "Discrete(2)"}, "config": {}, "versions": {},
-    }  # fmt: skip
+        "spaces": {"observation": "Box", "action": "Discrete(2)"},
+        "config": {},
+        "versions": {},
+    }
     state = {
-        **learner, "step": 7, "beta": 0.25, "name": "ppo", "none": None,
-        "optimizer": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(4, 2)}},
-                      "param_groups": [{"lr": 3e-4, "params": [0]}]},
+        **learner,
+        "step": 7,
+        "beta": 0.25,
+        "name": "ppo",
+        "none": None,
+        "optimizer": {
+            "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(4, 2)}},
+            "param_groups": [{"lr": 3e-4, "params": [0]}],
+        },
         "norm": {"mean": np.arange(3.0), "count": np.array(5.0), "f32": np.ones((2, 2), "f4")},
         "generator": torch.Generator().manual_seed(3).get_state(),
-    }  # fmt: skip
+    }
     path = checkpoint.save(tmp_path, 7, state, keep=2)
     back = checkpoint.load(path)
     assert back["step"] == 7 and back["beta"] == 0.25 and back["none"] is None
@@ -41,8 +54,9 @@ def test_pack_unpack_round_trip_is_exact(tmp_path):
     for step in (8, 9, 10):
         checkpoint.save(tmp_path, step, {**state, "step": step}, keep=2)
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [
-        "step_000000000009", "step_000000000010",
-    ]  # fmt: skip
+        "step_000000000009",
+        "step_000000000010",
+    ]
 
 
 def test_resume_continues_the_same_series(tmp_path):
@@ -66,10 +80,23 @@ def test_resume_continues_the_same_series(tmp_path):
 def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(
-        [RL_TRUST, "train", "--steps", "1000000", "--run-dir", str(run), "--no-progress",
-         "--set", "n_steps=128", "--set", "checkpoint_every=0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            RL_TRUST,
+            "train",
+            "--steps",
+            "1000000",
+            "--run-dir",
+            str(run),
+            "--no-progress",
+            "--set",
+            "n_steps=128",
+            "--set",
+            "checkpoint_every=0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list(run.glob("events.out.tfevents.*")):
         time.sleep(0.2)

@@ -14,20 +14,22 @@ from tensorboard.util import tensor_util
 
 from rl_trust import config
 
-KL_TAGS = [
-    "kl/forward_mean", "kl/forward_max", "kl/forward_p95", "kl/reverse_mean",
-    "kl/k1", "kl/k2", "kl/k3", "kl/entropy", "kl/cross_entropy",
-    "kl/target", "kl/target_low", "kl/target_high",
-]  # fmt: skip
-SB3_TAGS = [
-    "rollout/ep_rew_mean", "rollout/ep_len_mean", "time/fps", "train/approx_kl",
-    "train/clip_fraction", "train/entropy_loss", "train/policy_gradient_loss",
-    "train/value_loss", "train/explained_variance", "train/learning_rate",
-]  # fmt: skip
-TRPO_TAGS = [
-    "trpo/cg_iters", "trpo/cg_residual", "trpo/linesearch_steps", "trpo/accepted",
-    "trpo/expected_improve", "trpo/actual_improve", "trpo/step_norm",
-]  # fmt: skip
+KL_TAGS = (
+    "kl/forward_mean kl/forward_max kl/forward_p95 "
+    "kl/reverse_mean kl/k1 kl/k2 kl/k3 kl/entropy "
+    "kl/cross_entropy kl/target kl/target_low kl/target_high"
+).split()
+SB3_TAGS = (
+    "rollout/ep_rew_mean rollout/ep_len_mean time/fps "
+    "train/approx_kl train/clip_fraction train/entropy_loss "
+    "train/policy_gradient_loss train/value_loss "
+    "train/explained_variance train/learning_rate"
+).split()
+TRPO_TAGS = (
+    "trpo/cg_iters trpo/cg_residual trpo/linesearch_steps "
+    "trpo/accepted trpo/expected_improve trpo/actual_improve "
+    "trpo/step_norm"
+).split()
 
 
 def layout_of(acc) -> dict[str, list]:
@@ -107,8 +109,19 @@ def test_ppo_layout_and_hparams(ppo_run: Path):
 
 
 def test_config_output_loads_back_into_the_same_config():
-    res = cli("config", "--agent", "ppo-clip", "--env", "Pendulum-v1", "--set", "n_steps=512",
-              "--set", "net_arch=[32,32]", "--seed", "3")  # fmt: skip
+    res = cli(
+        "config",
+        "--agent",
+        "ppo-clip",
+        "--env",
+        "Pendulum-v1",
+        "--set",
+        "n_steps=512",
+        "--set",
+        "net_arch=[32,32]",
+        "--seed",
+        "3",
+    )
     assert res.returncode == 0, res.stderr
     printed = config.from_dict(yaml.safe_load(res.stdout))
     expected = config.load(
@@ -155,14 +168,34 @@ def test_a_misnamed_env_section_is_one_line_error(tmp_path: Path):
 def test_list_shows_every_preset():
     res = cli("list")
     assert res.returncode == 0
-    for name in ("ppo", "ppo-paper", "ppo-fixed", "ppo-clip", "trpo", "npg", "ppo-zoo",
-                 "ppo-clip-zoo", "CartPole-v1", "Hopper-v5"):  # fmt: skip
+    for name in (
+        "ppo",
+        "ppo-paper",
+        "ppo-fixed",
+        "ppo-clip",
+        "trpo",
+        "npg",
+        "ppo-zoo",
+        "ppo-clip-zoo",
+        "CartPole-v1",
+        "Hopper-v5",
+    ):
         assert any(line.split()[0] == name for line in res.stdout.splitlines() if line.strip())
 
 
 def test_runs_never_overwrite(tmp_path: Path):
-    args = ["train", "--steps", "64", "--set", "n_steps=64", "--set", "n_epochs=1",
-            "--runs-root", str(tmp_path), "--no-progress"]  # fmt: skip
+    args = [
+        "train",
+        "--steps",
+        "64",
+        "--set",
+        "n_steps=64",
+        "--set",
+        "n_epochs=1",
+        "--runs-root",
+        str(tmp_path),
+        "--no-progress",
+    ]
     first, second = cli(*args), cli(*args)
     assert first.returncode == second.returncode == 0
     a, b = first.stdout.split()[-1], second.stdout.split()[-1]

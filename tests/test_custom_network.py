@@ -99,9 +99,20 @@ def modules(tmp_path: Path) -> dict:
 
 
 def train(tmp_path: Path, *args: str, steps: int = 3072, env: dict | None = None):
-    return cli("train", "--env", "CartPole-v1", "--steps", str(steps), "--runs-root",
-               str(tmp_path / "runs"), "--no-progress", "--set", "n_steps=512", *args,
-               env=env)  # fmt: skip
+    return cli(
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--steps",
+        str(steps),
+        "--runs-root",
+        str(tmp_path / "runs"),
+        "--no-progress",
+        "--set",
+        "n_steps=512",
+        *args,
+        env=env,
+    )
 
 
 def test_own_network_trains_resumes_and_evaluates(tmp_path, monkeypatch):
@@ -146,8 +157,15 @@ def test_own_network_trains_resumes_and_evaluates(tmp_path, monkeypatch):
 
 
 def test_own_network_trains_with_trpo(tmp_path):
-    res = train(tmp_path, "--agent", "trpo", "--set", "policy=mynet:factory", steps=2048,
-                env=modules(tmp_path))  # fmt: skip
+    res = train(
+        tmp_path,
+        "--agent",
+        "trpo",
+        "--set",
+        "policy=mynet:factory",
+        steps=2048,
+        env=modules(tmp_path),
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads((Path(res.stdout.split()[-1]) / "summary.json").read_text())
     assert summary["final"]["trpo/accepted"] == 1.0
@@ -181,21 +199,30 @@ def test_a_bad_factory_exits_2_with_one_line(tmp_path, spec):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--agent", "trpo", "--set", "policy=shared:factory"),
-         "trpo needs separate policy and value networks, but latent_pi and latent_vf both "
-         "depend on extractor.trunk.weight, extractor.trunk.bias"),
-        (("--set", "policy=mynet:factory", "--set", "engine=manual"),
-         "engine=manual cannot train policy=mynet:factory"),
-        (("--set", "engine=manual", "--set", "device=cuda"),
-         "engine=manual runs on the CPU: device=cuda needs engine=auto or engine=autograd"),
-        (("--set", "engine=fast"),
-         "engine='fast' is not valid: engine takes one of auto, manual, autograd"),
+        (
+            ("--agent", "trpo", "--set", "policy=shared:factory"),
+            "trpo needs separate policy and value networks, but latent_pi and latent_vf both "
+            "depend on extractor.trunk.weight, extractor.trunk.bias",
+        ),
+        (
+            ("--set", "policy=mynet:factory", "--set", "engine=manual"),
+            "engine=manual cannot train policy=mynet:factory",
+        ),
+        (
+            ("--set", "engine=manual", "--set", "device=cuda"),
+            "engine=manual runs on the CPU: device=cuda needs engine=auto or engine=autograd",
+        ),
+        (
+            ("--set", "engine=fast"),
+            "engine='fast' is not valid: engine takes one of auto, manual, autograd",
+        ),
         (("--set", "device=tpu"), "device='tpu' is not valid: device takes one of auto, cpu, cuda"),
     ],
-)  # fmt: skip
+)
 def test_network_settings_that_cannot_work_exit_2(tmp_path, args, message):
     env = modules(tmp_path)
-    (tmp_path / "shared.py").write_text(textwrap.dedent("""
+    (tmp_path / "shared.py").write_text(
+        textwrap.dedent("""
         from torch import nn
 
         class Shared(nn.Module):
@@ -211,7 +238,8 @@ def test_network_settings_that_cannot_work_exit_2(tmp_path, args, message):
 
         def factory(observation_space, action_space):
             return Shared()
-    """))  # fmt: skip
+    """)
+    )
     res = train(tmp_path, *args, env=env)
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
@@ -233,8 +261,17 @@ def test_device_cuda_without_a_gpu_exits_2(tmp_path):
 @pytest.mark.parametrize("agent", ["ppo", "trpo"])
 def test_own_network_on_cuda_trains_resumes_and_evaluates(tmp_path, agent):
     env = modules(tmp_path)
-    res = train(tmp_path, "--agent", agent, "--set", "policy=mynet:factory", "--set",
-                "device=cuda", steps=2048, env=env)  # fmt: skip
+    res = train(
+        tmp_path,
+        "--agent",
+        agent,
+        "--set",
+        "policy=mynet:factory",
+        "--set",
+        "device=cuda",
+        steps=2048,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr
     run = Path(res.stdout.split()[-1])
     res = cli("resume", str(run), "--steps", "3072", "--allow-import", "--no-progress", env=env)
@@ -246,10 +283,26 @@ def test_own_network_on_cuda_trains_resumes_and_evaluates(tmp_path, agent):
 @pytest.mark.slow
 def test_own_network_solves_cartpole_within_100k_steps_with_autograd(tmp_path):
     env = modules(tmp_path)
-    res = cli("train", "--agent", "ppo", "--env", "CartPole-v1", "--steps", "100000",
-              "--seed", "0", "--set", "policy=mynet:factory", "--set", "engine=autograd",
-              "--runs-root", str(tmp_path / "runs"), "--no-progress", env=env,
-              timeout=1800)  # fmt: skip
+    res = cli(
+        "train",
+        "--agent",
+        "ppo",
+        "--env",
+        "CartPole-v1",
+        "--steps",
+        "100000",
+        "--seed",
+        "0",
+        "--set",
+        "policy=mynet:factory",
+        "--set",
+        "engine=autograd",
+        "--runs-root",
+        str(tmp_path / "runs"),
+        "--no-progress",
+        env=env,
+        timeout=1800,
+    )
     assert res.returncode == 0, res.stderr
     run = Path(res.stdout.split()[-1])
     summary = json.loads((run / "summary.json").read_text())

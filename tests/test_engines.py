@@ -76,9 +76,7 @@ def twins(cfg, kind: str, device: str = "cpu"):
     """The same config built with each engine, from the same seed: the manual engine on the
     CPU, the autograd engine on `device` (each pinned: device=auto would pick a GPU)."""
     manual, auto = (
-        agents.build(
-            dataclasses.replace(cfg, engine=engine, device=dev), OBS, SPACES[kind], seed=7
-        )  # fmt: skip
+        agents.build(dataclasses.replace(cfg, engine=engine, device=dev), OBS, SPACES[kind], seed=7)
         for engine, dev in (("manual", "cpu"), ("autograd", device))
     )
     assert type(manual.policy) is MlpActorCritic and type(auto.policy) is ActorCritic
@@ -219,14 +217,14 @@ class Separate(nn.Module):
 def test_parameters_split_by_which_latent_uses_them():
     policy = ActorCritic(layout_for(OBS), family_for(SPACES["gaussian"]), Separate())
     names = {id(p): n for n, p in policy.named_parameters()}
-    assert [names[id(p)] for p in policy.policy_parameters()] == [
-        "extractor.pi.0.weight", "extractor.pi.0.bias", "pi_head.weight", "pi_head.bias",
-        "log_std",
-    ]  # fmt: skip
-    assert [names[id(p)] for p in policy.value_parameters()] == [
-        "extractor.vf.0.weight", "extractor.vf.0.bias", "extractor.vf.1.weight",
-        "extractor.vf.1.bias", "vf_head.weight", "vf_head.bias",
-    ]  # fmt: skip
+    assert [
+        names[id(p)] for p in policy.policy_parameters()
+    ] == "extractor.pi.0.weight extractor.pi.0.bias pi_head.weight pi_head.bias log_std".split()
+    assert [names[id(p)] for p in policy.value_parameters()] == (
+        "extractor.vf.0.weight extractor.vf.0.bias "
+        "extractor.vf.1.weight extractor.vf.1.bias vf_head.weight "
+        "vf_head.bias"
+    ).split()
     assert policy.shared == []
     shared = ActorCritic(layout_for(OBS), family_for(SPACES["gaussian"]), SharedTrunk())
     assert shared.shared == [f"extractor.trunk.{i}.{p}" for i in (0, 1) for p in ("weight", "bias")]

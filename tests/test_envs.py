@@ -16,9 +16,11 @@ def test_sync_vector_env_matches_gymnasium(env_id, steps):
     (time limits included) and final observations of the ended episodes."""
     ours = make_vec(EnvConfig(env_id=env_id, n_envs=3), 0)
     theirs = gym.make_vec(
-        env_id, 3, vectorization_mode="sync",
+        env_id,
+        3,
+        vectorization_mode="sync",
         vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-    )  # fmt: skip
+    )
     assert type(ours).__module__ == "rl_trust.envs.sync"
     assert ours.single_action_space == theirs.single_action_space
     o1, _ = ours.reset(seed=5)
@@ -63,9 +65,11 @@ def test_sync_vector_env_batches_dict_and_tuple_observations(env_id):
     SyncVectorEnv batches it, final observations included."""
     ours = make_vec(EnvConfig(env_id=env_id, n_envs=3), 0)
     theirs = gym.make_vec(
-        env_id, 3, vectorization_mode="sync",
+        env_id,
+        3,
+        vectorization_mode="sync",
         vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-    )  # fmt: skip
+    )
     _same(ours.reset(seed=5)[0], theirs.reset(seed=5)[0])
     theirs.action_space.seed(1)
     ended = 0

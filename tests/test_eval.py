@@ -67,9 +67,22 @@ def test_eval_of_a_folder_that_is_not_a_run(tmp_path):
 
 def test_periodic_evaluation_logs_sb3_tags_and_keeps_the_best_checkpoint(tmp_path):
     run = tmp_path / "run"
-    res = cli("train", "--agent", "ppo-clip", "--steps", "4096", "--run-dir", str(run),
-              "--no-progress", "--set", "n_steps=512", "--set", "eval_every=1024",
-              "--set", "eval_episodes=2")  # fmt: skip
+    res = cli(
+        "train",
+        "--agent",
+        "ppo-clip",
+        "--steps",
+        "4096",
+        "--run-dir",
+        str(run),
+        "--no-progress",
+        "--set",
+        "n_steps=512",
+        "--set",
+        "eval_every=1024",
+        "--set",
+        "eval_episodes=2",
+    )
     assert res.returncode == 0, res.stderr
     acc = events(run)
     rewards = scalars(acc, "eval/mean_reward")
@@ -115,8 +128,20 @@ def test_eval_of_a_run_with_several_envs(tmp_path):
     """The checkpoint's normalizer holds one running return per training env; eval, with
     one env, still loads it."""
     run = tmp_path / "run"
-    res = cli("train", "--steps", "256", "--set", "n_envs=2", "--set", "n_steps=64",
-              "--set", "normalize_reward=true", "--run-dir", str(run), "--no-progress")  # fmt: skip
+    res = cli(
+        "train",
+        "--steps",
+        "256",
+        "--set",
+        "n_envs=2",
+        "--set",
+        "n_steps=64",
+        "--set",
+        "normalize_reward=true",
+        "--run-dir",
+        str(run),
+        "--no-progress",
+    )
     assert res.returncode == 0, res.stderr
     res = cli("eval", str(run), "--episodes", "2")
     assert res.returncode == 0, res.stderr

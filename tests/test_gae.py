@@ -43,9 +43,13 @@ def test_gae_matches_sb3_rollout_buffer_with_terminations_and_truncations(seed):
     for t in range(T):
         r = rewards[t] + gamma * final_values[t] * truncated[t]  # SB3's collect_rollouts
         buf.add(
-            np.zeros((N, 1)), np.zeros(N), r, episode_start,
-            torch.as_tensor(values[t]), torch.zeros(N),
-        )  # fmt: skip
+            np.zeros((N, 1)),
+            np.zeros(N),
+            r,
+            episode_start,
+            torch.as_tensor(values[t]),
+            torch.zeros(N),
+        )
         episode_start = end[t]
     buf.compute_returns_and_advantage(torch.as_tensor(last_values), end[-1])
     np.testing.assert_allclose(adv, buf.advantages, rtol=1e-5, atol=1e-5)
@@ -59,8 +63,10 @@ def test_gae_with_lambda_one_and_no_ends_is_the_discounted_return_minus_value():
     last = rng.normal(size=1)
     zeros = np.zeros((T, 1))
     _, ret = gae(r, v, np.concatenate([v[1:], last[None]]), zeros, zeros, gamma, 1.0)
-    expected = [sum(gamma**k * r[t + k, 0] for k in range(T - t)) + gamma ** (T - t) * last[0]
-                for t in range(T)]  # fmt: skip
+    expected = [
+        sum(gamma**k * r[t + k, 0] for k in range(T - t)) + gamma ** (T - t) * last[0]
+        for t in range(T)
+    ]
     np.testing.assert_allclose(ret[:, 0], expected, rtol=1e-10)
 
 

@@ -29,8 +29,9 @@ from rl_trust import checkpoint
 from rl_trust import cli as cli_module
 from rl_trust.board import free_port, wait_until_up
 
-TINY = ["--set", "n_steps=64", "--set", "batch_size=32", "--set", "n_epochs=1",
-        "--set", "checkpoint_every=64", "--no-progress"]  # fmt: skip
+TINY = (
+    "--set n_steps=64 --set batch_size=32 --set n_epochs=1 --set checkpoint_every=64 --no-progress"
+).split()
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +123,12 @@ def test_a_corrupt_checkpoint_is_refused_and_the_previous_one_resumes(run):
     data[len(data) // 2] ^= 0x10  # a byte of the policy or optimizer tensors
     (newest / checkpoint.TENSORS).write_bytes(bytes(data))
     config_before, older = (run / "config.yaml").read_bytes(), digests(run)
-    one_line(cli("resume", str(run), "--steps", "512", "--no-progress"), 2,
-             "fails its SHA-256 check", "use --checkpoint 192")  # fmt: skip
+    one_line(
+        cli("resume", str(run), "--steps", "512", "--no-progress"),
+        2,
+        "fails its SHA-256 check",
+        "use --checkpoint 192",
+    )
     one_line(cli("eval", str(run), "--episodes", "1"), 2, "fails its SHA-256 check")
     assert (run / "config.yaml").read_bytes() == config_before  # steps not rewritten
     assert digests(run) == older
@@ -142,8 +147,12 @@ def test_a_null_state_is_refused_without_training_or_purging(run):
     newest = checkpoint.list_checkpoints(run)[-1]
     (newest / checkpoint.STATE).write_text("null")
     logged = sorted(p.stat().st_size for p in run.glob("events.out.tfevents.*"))
-    one_line(cli("resume", str(run), "--steps", "12288", "--no-progress"), 2,
-             "not an rl-trust checkpoint", "use --checkpoint 192")  # fmt: skip
+    one_line(
+        cli("resume", str(run), "--steps", "12288", "--no-progress"),
+        2,
+        "not an rl-trust checkpoint",
+        "use --checkpoint 192",
+    )
     assert yaml_steps(run) == 256
     assert sorted(p.stat().st_size for p in run.glob("events.out.tfevents.*")) == logged
     assert [checkpoint.step_of(p) for p in checkpoint.list_checkpoints(run)] == [128, 192, 256]
@@ -235,8 +244,10 @@ def test_only_step_folders_are_checkpoints_and_symlinks_out_are_refused(
     kept = digests(victim)
     shutil.rmtree(run / "checkpoints")
     (run / "checkpoints").symlink_to(victim / "checkpoints")
-    refused(main(capsys, "resume", run, "--steps", "2048", "--no-progress"),
-            "leads outside the run folder")  # fmt: skip
+    refused(
+        main(capsys, "resume", run, "--steps", "2048", "--no-progress"),
+        "leads outside the run folder",
+    )
     refused(main(capsys, "eval", run), "leads outside the run folder")
     assert digests(victim) == kept
 
@@ -259,10 +270,12 @@ def test_one_writer_per_run_and_eval_reads_while_it_trains(run):
         text=True,
     )
     try:
-        wait_for(lambda: any(checkpoint.step_of(p) > 512
-                             for p in checkpoint.list_checkpoints(run)))  # fmt: skip
-        one_line(cli("resume", str(run), "--steps", "200000000", "--no-progress"), 2,
-                 f"is in use by pid {proc.pid}")  # fmt: skip
+        wait_for(lambda: any(checkpoint.step_of(p) > 512 for p in checkpoint.list_checkpoints(run)))
+        one_line(
+            cli("resume", str(run), "--steps", "200000000", "--no-progress"),
+            2,
+            f"is in use by pid {proc.pid}",
+        )
         for _ in range(3):  # checkpoints rotate every 64 steps meanwhile
             res = cli("eval", str(run), "--episodes", "2")
             assert res.returncode == 0, res.stderr
@@ -270,8 +283,13 @@ def test_one_writer_per_run_and_eval_reads_while_it_trains(run):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
-    res = cli("resume", str(run), "--steps", str(checkpoint.step_of(
-        checkpoint.list_checkpoints(run)[-1]) + 64), "--no-progress")  # fmt: skip
+    res = cli(
+        "resume",
+        str(run),
+        "--steps",
+        str(checkpoint.step_of(checkpoint.list_checkpoints(run)[-1]) + 64),
+        "--no-progress",
+    )
     assert res.returncode == 0, res.stderr  # the lock went with the process
 
 
@@ -281,10 +299,25 @@ def test_a_signal_during_evaluation_stops_training_with_a_checkpoint(tmp_path, s
     eval_max_steps, as on CliffWalking."""
     run = tmp_path / "run"
     proc = subprocess.Popen(
-        [RL_TRUST, "train", "--env", "rl_trust/Endless-v0", "--steps", "100000", "--run-dir",
-         str(run), *TINY, "--set", "eval_every=128", "--set", "eval_max_steps=100000000"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            RL_TRUST,
+            "train",
+            "--env",
+            "rl_trust/Endless-v0",
+            "--steps",
+            "100000",
+            "--run-dir",
+            str(run),
+            *TINY,
+            "--set",
+            "eval_every=128",
+            "--set",
+            "eval_max_steps=100000000",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for(lambda: checkpoint.list_checkpoints(run))  # step 64; step 128 then evaluates
     time.sleep(2)
     proc.send_signal(sig)
@@ -297,9 +330,12 @@ def test_a_signal_during_evaluation_stops_training_with_a_checkpoint(tmp_path, s
     assert "cut at 300 steps" in res.stderr
     assert json.loads((run / "eval.json").read_text())["lengths"] == [300, 300]
 
-    proc = subprocess.Popen([RL_TRUST, "eval", str(run), "--episodes", "1", "--max-steps",
-                             "100000000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [RL_TRUST, "eval", str(run), "--episodes", "1", "--max-steps", "100000000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(6)  # (past its imports: a signal then is the CLI's to handle)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
@@ -329,9 +365,14 @@ def test_a_disk_that_fills_while_saving_then_stays_full(run):
         resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
 
     for _ in range(2):  # the write fails; resume again on the still-full disk
-        res = subprocess.run([RL_TRUST, "resume", str(run), "--steps", "1024", "--no-progress"],
-                             capture_output=True, text=True, preexec_fn=small_disk, timeout=300,
-                             env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
+        res = subprocess.run(
+            [RL_TRUST, "resume", str(run), "--steps", "1024", "--no-progress"],
+            capture_output=True,
+            text=True,
+            preexec_fn=small_disk,
+            timeout=300,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
         one_line(res, 2, "cannot write a checkpoint at step 320", "earlier checkpoints are intact")
     assert digests(run) == before
     assert not list((run / "checkpoints").glob(".tmp-*"))
@@ -342,9 +383,12 @@ def test_a_disk_that_fills_while_saving_then_stays_full(run):
 
 def test_board_on_a_non_loopback_host_warns_and_prints_a_url_that_opens(base):
     port = free_port()
-    proc = subprocess.Popen([RL_TRUST, "board", str(base.parent), "--host", "0.0.0.0", "--port",
-                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [RL_TRUST, "board", str(base.parent), "--host", "0.0.0.0", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = proc.stdout.readline().strip()
         assert url == f"http://127.0.0.1:{port}/"
@@ -383,15 +427,33 @@ def test_a_run_folder_names_a_module_imported_only_with_allow_import(tmp_path):
     (tmp_path / "mods" / "userenv.py").write_text(MODULE.format(marker=str(marker)))
     env = pythonpath(tmp_path / "mods")
     run = tmp_path / "run"
-    res = cli("train", "--env", "userenv:NoRender-v0", "--steps", "128", "--run-dir", str(run),
-              *TINY, env=env)  # fmt: skip
+    res = cli(
+        "train",
+        "--env",
+        "userenv:NoRender-v0",
+        "--steps",
+        "128",
+        "--run-dir",
+        str(run),
+        *TINY,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr
     marker.unlink()
 
     for command in ("eval", "resume"):
-        one_line(cli(command, str(run), "--steps" if command == "resume" else "--episodes",
-                     "256" if command == "resume" else "1", env=env), 2,
-                 "importing module 'userenv' runs its code", "--allow-import")  # fmt: skip
+        one_line(
+            cli(
+                command,
+                str(run),
+                "--steps" if command == "resume" else "--episodes",
+                "256" if command == "resume" else "1",
+                env=env,
+            ),
+            2,
+            "importing module 'userenv' runs its code",
+            "--allow-import",
+        )
     assert not marker.exists()
     res = cli("eval", str(run), "--episodes", "1", "--allow-import", env=env)
     assert res.returncode == 0 and marker.exists(), res.stderr
@@ -477,15 +539,33 @@ def test_eval_refuses_a_checkpoint_of_another_env_or_network(run, base, tmp_path
 
 def test_eval_of_a_run_whose_env_kwargs_hold_a_render_mode(tmp_path, capsys):
     run = tmp_path / "run"
-    res = cli("train", "--steps", "64", "--run-dir", str(run), *TINY,
-              "--set", "env_kwargs={render_mode: rgb_array}")  # fmt: skip
+    res = cli(
+        "train",
+        "--steps",
+        "64",
+        "--run-dir",
+        str(run),
+        *TINY,
+        "--set",
+        "env_kwargs={render_mode: rgb_array}",
+    )
     assert res.returncode == 0, res.stderr
     assert main(capsys, "eval", run, "--episodes", "1")[0] == 0
 
 
 def test_divergence_before_any_checkpoint_says_none_was_kept(tmp_path):
-    res = cli("train", "--env", "rl_trust/NaNAfter-v0", "--steps", "4096", "--run-dir",
-              str(tmp_path / "run"), *TINY, "--set", "env_kwargs={nan_after: 5}")  # fmt: skip
+    res = cli(
+        "train",
+        "--env",
+        "rl_trust/NaNAfter-v0",
+        "--steps",
+        "4096",
+        "--run-dir",
+        str(tmp_path / "run"),
+        *TINY,
+        "--set",
+        "env_kwargs={nan_after: 5}",
+    )
     one_line(res, 3, "training diverged", "no checkpoint had been written yet")
 
 
@@ -497,9 +577,22 @@ def test_a_benchmark_of_a_module_env_runs_both_libraries(tmp_path):
         " max_episode_steps=100)\n"
     )
     out = tmp_path / "bench"
-    res = cli("benchmark", "--agents", "ppo-clip", "--envs", "benchenv:BenchCart-v0", "--seeds",
-              "1", "--steps", "512", "--set", "n_steps=256", "--out", str(out),
-              env=pythonpath(tmp_path / "mods"))  # fmt: skip
+    res = cli(
+        "benchmark",
+        "--agents",
+        "ppo-clip",
+        "--envs",
+        "benchenv:BenchCart-v0",
+        "--seeds",
+        "1",
+        "--steps",
+        "512",
+        "--set",
+        "n_steps=256",
+        "--out",
+        str(out),
+        env=pythonpath(tmp_path / "mods"),
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     names = [p.name for p in out.rglob("*")]
     assert names and not [n for n in names if ":" in n], names

@@ -187,10 +187,18 @@ def test_pid_state_survives_a_checkpoint_exactly(tmp_path: Path):
     saved = agent.controller.state_dict()
     assert saved["integral"] != 0.0 and saved["error"] != 0.0
     learner = {  # a checkpoint holds a learner's state (checkpoint.SCHEMA), the agent's in it
-        "step": 1, "updates": 3, "best_eval": None, "policy": {}, "agent": agent.state_dict(),
-        "normalizer": {}, "rng": {}, "episodes": {"returns": [], "lengths": [], "count": 0},
-        "spaces": {"observation": "", "action": ""}, "config": {}, "versions": {},
-    }  # fmt: skip
+        "step": 1,
+        "updates": 3,
+        "best_eval": None,
+        "policy": {},
+        "agent": agent.state_dict(),
+        "normalizer": {},
+        "rng": {},
+        "episodes": {"returns": [], "lengths": [], "count": 0},
+        "spaces": {"observation": "", "action": ""},
+        "config": {},
+        "versions": {},
+    }
     path = checkpoint.save(tmp_path, 1, learner, keep=1)
     _, fresh, _ = setup("ppo", kl_controller="pid", kl_kd=0.5, batch_size=64)
     assert fresh.controller.state_dict() != saved

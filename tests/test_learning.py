@@ -12,8 +12,21 @@ pytestmark = pytest.mark.slow
 
 
 def train(tmp_path: Path, agent: str, env: str, steps: int, seed: int = 0) -> Path:
-    res = cli("train", "--agent", agent, "--env", env, "--steps", str(steps), "--seed", str(seed),
-              "--runs-root", str(tmp_path), "--no-progress", timeout=1800)  # fmt: skip
+    res = cli(
+        "train",
+        "--agent",
+        agent,
+        "--env",
+        env,
+        "--steps",
+        str(steps),
+        "--seed",
+        str(seed),
+        "--runs-root",
+        str(tmp_path),
+        "--no-progress",
+        timeout=1800,
+    )
     assert res.returncode == 0, res.stderr
     return Path(res.stdout.split()[-1])
 

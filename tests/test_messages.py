@@ -29,8 +29,9 @@ def test_a_parse_error_names_the_command_once():
 
 
 def test_board_on_a_host_that_does_not_resolve_says_so(ppo_run):
-    res = cli("board", str(ppo_run.parent), "--host", "nosuchhost.invalid", "--port", "6006",
-              timeout=60)  # fmt: skip
+    res = cli(
+        "board", str(ppo_run.parent), "--host", "nosuchhost.invalid", "--port", "6006", timeout=60
+    )
     assert res.returncode == 2 and "is in use" not in res.stderr
     assert "nosuchhost.invalid does not resolve" in res.stderr
 
@@ -44,8 +45,19 @@ def _corrupt(path: Path) -> None:
 
 def test_a_corrupt_checkpoint_names_the_newest_earlier_one_that_verifies(tmp_path):
     run = tmp_path / "run"
-    res = cli("train", "--run-dir", str(run), "--steps", "256", "--no-progress", *TINY,
-              "--set", "checkpoint_every=64", "--set", "keep_checkpoints=10")  # fmt: skip
+    res = cli(
+        "train",
+        "--run-dir",
+        str(run),
+        "--steps",
+        "256",
+        "--no-progress",
+        *TINY,
+        "--set",
+        "checkpoint_every=64",
+        "--set",
+        "keep_checkpoints=10",
+    )
     assert res.returncode == 0, res.stderr
     found = checkpoint.list_checkpoints(run)  # 64, 128, 192, 256
     _corrupt(found[2])
@@ -75,16 +87,27 @@ class NaNObs(gym.Wrapper):
 
 @pytest.mark.parametrize(("wrapper", "what"), [(NaNReward, "reward"), (NaNObs, "observation")])
 def test_a_non_finite_env_output_is_named_as_the_envs(tmp_path, wrapper, what):
-    model = rl_trust.PPO(wrapper(gym.make("CartPole-v1")), run_dir=tmp_path / "run",
-                         n_steps=64, batch_size=64)  # fmt: skip
+    model = rl_trust.PPO(
+        wrapper(gym.make("CartPole-v1")), run_dir=tmp_path / "run", n_steps=64, batch_size=64
+    )
     with pytest.raises(rl_trust.api.train.Diverged, match=f"returned a non-finite {what}") as e:
         model.learn(64)
     assert "gradient" not in str(e.value) and "diverged.json" in str(e.value)
 
 
 def test_progress_never_runs_past_the_total_and_names_a_missing_return(tmp_path):
-    res = cli("train", "--env", "Pendulum-v1", "--run-dir", str(tmp_path / "run"),
-              "--steps", "32", "--set", "n_envs=1", *TINY)  # fmt: skip
+    res = cli(
+        "train",
+        "--env",
+        "Pendulum-v1",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--steps",
+        "32",
+        "--set",
+        "n_envs=1",
+        *TINY,
+    )
     assert res.returncode == 0, res.stderr
     assert "step 64/64 (100%)" in res.stderr and "ETA -" not in res.stderr
     assert "no episode finished yet" in res.stderr and "nan" not in res.stderr
@@ -98,11 +121,25 @@ def test_the_resume_hint_of_a_module_env_run_carries_allow_import(tmp_path):
     )
     run = tmp_path / "run"
     proc = subprocess.Popen(
-        [RL_TRUST, "train", "--env", "mine_env:MineCartPole-v0", "--steps", "1000000",
-         "--run-dir", str(run), "--no-progress", *TINY, "--set", "checkpoint_every=0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            RL_TRUST,
+            "train",
+            "--env",
+            "mine_env:MineCartPole-v0",
+            "--steps",
+            "1000000",
+            "--run-dir",
+            str(run),
+            "--no-progress",
+            *TINY,
+            "--set",
+            "checkpoint_every=0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, **pythonpath(tmp_path)},
-    )  # fmt: skip
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list(run.glob("events.out.tfevents.*")):
         time.sleep(0.2)

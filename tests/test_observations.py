@@ -51,14 +51,19 @@ def test_each_space_gets_its_class():
     assert layout_for(IMAGE_HWC).input_shape() == (3, 40, 44)
     assert layout_for(IMAGE_CHW).input_shape() == (4, 84, 84)
     # SB3's rule: uint8, 3-D, bounds 0..255; anything else is a vector
-    for not_image in (Box(0, 255, (40, 44, 3), np.float32), Box(0, 255, (84, 84), np.uint8),
-                      Box(0, 1, (40, 44, 3), np.uint8)):  # fmt: skip
+    for not_image in (
+        Box(0, 255, (40, 44, 3), np.float32),
+        Box(0, 255, (84, 84), np.uint8),
+        Box(0, 1, (40, 44, 3), np.uint8),
+    ):
         assert isinstance(layout_for(not_image), VectorObs)
     assert isinstance(layout_for(gym.spaces.Discrete(4)), DiscreteObs)
     assert isinstance(layout_for(DICT), DictObs)
     assert isinstance(layout_for(gym.spaces.Tuple((IMAGE_HWC, gym.spaces.Discrete(2)))), TupleObs)
-    for bad in (gym.spaces.Dict({"a": gym.spaces.Dict({"b": Box(0, 1, (1,))})}),
-                gym.spaces.Text(5)):  # fmt: skip
+    for bad in (
+        gym.spaces.Dict({"a": gym.spaces.Dict({"b": Box(0, 1, (1,))})}),
+        gym.spaces.Text(5),
+    ):
         with pytest.raises(UserError, match="not supported"):
             layout_for(bad)
 
@@ -118,8 +123,9 @@ def test_obs_batch_moves_with_the_other_fields():
     layout = layout_for(gym.spaces.Dict({"a": Box(0, 10, (2,)), "b": IMAGE_CHW}))
     buf = layout.empty((3, 4))
     for t in range(3):
-        layout.write(buf, t, {"a": np.full((4, 2), t, np.float32),
-                              "b": np.full((4, 4, 84, 84), t, np.uint8)})  # fmt: skip
+        layout.write(
+            buf, t, {"a": np.full((4, 2), t, np.float32), "b": np.full((4, 4, 84, 84), t, np.uint8)}
+        )
     obs = layout.tensor(buf)
     assert isinstance(obs, ObsBatch) and len(obs) == 12 and obs.parts["b"].dtype == torch.uint8
     row = torch.arange(12.0)
@@ -245,8 +251,12 @@ def test_a_factory_receives_preprocessed_observations(tmp_path, monkeypatch):
         policy = networks.make_policy(cfg, DICT, gym.spaces.Discrete(2))
         recorder = sys.modules["recorder"]
         recorder.SEEN.clear()
-        raw = {"pixels": np.full((1, 40, 44, 3), 255, np.uint8), "pos": np.ones((1, 3)),
-               "grid": np.zeros((1, 2, 2)), "mode": np.array([2])}  # fmt: skip
+        raw = {
+            "pixels": np.full((1, 40, 44, 3), 255, np.uint8),
+            "pos": np.ones((1, 3)),
+            "grid": np.zeros((1, 2, 2)),
+            "mode": np.array([2]),
+        }
         policy(policy.obs_layout.tensor(policy.preprocess_numpy(raw)))
         seen = recorder.SEEN[-1]
         assert seen["pixels"] == ((1, 3, 40, 44), torch.float32, 1.0, 1.0)

@@ -31,8 +31,9 @@ def test_adam_state_round_trip_continues_identically():
         opt.step()
     b = torch.nn.Parameter(a.detach().clone())
     other = Adam(b, lr=0.5)
-    other.load_state_dict({k: v.clone() if torch.is_tensor(v) else v
-                           for k, v in opt.state_dict().items()})  # fmt: skip
+    other.load_state_dict(
+        {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state_dict().items()}
+    )
     grad = torch.randn(20, generator=g)
     a.grad, b.grad = grad.clone(), grad.clone()
     opt.step()

@@ -42,8 +42,11 @@ def assert_one_line_error(res, status: int, *phrases: str) -> None:
 
 def test_kill_9_loses_at_most_one_checkpoint_interval(tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.Popen([RL_TRUST, "train", "--steps", "1000000", "--run-dir", str(run), *TINY],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [RL_TRUST, "train", "--steps", "1000000", "--run-dir", str(run), *TINY],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(checkpoint.list_checkpoints(run)) < 2:
         time.sleep(0.05)
@@ -89,27 +92,35 @@ def test_a_pickle_payload_in_place_of_a_checkpoint_never_executes(tmp_path):
     torch.save({"x": Payload(marker)}, torch_file / checkpoint.TENSORS)
     (torch_file / checkpoint.STATE).write_bytes(data)
 
-    assert_one_line_error(cli("resume", str(run), "--steps", "4096", "--no-progress"), 2,
-                          "cannot be read")  # fmt: skip
+    assert_one_line_error(
+        cli("resume", str(run), "--steps", "4096", "--no-progress"), 2, "cannot be read"
+    )
     assert_one_line_error(cli("eval", str(run)), 2, "cannot be read")
     assert not marker.exists()
 
 
 def test_divergence_stops_before_the_step_writes_a_diagnostic_and_keeps_checkpoints(tmp_path):
     run = tmp_path / "run"
-    res = cli("train", "--env", "rl_trust/NaNAfter-v0", "--steps", "4096", "--run-dir", str(run),
-              *TINY)  # fmt: skip
-    assert_one_line_error(res, 3, "training diverged",  # (named as the env's, issue 26)
-                          "env rl_trust/NaNAfter-v0 returned a non-finite observation",
-                          "diverged.json", "last good checkpoint is kept")  # fmt: skip
+    res = cli(
+        "train", "--env", "rl_trust/NaNAfter-v0", "--steps", "4096", "--run-dir", str(run), *TINY
+    )
+    assert_one_line_error(
+        res,
+        3,
+        "training diverged",  # (named as the env's, issue 26)
+        "env rl_trust/NaNAfter-v0 returned a non-finite observation",
+        "diverged.json",
+        "last good checkpoint is kept",
+    )
     report = json.loads((run / "diverged.json").read_text())
     assert report["update"] == 5 and report["step"] == 512  # NaN from step 601 on
     assert 0 < report["batch"]["obs"]["non_finite"] < 40  # (episode resets are finite)
     assert report["batch"]["advantages"]["non_finite"] > 0
     assert report["last_checkpoint"] == "step_000000000512"
     assert [p.name for p in checkpoint.list_checkpoints(run)] == [
-        "step_000000000256", "step_000000000512",
-    ]  # fmt: skip
+        "step_000000000256",
+        "step_000000000512",
+    ]
     state = checkpoint.load(checkpoint.list_checkpoints(run)[-1])
     assert all(torch.isfinite(v).all() for v in state["policy"].values())
     assert not (run / "summary.json").exists()
@@ -121,8 +132,12 @@ def test_corrupt_and_truncated_checkpoints_are_refused(tmp_path):
     newest = checkpoint.list_checkpoints(run)[-1]
     tensors = newest / checkpoint.TENSORS
     tensors.write_bytes(tensors.read_bytes()[: tensors.stat().st_size // 2])
-    assert_one_line_error(cli("resume", str(run), "--steps", "1024", "--no-progress"), 2,
-                          "fails its SHA-256 check", "use --checkpoint 256")  # fmt: skip
+    assert_one_line_error(
+        cli("resume", str(run), "--steps", "1024", "--no-progress"),
+        2,
+        "fails its SHA-256 check",
+        "use --checkpoint 256",
+    )
     (newest / checkpoint.STATE).write_text('{"step": 51')
     assert_one_line_error(cli("eval", str(run)), 2, "cannot be read")
     older = checkpoint.list_checkpoints(run)[0]
@@ -134,15 +149,20 @@ def test_a_checkpoint_from_another_env_is_refused(tmp_path):
     other = tiny_run(tmp_path, "acrobot", "--env", "Acrobot-v1")
     foreign = checkpoint.list_checkpoints(other)[-1]  # (a later step than the run's own)
     shutil.copytree(foreign, run / "checkpoints" / foreign.name)
-    assert_one_line_error(cli("resume", str(run), "--steps", "8192", "--no-progress"), 2,
-                          "saved for observation space", "CartPole-v1")  # fmt: skip
+    assert_one_line_error(
+        cli("resume", str(run), "--steps", "8192", "--no-progress"),
+        2,
+        "saved for observation space",
+        "CartPole-v1",
+    )
 
 
 def test_a_folder_that_is_not_a_run_and_a_finished_run(tmp_path):
     assert_one_line_error(cli("resume", str(tmp_path), "--no-progress"), 2, "not an rl-trust run")
     run = tiny_run(tmp_path, "run")
-    assert_one_line_error(cli("resume", str(run), "--no-progress"), 2,
-                          "pass --steps larger than 512")  # fmt: skip
+    assert_one_line_error(
+        cli("resume", str(run), "--no-progress"), 2, "pass --steps larger than 512"
+    )
 
 
 def test_a_full_disk_while_saving_is_one_line_and_loses_nothing(tmp_path, monkeypatch, capsys):
@@ -173,8 +193,18 @@ def flatten(x, prefix=""):
 
 @pytest.mark.parametrize("agent", ["ppo", "trpo"])
 def test_learner_state_is_bit_identical_right_after_loading(tmp_path, agent):
-    run = tiny_run(tmp_path, agent, "--agent", agent, "--env", "Pendulum-v1",
-                   "--set", "normalize_obs=true", "--set", "normalize_reward=true")  # fmt: skip
+    run = tiny_run(
+        tmp_path,
+        agent,
+        "--agent",
+        agent,
+        "--env",
+        "Pendulum-v1",
+        "--set",
+        "normalize_obs=true",
+        "--set",
+        "normalize_reward=true",
+    )
     saved = checkpoint.load(checkpoint.list_checkpoints(run)[-1])
     cfg = config.read_run(run)
     env = make_vec(cfg.env, cfg.run.seed)

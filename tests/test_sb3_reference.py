@@ -28,8 +28,10 @@ NAMES = {
     "extractor.pi_body.2": "mlp_extractor.policy_net.2",
     "extractor.vf_body.0": "mlp_extractor.value_net.0",
     "extractor.vf_body.2": "mlp_extractor.value_net.2",
-    "pi_head": "action_net", "vf_head": "value_net", "log_std": "log_std",
-}  # fmt: skip
+    "pi_head": "action_net",
+    "vf_head": "value_net",
+    "log_std": "log_std",
+}
 
 
 def sb3_name(ours: str) -> str:
@@ -66,11 +68,14 @@ def batch_of(model, policy: ActorCritic) -> Batch:
     with torch.no_grad():
         params = policy.dist_params(obs)
     batch = Batch(
-        obs=obs, actions=actions, log_probs=torch.as_tensor(buf.log_probs.reshape(N)),
-        values=torch.as_tensor(buf.values.reshape(N)), dist_params=params,
+        obs=obs,
+        actions=actions,
+        log_probs=torch.as_tensor(buf.log_probs.reshape(N)),
+        values=torch.as_tensor(buf.values.reshape(N)),
+        dist_params=params,
         advantages=torch.as_tensor(buf.advantages.reshape(N)),
         returns=torch.as_tensor(buf.returns.reshape(N)),
-    )  # fmt: skip
+    )
     # the rollout's log-probabilities are what our policy computes on the same weights
     torch.testing.assert_close(policy.family.log_prob(params, actions), batch.log_probs)
     return batch
@@ -103,13 +108,23 @@ def test_ppo_clip_update_matches_sb3_ppo(env_id, monkeypatch):
     from stable_baselines3 import PPO as SB3PPO
 
     torch.set_num_threads(1)
-    model = SB3PPO("MlpPolicy", make_vec_env(env_id, 1, seed=0), n_steps=N, batch_size=64,
-                   n_epochs=3, seed=0, device="cpu")  # fmt: skip
+    model = SB3PPO(
+        "MlpPolicy",
+        make_vec_env(env_id, 1, seed=0),
+        n_steps=N,
+        batch_size=64,
+        n_epochs=3,
+        seed=0,
+        device="cpu",
+    )
     rollout(model)
     policy = twin(model)
     batch = batch_of(model, policy)
-    agent = PPO(PPOConfig(clip=True, kl_penalty="off", n_steps=N, batch_size=64, n_epochs=3),
-                policy, torch.Generator())  # fmt: skip
+    agent = PPO(
+        PPOConfig(clip=True, kl_penalty="off", n_steps=N, batch_size=64, n_epochs=3),
+        policy,
+        torch.Generator(),
+    )
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
 
     same_permutations(monkeypatch, seed=7)
@@ -118,8 +133,12 @@ def test_ppo_clip_update_matches_sb3_ppo(env_id, monkeypatch):
     assert any(not torch.equal(before[n], p) for n, p in policy.named_parameters())
     assert_same_parameters(policy, model, rtol=1e-4)
     logged = model.logger.name_to_value
-    for tag in ("train/clip_fraction", "train/approx_kl", "train/value_loss",
-                "train/policy_gradient_loss"):  # fmt: skip
+    for tag in (
+        "train/clip_fraction",
+        "train/approx_kl",
+        "train/value_loss",
+        "train/policy_gradient_loss",
+    ):
         assert metrics[tag] == pytest.approx(logged[tag], rel=1e-3, abs=1e-7), tag
 
 
@@ -135,9 +154,17 @@ def test_trpo_step_matches_sb3_contrib_trpo(env_id):
     overrides = ["kl_direction=reverse", f"n_steps={N}", f"batch_size={N}", "n_critic_updates=1"]
     cfg = config.load("trpo", env_id, config.parse_overrides(overrides), None, 0)
     _, kwargs, _ = sb3_kwargs(cfg.to_dict())
-    model = SB3TRPO("MlpPolicy", make_vec_env(env_id, 1, seed=0), n_steps=N, batch_size=N,
-                    n_critic_updates=1, target_kl=kwargs["target_kl"],
-                    cg_damping=kwargs["cg_damping"], seed=0, device="cpu")  # fmt: skip
+    model = SB3TRPO(
+        "MlpPolicy",
+        make_vec_env(env_id, 1, seed=0),
+        n_steps=N,
+        batch_size=N,
+        n_critic_updates=1,
+        target_kl=kwargs["target_kl"],
+        cg_damping=kwargs["cg_damping"],
+        seed=0,
+        device="cpu",
+    )
     rollout(model)
     policy = twin(model)
     batch = batch_of(model, policy)
@@ -150,8 +177,9 @@ def test_trpo_step_matches_sb3_contrib_trpo(env_id):
     logged = model.logger.name_to_value
     assert logged["train/is_line_search_success"] == 1.0
     # SB3's train/policy_objective: the surrogate after the accepted step
-    assert metrics["train/policy_objective"] == pytest.approx(logged["train/policy_objective"],
-                                                              rel=1e-4)  # fmt: skip
+    assert metrics["train/policy_objective"] == pytest.approx(
+        logged["train/policy_objective"], rel=1e-4
+    )
     moved = [n for n, p in policy.named_parameters() if not torch.equal(before[n], p)]
     assert any(n.startswith("pi_") for n in moved) and any(n.startswith("vf_") for n in moved)
     # the natural step and line search, then one Adam step on the critic (ε 1e-5 as SB3's;
@@ -166,8 +194,15 @@ def test_trpo_critic_fit_over_many_minibatches_matches_sb3_contrib(monkeypatch):
     from rl_trust.agents import trpo as trpo_module
 
     torch.set_num_threads(1)
-    model = SB3TRPO("MlpPolicy", make_vec_env("Pendulum-v1", 1, seed=0), n_steps=N,
-                    batch_size=128, n_critic_updates=10, seed=0, device="cpu")  # fmt: skip
+    model = SB3TRPO(
+        "MlpPolicy",
+        make_vec_env("Pendulum-v1", 1, seed=0),
+        n_steps=N,
+        batch_size=128,
+        n_critic_updates=10,
+        seed=0,
+        device="cpu",
+    )
     rollout(model)
     policy = twin(model)
     batch = batch_of(model, policy)
@@ -178,8 +213,9 @@ def test_trpo_critic_fit_over_many_minibatches_matches_sb3_contrib(monkeypatch):
     perms = [np.random.permutation(N) for _ in range(11)]  # SB3: one for the policy step
     np.random.seed(11)
     order = iter(perms[1:])
-    monkeypatch.setattr(trpo_module.torch, "randperm",
-                        lambda n, generator=None: torch.as_tensor(next(order)))  # fmt: skip
+    monkeypatch.setattr(
+        trpo_module.torch, "randperm", lambda n, generator=None: torch.as_tensor(next(order))
+    )
     agent.update(batch)
     model.train()
     assert_same_parameters(policy, model, rtol=1e-4)
@@ -251,11 +287,15 @@ def test_every_update_of_an_sb3_mujoco_run_is_ours_too(algo, env_id, monkeypatch
             agent.update(batch)
         sb3_train()
         theirs = {n: q.detach() for n, q in model.policy.named_parameters()}
-        diffs.append(max(
-            float((p.detach() - theirs[sb3_name(n)].reshape(p.shape)).abs().max()
-                  / theirs[sb3_name(n)].abs().max())
-            for n, p in policy.named_parameters()
-        ))  # fmt: skip
+        diffs.append(
+            max(
+                float(
+                    (p.detach() - theirs[sb3_name(n)].reshape(p.shape)).abs().max()
+                    / theirs[sb3_name(n)].abs().max()
+                )
+                for n, p in policy.named_parameters()
+            )
+        )
 
     model.train = train
     model.learn(8 * N)
@@ -300,8 +340,9 @@ def test_a_rollout_of_ours_is_sb3s_on_the_same_actions(env_id, monkeypatch):
     shape = env.single_observation_space.shape
     ours = iter(actions)
     monkeypatch.setattr(policy, "sampler", lambda rng: lambda x: next(ours))
-    normalizer = Normalizer(shape, 1, obs=True, reward=True, gamma=0.99, clip_obs=10.0,
-                            clip_reward=10.0)  # VecNormalize's defaults  # fmt: skip
+    normalizer = Normalizer(
+        shape, 1, obs=True, reward=True, gamma=0.99, clip_obs=10.0, clip_reward=10.0
+    )  # VecNormalize's defaults
     collector = Collector(env, policy, normalizer, T, 0.99, 0.95, 0)
     batch = collector.collect()
     ends = np.flatnonzero(collector.episode_end[:, 0])
@@ -309,8 +350,9 @@ def test_a_rollout_of_ours_is_sb3s_on_the_same_actions(env_id, monkeypatch):
         assert list(ends) == [999, 1999] and not collector.terminated.any()
     else:
         assert len(ends) > 20 and collector.terminated.sum() == len(ends)
-    np.testing.assert_allclose(collector.obs.reshape(T, -1), buf.observations.reshape(T, -1),
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        collector.obs.reshape(T, -1), buf.observations.reshape(T, -1), atol=1e-5
+    )
     np.testing.assert_allclose(batch.values.numpy(), buf.values.reshape(T), atol=1e-5)
     np.testing.assert_allclose(batch.advantages.numpy(), buf.advantages.reshape(T), atol=1e-4)
     np.testing.assert_allclose(batch.returns.numpy(), buf.returns.reshape(T), atol=1e-4)

@@ -19,8 +19,10 @@ from rl_trust.config import EnvConfig, PPOConfig
 from rl_trust.envs import Normalizer, make_vec
 from rl_trust.rollout import Collector
 
-SHORT = ["--agent", "ppo-clip", "--steps", "4096", "--set", "n_steps=256",
-         "--set", "batch_size=64", "--set", "n_epochs=4", "--no-progress"]  # fmt: skip
+SHORT = (
+    "--agent ppo-clip --steps 4096 --set n_steps=256 --set "
+    "batch_size=64 --set n_epochs=4 --no-progress"
+).split()
 
 
 def train(root: Path, env_id: str, *extra: str) -> tuple[Path, dict]:
@@ -37,14 +39,16 @@ def pixel_run(tmp_path_factory) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="module")
 def pixel_run_bfloat16(tmp_path_factory) -> tuple[Path, dict]:
-    return train(tmp_path_factory.mktemp("runs"), "rl_trust/PixelColor-v0",
-                 "--set", "precision=bfloat16")  # fmt: skip
+    return train(
+        tmp_path_factory.mktemp("runs"), "rl_trust/PixelColor-v0", "--set", "precision=bfloat16"
+    )
 
 
 @pytest.fixture(scope="module")
 def dict_run(tmp_path_factory) -> tuple[Path, dict]:
-    return train(tmp_path_factory.mktemp("runs"), "rl_trust/DictCue-v0",
-                 "--set", "normalize_obs=true")  # fmt: skip
+    return train(
+        tmp_path_factory.mktemp("runs"), "rl_trust/DictCue-v0", "--set", "normalize_obs=true"
+    )
 
 
 @pytest.mark.parametrize("fixture", ["pixel_run", "pixel_run_bfloat16", "dict_run"])
@@ -104,8 +108,9 @@ def test_blackjack_tuple_observations_train(tmp_path):
     """Blackjack-v1: a Tuple of three Discretes, each one-hot, concatenated; PPO and TRPO."""
     for agent in ("ppo", "trpo"):
         args = ["--steps", "2048", "--set", "n_steps=512", "--no-progress"]
-        res = cli("train", "--agent", agent, "--env", "Blackjack-v1", *args,
-                  "--runs-root", str(tmp_path))  # fmt: skip
+        res = cli(
+            "train", "--agent", agent, "--env", "Blackjack-v1", *args, "--runs-root", str(tmp_path)
+        )
         assert res.returncode == 0, res.stderr
         run = Path(res.stdout.strip().splitlines()[-1])
         summary = json.loads((run / "summary.json").read_text())
@@ -118,10 +123,18 @@ def test_rollout_buffer_keeps_uint8_pixels():
     """The rollout stores the env's pixels as they are (uint8, not a float32 copy), and
     hands them to the update as uint8."""
     env = make_vec(EnvConfig(env_id="rl_trust/PixelColor-v0", n_envs=2), 0)
-    agent = agents.build(PPOConfig(n_steps=8), env.single_observation_space,
-                         env.single_action_space, 0)  # fmt: skip
-    norm = Normalizer(agent.policy.obs_layout.norm_shape, 2, obs=True, reward=False,
-                      gamma=0.99, clip_obs=10.0, clip_reward=10.0)  # fmt: skip
+    agent = agents.build(
+        PPOConfig(n_steps=8), env.single_observation_space, env.single_action_space, 0
+    )
+    norm = Normalizer(
+        agent.policy.obs_layout.norm_shape,
+        2,
+        obs=True,
+        reward=False,
+        gamma=0.99,
+        clip_obs=10.0,
+        clip_reward=10.0,
+    )
     collector = Collector(env, agent.policy, norm, 8, 0.99, 0.95, 0)
     batch = collector.collect()
     assert collector.obs.dtype == np.uint8 and collector.obs.shape == (8, 2, 36, 36, 3)

@@ -33,8 +33,16 @@ TINY = ["--steps", "256", "--set", "n_steps=64", "--set", "batch_size=32", "--no
     ],
 )
 def test_bad_wrappers_are_one_line(tmp_path, wrappers, message):
-    res = cli("train", "--env", "CartPole-v1", "--set", f"wrappers={wrappers}", *TINY,
-              "--runs-root", str(tmp_path))  # fmt: skip
+    res = cli(
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--set",
+        f"wrappers={wrappers}",
+        *TINY,
+        "--runs-root",
+        str(tmp_path),
+    )
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], res.stderr
@@ -45,10 +53,20 @@ def test_wrappers_wrap_every_env_in_order(tmp_path):
     """A TimeLimit of 20 steps around CartPole: no episode is longer (sync and async)."""
     for vectorization in ("sync", "async"):
         run = tmp_path / vectorization
-        res = cli("train", "--env", "CartPole-v1", *TINY, "--set", "n_envs=2",
-                  "--set", f"vectorization={vectorization}",
-                  "--set", "wrappers=[{gymnasium.wrappers.TimeLimit: {max_episode_steps: 20}}]",
-                  "--run-dir", str(run))  # fmt: skip
+        res = cli(
+            "train",
+            "--env",
+            "CartPole-v1",
+            *TINY,
+            "--set",
+            "n_envs=2",
+            "--set",
+            f"vectorization={vectorization}",
+            "--set",
+            "wrappers=[{gymnasium.wrappers.TimeLimit: {max_episode_steps: 20}}]",
+            "--run-dir",
+            str(run),
+        )
         assert res.returncode == 0, res.stderr
         summary = json.loads((run / "summary.json").read_text())
         assert summary["final"]["rollout/ep_len_mean"] <= 20
@@ -66,12 +84,17 @@ def test_atari_and_carracing_presets():
         a, e = cfg.agent, cfg.env
         assert (e.n_envs, a.n_steps, a.n_epochs, a.batch_size) == (8, 128, 4, 256)
         assert (a.learning_rate, a.lr_schedule, a.clip_range, a.clip_range_schedule) == (
-            2.5e-4, "linear", 0.1, "linear")  # fmt: skip
+            2.5e-4,
+            "linear",
+            0.1,
+            "linear",
+        )
         assert (a.vf_coef, a.ent_coef, a.net_arch) == (0.5, 0.01, ())
         assert e.env_kwargs == {"frameskip": 1}
         assert [next(iter(w)) for w in e.wrappers] == [
-            "gymnasium.wrappers.AtariPreprocessing", "gymnasium.wrappers.FrameStackObservation"
-        ]  # fmt: skip
+            "gymnasium.wrappers.AtariPreprocessing",
+            "gymnasium.wrappers.FrameStackObservation",
+        ]
         assert config.load("trpo", f"ALE/{game}-v5", {}, None, 0).agent.n_steps == 128
     cfg = config.load("ppo-clip", "CarRacing-v3", {}, None, 0)
     env = make_env(cfg.env)
@@ -90,14 +113,23 @@ def test_linear_clip_range_schedule():
     space = gym.spaces.Box(-1, 1, (4,))
     agent = agents.build(cfg.agent, space, gym.spaces.Discrete(2), 0)
     n = 64
-    batch = Batch(torch.randn(n, 4), torch.randint(0, 2, (n, 1)).float(), torch.full((n,), -0.7),
-                  torch.zeros(n), torch.zeros(n, 2), torch.randn(n), torch.randn(n))  # fmt: skip
+    batch = Batch(
+        torch.randn(n, 4),
+        torch.randint(0, 2, (n, 1)).float(),
+        torch.full((n,), -0.7),
+        torch.zeros(n),
+        torch.zeros(n, 2),
+        torch.randn(n),
+        torch.randn(n),
+    )
     assert agent.update(batch, progress_remaining=0.25)["train/clip_range"] == pytest.approx(0.05)
     assert agent.update(batch, progress_remaining=1.0)["train/clip_range"] == pytest.approx(0.2)
     schedule = sb3_kwargs(cfg.to_dict())[1]["clip_range"]
     assert schedule(0.25) == pytest.approx(0.05)
-    assert sb3_kwargs(config.load("ppo-clip", "CartPole-v1", {}, None, 0).to_dict())[1][
-        "clip_range"] == 0.2  # fmt: skip
+    assert (
+        sb3_kwargs(config.load("ppo-clip", "CartPole-v1", {}, None, 0).to_dict())[1]["clip_range"]
+        == 0.2
+    )
 
 
 def test_breakout_trains_evaluates_and_resumes(tmp_path):
@@ -105,8 +137,18 @@ def test_breakout_trains_evaluates_and_resumes(tmp_path):
     pytest.importorskip("ale_py")
     pytest.importorskip("cv2")
     run = tmp_path / "breakout"
-    res = cli("train", "--agent", "ppo-clip", "--env", "ALE/Breakout-v5", "--steps", "2048",
-              "--run-dir", str(run), "--no-progress")  # fmt: skip
+    res = cli(
+        "train",
+        "--agent",
+        "ppo-clip",
+        "--env",
+        "ALE/Breakout-v5",
+        "--steps",
+        "2048",
+        "--run-dir",
+        str(run),
+        "--no-progress",
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 2048 and summary["updates"] == 2

@@ -209,8 +209,9 @@ class PPO:
                 if self.controller.needs_running_kl:
                     d_running = self.penalty_kl(mb.dist_params, params).mean().item()
                 self.beta = self.controller.step_beta(d_running)
-                self.gradient_step(cache, self.gradient(mb, params, values, log_ratio),
-                                   len(stepped))  # fmt: skip
+                self.gradient_step(
+                    cache, self.gradient(mb, params, values, log_ratio), len(stepped)
+                )
                 stepped.append((mb.without_obs(), params, values))
         return stepped, last_epoch, False
 
@@ -243,8 +244,16 @@ class PPO:
             terms["approx_kl"] = torch.stack(k3).mean().item()
         return terms
 
-    def update_metrics(self, batch: Batch, terms: dict, d: float, beta_used: float, lr: float,
-                       steps: int, stopped: bool) -> dict[str, float]:  # fmt: skip
+    def update_metrics(
+        self,
+        batch: Batch,
+        terms: dict,
+        d: float,
+        beta_used: float,
+        lr: float,
+        steps: int,
+        stopped: bool,
+    ) -> dict[str, float]:
         """The update's train/* tags (SB3's names) and the penalty's kl/* tags, d being the
         batch's exact mean KL in the penalty's direction."""
         cfg = self.cfg

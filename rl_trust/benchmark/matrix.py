@@ -143,8 +143,15 @@ def run_trial(trial: Trial, tb_dir: Path, note: Callable[[str], None] = lambda _
             result_path = run_dir / "summary.json"
             if start is not None:
                 result_path.unlink(missing_ok=True)  # (the summary of an earlier segment)
-                cmd = [sys.executable, "-m", "rl_trust.cli", "resume", str(run_dir),
-                       "--no-progress", "--allow-import"]  # fmt: skip
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "rl_trust.cli",
+                    "resume",
+                    str(run_dir),
+                    "--no-progress",
+                    "--allow-import",
+                ]
             else:
                 cmd = [
                     sys.executable,

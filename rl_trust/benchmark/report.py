@@ -16,21 +16,10 @@ import numpy as np
 
 from rl_trust.benchmark.curves import CURVES, export_curves, read_curve  # noqa: F401
 
-COLUMNS = [
-    "library",
-    "agent",
-    "env",
-    "seed",
-    "steps",
-    "final_return",
-    "wall_time_s",
-    "fps",
-    "peak_rss_mib",
-    "segments",
-    "status",
-    "error",
-    "same_run_as",
-]
+COLUMNS = (
+    "library agent env seed steps final_return wall_time_s fps "
+    "peak_rss_mib segments status error same_run_as"
+).split()
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -163,12 +152,17 @@ def kl_control(rows: list[dict], out: Path, baseline: str = "ppo-clip") -> list[
             for k in ("in_band", "above", "above_3x")
         }
         line = {
-            "env": env, "agent": agent, "seeds": len(per_seed), "target": per_seed[0]["target"],
-            **pooled, "max": max(s["max"] for s in per_seed),
+            "env": env,
+            "agent": agent,
+            "seeds": len(per_seed),
+            "target": per_seed[0]["target"],
+            **pooled,
+            "max": max(s["max"] for s in per_seed),
             "return": (iqm(x), *bootstrap_ci(x)),
             "p_baseline": (prob_improvement(x, y), *bootstrap_ci(x, y, stat=prob_improvement))
-            if y and agent != baseline else None,
-        }  # fmt: skip
+            if y and agent != baseline
+            else None,
+        }
         lines.append(line)
     return lines
 
@@ -208,8 +202,13 @@ def _kl_control_section(rows: list[dict], out: Path) -> list[str]:
     return text
 
 
-def write_report(rows: list[dict], path: Path, command: str, plots: list[Path],
-                 caveats: dict[tuple[str, str], list[str]] | None = None) -> str:  # fmt: skip
+def write_report(
+    rows: list[dict],
+    path: Path,
+    command: str,
+    plots: list[Path],
+    caveats: dict[tuple[str, str], list[str]] | None = None,
+) -> str:
     lines = [
         "# rl-trust benchmark",
         "",
@@ -236,8 +235,10 @@ def write_report(rows: list[dict], path: Path, command: str, plots: list[Path],
             if s["ratio"] is None
             else f"{s['ratio'][0]:.2f} [{s['ratio'][1]:.2f}, {s['ratio'][2]:.2f}]"
         )
-        rss = " / ".join("–" if s[f"{lib} rss"] is None else f"{s[f'{lib} rss']:.0f}"
-                         for lib in ("rl-trust", "sb3"))  # fmt: skip
+        rss = " / ".join(
+            "–" if s[f"{lib} rss"] is None else f"{s[f'{lib} rss']:.0f}"
+            for lib in ("rl-trust", "sb3")
+        )
         lines.append(
             f"| {s['env']} | {s['agent']} | {_fmt(s['rl-trust'])} | {_fmt(s['sb3'])} "
             f"| {_fmt(s['p_better'], 2)} "
@@ -351,8 +352,9 @@ def plot_overview(panels: dict[tuple[str, str], dict[str, list[Path]]], path: Pa
     envs = list(dict.fromkeys(e for e, _ in panels))
     agents = list(dict.fromkeys(a for _, a in panels))
     plt = _pyplot()
-    fig, axes = plt.subplots(len(envs), len(agents), figsize=(4.6 * len(agents), 3.4 * len(envs)),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(envs), len(agents), figsize=(4.6 * len(agents), 3.4 * len(envs)), squeeze=False
+    )
     for i, env in enumerate(envs):
         for j, agent in enumerate(agents):
             ax = axes[i][j]

@@ -144,10 +144,13 @@ def _spaces(env: dict):
     from rl_trust.config import EnvConfig
     from rl_trust.envs import make_env
 
-    probe = make_env(EnvConfig(  # (imports a "module:Env-v0" id's module, which registers it)
-        env_id=env["env_id"], env_kwargs=dict(env.get("env_kwargs") or {}),
-        wrappers=list(env.get("wrappers") or []),
-    ))  # fmt: skip
+    probe = make_env(
+        EnvConfig(  # (imports a "module:Env-v0" id's module, which registers it)
+            env_id=env["env_id"],
+            env_kwargs=dict(env.get("env_kwargs") or {}),
+            wrappers=list(env.get("wrappers") or []),
+        )
+    )
     spaces = probe.observation_space, probe.action_space
     probe.close()
     return spaces
@@ -236,8 +239,9 @@ def sb3_caveats(cfg: dict) -> list[str]:
         out.append("normalization: SB3 VecNormalize, rl-trust its own Normalizer (same stats rule)")
     observations = _spaces(env)[0]
     if env["normalize_obs"] and policy_name(env) != "MlpPolicy":
-        out.append("normalize_obs: SB3's VecNormalize normalizes pixels too; rl-trust only "
-                   "vector parts")  # fmt: skip
+        out.append(
+            "normalize_obs: SB3's VecNormalize normalizes pixels too; rl-trust only vector parts"
+        )
     if type(observations).__name__ == "Tuple":
         out.append("Tuple observations: SB3 does not support them; its run will fail")
     return out
@@ -375,8 +379,12 @@ def train(
     every = int(cfg["run"].get("checkpoint_every", 0))
     callback = None if checkpoint is None else _saver(checkpoint, every, start)
     t0 = time.perf_counter()
-    model.learn(total_timesteps=total - start, callback=callback, progress_bar=False,
-                reset_num_timesteps=not start)  # fmt: skip
+    model.learn(
+        total_timesteps=total - start,
+        callback=callback,
+        progress_bar=False,
+        reset_num_timesteps=not start,
+    )
     wall = time.perf_counter() - t0
     episodes = [float(ep["r"]) for ep in model.ep_info_buffer]
     result = {

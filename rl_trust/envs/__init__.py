@@ -17,8 +17,15 @@ from rl_trust.envs.normalize import Normalizer, RunningMeanStd
 from rl_trust.envs.sync import SyncVectorEnv
 from rl_trust.errors import UserError, one_line
 
-__all__ = ["make_vec", "make_env", "Normalizer", "RunningMeanStd", "check_id", "check_import",
-           "apply_wrappers"]  # fmt: skip
+__all__ = [
+    "make_vec",
+    "make_env",
+    "Normalizer",
+    "RunningMeanStd",
+    "check_id",
+    "check_import",
+    "apply_wrappers",
+]
 
 probes.register()
 
@@ -85,8 +92,9 @@ def apply_wrappers(env: gym.Env, wrappers: list) -> gym.Env:
         try:
             env = cls(env, **kwargs)
         except gym.error.DependencyNotInstalled as e:
-            raise UserError(f"wrappers: {cls.__name__} needs a package that is not installed: "
-                            f"{e}") from None  # fmt: skip
+            raise UserError(
+                f"wrappers: {cls.__name__} needs a package that is not installed: {e}"
+            ) from None
         except Exception as e:  # TypeError for a kwarg, or the wrapper's own check of the env
             raise UserError(
                 f"wrappers: {cls.__module__}.{cls.__name__}(**{kwargs}) failed: {one_line(e)}"

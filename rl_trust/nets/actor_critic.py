@@ -77,9 +77,13 @@ class ActorCritic(nn.Module):
         with torch.enable_grad():
             probe = self.obs_layout.probe(2, self.pi_head.weight.dtype)
             for latent in self.extractor(probe):
-                grads = torch.autograd.grad(
-                    latent.sum(), [p for _, p in named], allow_unused=True, retain_graph=True
-                ) if named else []  # fmt: skip
+                grads = (
+                    torch.autograd.grad(
+                        latent.sum(), [p for _, p in named], allow_unused=True, retain_graph=True
+                    )
+                    if named
+                    else []
+                )
                 reached.append({n for (n, _), g in zip(named, grads, strict=True) if g is not None})
         pi, vf = reached
         self.shared = [f"extractor.{n}" for n, _ in named if n in pi and n in vf]
@@ -180,8 +184,11 @@ class ActorCritic(nn.Module):
         """Add ∂L/∂(every parameter) into the .grad, given ∂L/∂dist_params (per state) and
         ∂L/∂values from forward_train; None skips that output. The chain rule at the
         distribution boundary: torch.autograd.backward(outputs, their gradients)."""
-        pairs = [(out, d) for out, d in zip(cache, (d_params, d_values), strict=True)
-                 if out is not None and d is not None]  # fmt: skip
+        pairs = [
+            (out, d)
+            for out, d in zip(cache, (d_params, d_values), strict=True)
+            if out is not None and d is not None
+        ]
         if pairs:
             torch.autograd.backward([o for o, _ in pairs], [d for _, d in pairs])
 

@@ -98,11 +98,14 @@ class NatureCNN(nn.Module):
                 "wrapper, or give your own network with policy=module:factory)"
             )
         self.cnn = nn.Sequential(
-            nn.Conv2d(c, 32, kernel_size=8, stride=4), nn.ReLU(),
-            nn.Conv2d(32, 64, kernel_size=4, stride=2), nn.ReLU(),
-            nn.Conv2d(64, 64, kernel_size=3, stride=1), nn.ReLU(),
+            nn.Conv2d(c, 32, kernel_size=8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, kernel_size=4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, kernel_size=3, stride=1),
+            nn.ReLU(),
             nn.Flatten(),
-        )  # fmt: skip
+        )
         side = [(((n - 8) // 4 + 1 - 4) // 2 + 1) - 2 for n in (h, w)]
         self.linear = nn.Sequential(nn.Linear(64 * side[0] * side[1], features_dim), nn.ReLU())
         self.features_dim = features_dim
@@ -159,8 +162,9 @@ class EncoderMlp(nn.Module):
     `share`: one encoder for both (SB3's PPO default); else one each (TRPO constrains the
     policy's parameters apart from the critic's). Meets the extractor contract."""
 
-    def __init__(self, layout: Observation, net_arch: tuple[int, ...], activation: str,
-                 share: bool):  # fmt: skip
+    def __init__(
+        self, layout: Observation, net_arch: tuple[int, ...], activation: str, share: bool
+    ):
         super().__init__()
         self.encoder_pi = encoder_for(layout)
         self.encoder_vf = None if share else encoder_for(layout)
