@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from rl_trust import config
+from rl_trust import tags as T
 from rl_trust.errors import Diverged, UserError
 
 
@@ -193,7 +194,7 @@ def build_parser() -> Parser:
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     p.add_argument(
         "--tags",
-        default="rollout/ep_rew_mean,kl/forward_mean",
+        default=f"{T.ROLLOUT_EP_REW_MEAN},{T.KL_FORWARD_MEAN}",
         help="comma-separated tags; a|b plots the first of a, b a run has",
     )
     p.add_argument("--out", type=Path, default=Path("plot.png"))
@@ -286,7 +287,7 @@ def _train(cfg, folder, progress: bool, resume: bool = False, resume_from=None) 
         )
         print(folder.path)
         return e.code
-    ret = summary["final"].get("rollout/ep_rew_mean")
+    ret = summary["final"].get(T.ROLLOUT_EP_REW_MEAN)
     returns = "no episode finished yet" if ret is None else f"mean episode return {ret:.1f}"
     print(
         f"done: {summary['steps']} steps, {summary['fps']:.0f} steps/s, {returns}", file=sys.stderr

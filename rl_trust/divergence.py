@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rl_trust import tags as T
+
 
 def categorical_kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:
     """KL(p‖q) of categoricals over the last axis."""
@@ -80,14 +82,14 @@ def summary(
     """
     est = estimators(logp_old, logp_new)
     return {
-        "kl/forward": forward,
-        "kl/forward_mean": forward.mean().item(),
-        "kl/forward_max": forward.max().item(),
-        "kl/forward_p95": torch.quantile(forward, 0.95).item(),
-        "kl/reverse_mean": reverse.mean().item(),
-        "kl/k1": est["k1"].mean().item(),
-        "kl/k2": est["k2"].mean().item(),
-        "kl/k3": est["k3"].mean().item(),
-        "kl/entropy": entropy.mean().item(),
-        "kl/cross_entropy": (entropy + forward).mean().item(),
+        T.KL_FORWARD: forward,
+        T.KL_FORWARD_MEAN: forward.mean().item(),
+        T.KL_FORWARD_MAX: forward.max().item(),
+        T.KL_FORWARD_P95: torch.quantile(forward, 0.95).item(),
+        T.KL_REVERSE_MEAN: reverse.mean().item(),
+        T.KL_K1: est["k1"].mean().item(),
+        T.KL_K2: est["k2"].mean().item(),
+        T.KL_K3: est["k3"].mean().item(),
+        T.KL_ENTROPY: entropy.mean().item(),
+        T.KL_CROSS_ENTROPY: (entropy + forward).mean().item(),
     }

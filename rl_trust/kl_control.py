@@ -9,6 +9,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rl_trust import tags as T
+
 
 @dataclass(frozen=True)
 class KLBand:
@@ -83,7 +85,7 @@ class PaperRule(FixedBeta):
 
     def update(self, d: float) -> dict[str, float]:
         self.beta = adapt_beta(self.beta, d, self.d_targ, self.band, self.factor)
-        return {"kl/ctl_error": log_error(d, self.d_targ)}
+        return {T.KL_CTL_ERROR: log_error(d, self.d_targ)}
 
 
 class RLlibRule(PaperRule):
@@ -105,7 +107,7 @@ class RLlibRule(PaperRule):
             self.beta *= self.up
         elif d < held.low:
             self.beta *= self.down
-        return {"kl/ctl_error": log_error(d, self.d_targ)}
+        return {T.KL_CTL_ERROR: log_error(d, self.d_targ)}
 
 
 MAX_ERROR = 2.0  # |log(d / d_targ)| beyond this (a factor e² ≈ 7.4) counts as this
@@ -159,14 +161,14 @@ class PIDControl(FixedBeta):
     def update(self, d: float) -> dict[str, float]:
         p_terms, self._p_terms = self._p_terms or [0.0], []
         tags = {
-            "kl/ctl_error": log_error(d, self.d_targ),
-            "kl/ctl_p": sum(p_terms) / len(p_terms),
-            "kl/ctl_p_max": max(p_terms),
-            "kl/ctl_i": self.integral,
-            "kl/ctl_d": self.derivative,
-            "kl/beta_max": math.exp(self.integral + self.derivative + max(p_terms)),
+            T.KL_CTL_ERROR: log_error(d, self.d_targ),
+            T.KL_CTL_P: sum(p_terms) / len(p_terms),
+            T.KL_CTL_P_MAX: max(p_terms),
+            T.KL_CTL_I: self.integral,
+            T.KL_CTL_D: self.derivative,
+            T.KL_BETA_MAX: math.exp(self.integral + self.derivative + max(p_terms)),
         }  # the terms this update used, and its error
-        e = tags["kl/ctl_error"]
+        e = tags[T.KL_CTL_ERROR]
         if e == e:  # a NaN KL leaves the state as it is
             lo, hi = LOG_BETA_RANGE
             self.integral = min(max(self.integral + self.ki * e, lo), hi)

@@ -10,29 +10,34 @@ from tensorboard.plugins.hparams import summary_v2 as hp
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
+from rl_trust import tags as T
 from rl_trust.config import RunConfig
 
 # The run's final values of these tags are its hparams metrics.
-HPARAM_METRICS = ("rollout/ep_rew_mean", "kl/forward_mean", "time/fps")
+HPARAM_METRICS = (T.ROLLOUT_EP_REW_MEAN, T.KL_FORWARD_MEAN, T.TIME_FPS)
 
 
 def layout(agent_charts: dict[str, list]) -> dict:
     """The "Trust region" dashboard (custom scalars): the KL charts every agent has, then the
-    agent's own (its class's `charts()`). Multiline tags are regular expressions."""
+    agent's own (its class's `charts()`). Multiline tags are regular expressions
+    (tags.exact)."""
     charts = {
         "KL(π_old‖π_new) against the target band": [
             "Margin",
-            ["kl/forward_mean", "kl/target_low", "kl/target_high"],
+            [T.KL_FORWARD_MEAN, T.KL_TARGET_LOW, T.KL_TARGET_HIGH],
         ],
         "KL estimators k1, k2, k3 beside the exact KL": [
             "Multiline",
-            ["^kl/forward_mean$", "^kl/k[123]$"],
+            [T.exact(T.KL_FORWARD_MEAN, T.KL_K1, T.KL_K2, T.KL_K3)],
         ],
         "forward KL(p‖q) against reverse KL(q‖p)": [
             "Multiline",
-            ["^kl/forward_mean$", "^kl/reverse_mean$"],
+            [T.exact(T.KL_FORWARD_MEAN, T.KL_REVERSE_MEAN)],
         ],
-        "KL spread: mean, p95, max": ["Multiline", ["^kl/forward_(mean|p95|max)$"]],
+        "KL spread: mean, p95, max": [
+            "Multiline",
+            [T.exact(T.KL_FORWARD_MEAN, T.KL_FORWARD_P95, T.KL_FORWARD_MAX)],
+        ],
     }
     charts.update(agent_charts)
     return {"Trust region": charts}

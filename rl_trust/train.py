@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 
 from rl_trust import __version__, agents, checkpoint, config, runs
+from rl_trust import tags as T
 from rl_trust.config import RunConfig
 from rl_trust.envs import Normalizer, make_env, make_vec, pool
 from rl_trust.errors import Diverged, UserError, one_line
@@ -300,9 +301,9 @@ class Evaluator:
             learner.best_eval = mean
             save(run_dir, learner, name="best")
         return {
-            "eval/mean_reward": mean,
-            "eval/mean_ep_length": float(np.mean(lengths)),
-            "eval/best_mean_reward": learner.best_eval,
+            T.EVAL_MEAN_REWARD: mean,
+            T.EVAL_MEAN_EP_LENGTH: float(np.mean(lengths)),
+            T.EVAL_BEST_MEAN_REWARD: learner.best_eval,
         }
 
     def close(self) -> None:
@@ -429,8 +430,8 @@ class Trainer:
                 self.seconds["update"] += time.perf_counter() - t_update
                 learner.step, learner.updates = learner.step + per_batch, learner.updates + 1
                 fps = (learner.step - start_step) / (time.perf_counter() - t0)
-                metrics["time/fps"] = fps
-                metrics["time/updates"] = learner.updates
+                metrics[T.TIME_FPS] = fps
+                metrics[T.TIME_UPDATES] = learner.updates
                 step = learner.step
                 if self.evaluator is not None and self.evaluator.due(step, per_batch):
                     metrics.update(self.evaluator(run_dir, learner, stop))
@@ -534,22 +535,22 @@ def release_freed_memory() -> None:
 def rollout_metrics(collector: Collector, batch, policy) -> dict[str, float]:
     out: dict[str, float] = {}
     if collector.episode_returns:
-        out["rollout/ep_rew_mean"] = float(np.mean(collector.episode_returns))
-        out["rollout/ep_len_mean"] = float(np.mean(collector.episode_lengths))
+        out[T.ROLLOUT_EP_REW_MEAN] = float(np.mean(collector.episode_returns))
+        out[T.ROLLOUT_EP_LEN_MEAN] = float(np.mean(collector.episode_lengths))
     var = batch.returns.var()
-    out["train/explained_variance"] = (
+    out[T.TRAIN_EXPLAINED_VARIANCE] = (
         float(1 - (batch.returns - batch.values).var() / var) if var > 0 else 0.0
     )
     if policy.log_std is not None:
-        out["train/std"] = float(policy.log_std.detach().exp().mean())
+        out[T.TRAIN_STD] = float(policy.log_std.detach().exp().mean())
     return out
 
 
 def progress_fields(m: dict) -> dict[str, str]:
     fields = {}
-    if "rollout/ep_rew_mean" in m:
+    if T.ROLLOUT_EP_REW_MEAN in m:
         fields["return"] = f"{m['rollout/ep_rew_mean']:.1f}"
     fields["KL"] = f"{m['kl/forward_mean']:.4f}"
-    if "kl/beta" in m:
+    if T.KL_BETA in m:
         fields["β"] = f"{m['kl/beta']:.3g}"
     return fields

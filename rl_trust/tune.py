@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from rl_trust import config
+from rl_trust import tags as T
 from rl_trust.errors import Diverged, UserError, one_line
 
 # the distributions of a search-space file, named as rl-baselines3-zoo's samplers name them
@@ -358,7 +359,7 @@ def _run_seed(spec: Spec, trial, values: dict, seed: int, index: int) -> float:
     model = None
     if summary_path.exists() and json.loads(summary_path.read_text())["steps"] >= spec.steps:
         summary = json.loads(summary_path.read_text())  # this seed finished before a kill
-        final = summary["final"].get("rollout/ep_rew_mean")
+        final = summary["final"].get(T.ROLLOUT_EP_REW_MEAN)
     else:
         from rl_trust import checkpoint
 
@@ -376,7 +377,7 @@ def _run_seed(spec: Spec, trial, values: dict, seed: int, index: int) -> float:
         offset, pruned = index * spec.steps, []
 
         def report(metrics: dict, trainer) -> bool | None:
-            value = metrics.get("rollout/ep_rew_mean")
+            value = metrics.get(T.ROLLOUT_EP_REW_MEAN)
             if value is None:
                 return None
             step = offset + trainer.learner.step
@@ -388,7 +389,7 @@ def _run_seed(spec: Spec, trial, values: dict, seed: int, index: int) -> float:
 
         try:
             model.learn(spec.steps - model.num_timesteps, callback=report)
-            final = model.trainer.metrics.get("rollout/ep_rew_mean")
+            final = model.trainer.metrics.get(T.ROLLOUT_EP_REW_MEAN)
         finally:
             model.close()
         if pruned:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rl_trust import divergence, kl_control, natural_gradient
+from rl_trust import tags as T
 from rl_trust.config import PPOConfig
 from rl_trust.errors import Diverged
 from rl_trust.nets.actor_critic import ActorCritic
@@ -31,6 +32,9 @@ from rl_trust.optim import Adam, flat_parameters, non_finite_grads
 from rl_trust.rollout import Batch, normalize_per_minibatch
 
 STEP_MAX = 2.0  # kl_rescale lengthens a step whose KL fell below the band at most this much
+
+
+CONTROLLER_TAGS = (T.KL_CTL_ERROR, T.KL_CTL_P, T.KL_CTL_P_MAX, T.KL_CTL_I, T.KL_CTL_D)
 
 
 class PPO:
@@ -54,12 +58,18 @@ class PPO:
         """PPO's dashboard charts beside the KL ones every agent has (logging.layout)."""
         w = f"{self.cfg.kl_band:g}"
         return {
-            "β, the penalty coefficient": ["Multiline", ["^kl/beta(_max)?$"]],
-            f"KL in the band d_targ/{w} … {w}·d_targ: 1 in, 0 out": ["Multiline", ["^kl/in_band$"]],
-            "KL controller: log error and the P, I, D terms of log β": ["Multiline", ["^kl/ctl_"]],
+            "β, the penalty coefficient": ["Multiline", [T.exact(T.KL_BETA, T.KL_BETA_MAX)]],
+            f"KL in the band d_targ/{w} … {w}·d_targ: 1 in, 0 out": [
+                "Multiline",
+                [T.exact(T.KL_IN_BAND)],
+            ],
+            "KL controller: log error and the P, I, D terms of log β": [
+                "Multiline",
+                [T.exact(*CONTROLLER_TAGS)],
+            ],
             "kl_rescale: the step's own KL and the fraction of it kept": [
                 "Multiline",
-                ["^kl/step_(kl|fraction)$"],
+                [T.exact(T.KL_STEP_KL, T.KL_STEP_FRACTION)],
             ],
         }
 
@@ -135,9 +145,9 @@ class PPO:
         metrics = self.policy.family.kl_stats(
             batch.dist_params, new, batch.actions, batch.log_probs
         )
-        d = metrics["kl/forward_mean" if self.cfg.kl_direction == "forward" else "kl/reverse_mean"]
+        d = metrics[T.KL_FORWARD_MEAN if self.cfg.kl_direction == "forward" else T.KL_REVERSE_MEAN]
         metrics.update(rescale)
-        control = self.controller.update(rescale.get("kl/step_kl", d))  # (the step's own KL)
+        control = self.controller.update(rescale.get(T.KL_STEP_KL, d))  # (the step's own KL)
         self.beta = self.controller.beta
         metrics.update(self.update_metrics(batch, terms, d, beta_used, lr, len(stepped), stopped))
         metrics.update(control)
@@ -174,7 +184,7 @@ class PPO:
         if t > 1.0 and surrogate(t) < surrogate(1.0):
             t = 1.0
         move_to(t)
-        return params[t], {"kl/step_fraction": t, "kl/step_kl": d}
+        return params[t], {T.KL_STEP_FRACTION: t, T.KL_STEP_KL: d}
 
     def set_schedules(self, progress_remaining: float) -> float:
         """The learning rate and ε of this update (constant, or linear in the progress left,
@@ -259,23 +269,23 @@ class PPO:
         cfg = self.cfg
         band = kl_control.KLBand(cfg.kl_target, cfg.kl_band)
         return {
-            "kl/beta": beta_used,
-            "kl/in_band": float(band.contains(d)),
-            "kl/target": cfg.kl_target,
-            "kl/target_low": band.low,
-            "kl/target_high": band.high,
-            "kl/penalty": terms["penalty"] if beta_used > 0 else 0.0,
-            "train/policy_gradient_loss": terms["pg"],
-            "train/value_loss": terms["vf"],
-            "train/entropy_loss": -terms["entropy"],
-            "train/approx_kl": terms["approx_kl"],
-            "train/clip_fraction": terms["clip_fraction"],
-            "train/learning_rate": lr,
-            "train/clip_range": self.clip_range,
-            "train/grad_steps": steps,
-            "train/epochs": steps / -(-len(batch) // cfg.batch_size),
-            "train/early_stopped": float(stopped),
-            "train/n_updates": self.grad_steps,
+            T.KL_BETA: beta_used,
+            T.KL_IN_BAND: float(band.contains(d)),
+            T.KL_TARGET: cfg.kl_target,
+            T.KL_TARGET_LOW: band.low,
+            T.KL_TARGET_HIGH: band.high,
+            T.KL_PENALTY: terms["penalty"] if beta_used > 0 else 0.0,
+            T.TRAIN_POLICY_GRADIENT_LOSS: terms["pg"],
+            T.TRAIN_VALUE_LOSS: terms["vf"],
+            T.TRAIN_ENTROPY_LOSS: -terms["entropy"],
+            T.TRAIN_APPROX_KL: terms["approx_kl"],
+            T.TRAIN_CLIP_FRACTION: terms["clip_fraction"],
+            T.TRAIN_LEARNING_RATE: lr,
+            T.TRAIN_CLIP_RANGE: self.clip_range,
+            T.TRAIN_GRAD_STEPS: steps,
+            T.TRAIN_EPOCHS: steps / -(-len(batch) // cfg.batch_size),
+            T.TRAIN_EARLY_STOPPED: float(stopped),
+            T.TRAIN_N_UPDATES: self.grad_steps,
         }
 
     def state_dict(self) -> dict:

@@ -16,6 +16,7 @@ import math
 import torch
 
 from rl_trust import natural_gradient
+from rl_trust import tags as T
 from rl_trust.config import TRPOConfig
 from rl_trust.errors import Diverged, UserError
 from rl_trust.natural_gradient import fisher_vector_product, line_search, natural_step
@@ -45,14 +46,17 @@ class TRPO:
     def charts(self) -> dict[str, list]:
         """TRPO's dashboard charts beside the KL ones every agent has (logging.layout)."""
         return {
-            "TRPO: post-update KL against δ": ["Multiline", ["^kl/forward_mean$", "^kl/target$"]],
+            "TRPO: post-update KL against δ": [
+                "Multiline",
+                [T.exact(T.KL_FORWARD_MEAN, T.KL_TARGET)],
+            ],
             "TRPO: expected against actual improvement": [
                 "Multiline",
-                ["^trpo/(expected|actual)_improve$"],
+                [T.exact(T.TRPO_EXPECTED_IMPROVE, T.TRPO_ACTUAL_IMPROVE)],
             ],
             "TRPO: accepted steps and line-search steps": [
                 "Multiline",
-                ["^trpo/accepted$", "^trpo/linesearch_steps$"],
+                [T.exact(T.TRPO_ACCEPTED, T.TRPO_LINESEARCH_STEPS)],
             ],
         }
 
@@ -135,24 +139,24 @@ class TRPO:
             metrics = fam.kl_stats(batch.dist_params, new, batch.actions, batch.log_probs)
         metrics.update(
             {
-                "kl/target": cfg.target_kl,
-                "kl/target_low": 0.0,
-                "kl/target_high": cfg.target_kl,
-                "trpo/cg_iters": cg["cg_iters"],
-                "trpo/cg_residual": cg["cg_residual"],
-                "trpo/linesearch_steps": step["tries"],
-                "trpo/accepted": float(taken),
-                "trpo/reject_reason": step["reason"],
-                "trpo/step_fraction": fraction if taken else 0.0,
-                "trpo/expected_improve": expected * (fraction if taken else 1.0),
-                "trpo/actual_improve": actual if taken else 0.0,
-                "trpo/step_norm": float(fraction * full_step.norm()) if taken else 0.0,
-                "trpo/xFx": xFx,
-                "train/policy_objective": loss_old + (actual if taken else 0.0),
-                "train/is_line_search_success": float(taken),
-                "train/value_loss": value_loss,
-                "train/entropy_loss": -metrics["kl/entropy"],
-                "train/learning_rate": cfg.learning_rate,
+                T.KL_TARGET: cfg.target_kl,
+                T.KL_TARGET_LOW: 0.0,
+                T.KL_TARGET_HIGH: cfg.target_kl,
+                T.TRPO_CG_ITERS: cg["cg_iters"],
+                T.TRPO_CG_RESIDUAL: cg["cg_residual"],
+                T.TRPO_LINESEARCH_STEPS: step["tries"],
+                T.TRPO_ACCEPTED: float(taken),
+                T.TRPO_REJECT_REASON: step["reason"],
+                T.TRPO_STEP_FRACTION: fraction if taken else 0.0,
+                T.TRPO_EXPECTED_IMPROVE: expected * (fraction if taken else 1.0),
+                T.TRPO_ACTUAL_IMPROVE: actual if taken else 0.0,
+                T.TRPO_STEP_NORM: float(fraction * full_step.norm()) if taken else 0.0,
+                T.TRPO_XFX: xFx,
+                T.TRAIN_POLICY_OBJECTIVE: loss_old + (actual if taken else 0.0),
+                T.TRAIN_LINE_SEARCH_SUCCESS: float(taken),
+                T.TRAIN_VALUE_LOSS: value_loss,
+                T.TRAIN_ENTROPY_LOSS: -metrics[T.KL_ENTROPY],
+                T.TRAIN_LEARNING_RATE: cfg.learning_rate,
             }
         )
         return metrics

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
+from rl_trust import tags as T
+
 CURVES = "curves.csv"  # a trial's plotted curves, kept where its event files are not
 CURVE_TAGS = (
-    "rollout/ep_rew_mean",
-    "kl/forward_mean",
-    "kl/beta",
-    "train/approx_kl",
-    "train/kl_divergence_loss",
+    T.ROLLOUT_EP_REW_MEAN,
+    T.KL_FORWARD_MEAN,
+    T.KL_BETA,
+    T.TRAIN_APPROX_KL,
+    T.SB3_KL_DIVERGENCE_LOSS,
 )
 
 

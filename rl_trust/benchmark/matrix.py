@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from rl_trust import checkpoint, config
+from rl_trust import tags as T
 from rl_trust.errors import UserError
 
 SB3_OF = {"ppo": "PPO", "trpo": "TRPO"}  # by algo: stable_baselines3.PPO, sb3_contrib.TRPO
@@ -92,7 +93,7 @@ def final_return(tb_dir: Path, total: int) -> float:
     """Mean of rollout/ep_rew_mean over the points logged in the last 10% of the steps."""
     from rl_trust.benchmark.curves import read_curve
 
-    curve = read_curve(tb_dir, "rollout/ep_rew_mean")
+    curve = read_curve(tb_dir, T.ROLLOUT_EP_REW_MEAN)
     if curve is None:
         return float("nan")
     steps, values = curve

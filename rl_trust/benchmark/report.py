@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rl_trust import tags as T
 from rl_trust.benchmark.curves import CURVES, export_curves, read_curve  # noqa: F401
 
 COLUMNS = (
@@ -113,7 +114,7 @@ def kl_band_stats(run_dir: Path) -> dict[str, float] | None:
     if not path.is_file():
         return None
     agent = (yaml.safe_load(path.read_text()) or {}).get("agent", {})
-    curve = read_curve(run_dir, "kl/forward_mean")
+    curve = read_curve(run_dir, T.KL_FORWARD_MEAN)
     if agent.get("algo") != "ppo" or curve is None or not len(curve[1]):
         return None
     d, target, width = curve[1], agent["kl_target"], agent["kl_band"]
@@ -361,7 +362,7 @@ def plot_overview(panels: dict[tuple[str, str], dict[str, list[Path]]], path: Pa
             if (env, agent) not in panels:
                 ax.set_visible(False)
                 continue
-            _draw(ax, panels[env, agent], "rollout/ep_rew_mean", {})
+            _draw(ax, panels[env, agent], T.ROLLOUT_EP_REW_MEAN, {})
             ax.set_title(f"{env} · {agent}", fontsize=10)
     fig.suptitle(title)
     fig.tight_layout()
@@ -404,7 +405,7 @@ def benchmark_plots(rows: list[dict], out: Path) -> list[Path]:
         paths.append(
             plot_groups(
                 groups,
-                ["rollout/ep_rew_mean"],
+                [T.ROLLOUT_EP_REW_MEAN],
                 out / f"{stem}-return.png",
                 f"{env}: mean episode return",
             )
@@ -412,11 +413,11 @@ def benchmark_plots(rows: list[dict], out: Path) -> list[Path]:
         paths.append(
             plot_groups(
                 groups,
-                ["kl/forward_mean|train/approx_kl|train/kl_divergence_loss"],
+                ["|".join([T.KL_FORWARD_MEAN, T.TRAIN_APPROX_KL, T.SB3_KL_DIVERGENCE_LOSS])],
                 out / f"{stem}-kl.png",
                 f"{env}: KL per update (rl-trust: exact; SB3: approx_kl)",
                 # sb3-contrib's TRPO logs its KL averaged over the action dimensions
-                scales={"train/kl_divergence_loss": kl_dims({"env_id": env})},
+                scales={T.SB3_KL_DIVERGENCE_LOSS: kl_dims({"env_id": env})},
             )
         )
     return paths
