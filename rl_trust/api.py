@@ -526,7 +526,7 @@ class Agent:
             )
         folder.check_trust(trusted, allow_import)
         source, state = folder.checkpoint(which)
-        klass = _class_for(cfg) if cls is Agent else cls
+        klass = model_class(cfg.agent.algo) if cls is Agent else cls
         model = klass.__new__(klass)
         if env is None:
             env = _saved_env(cfg, state, source)
@@ -606,8 +606,9 @@ class TRPO(Agent):
     algo, default_preset = "trpo", "trpo"
 
 
-def _class_for(cfg: config.RunConfig) -> type[Agent]:
-    return {"ppo": PPO, "trpo": TRPO}[cfg.agent.algo]
+def model_class(algo: str) -> type[Agent]:
+    """The model class of an algorithm (a config's `agent.algo`): PPO or TRPO."""
+    return {"ppo": PPO, "trpo": TRPO}[algo]
 
 
 def load(path: str | Path, env: EnvLike | None = None, *, allow_import: bool = False) -> Agent:

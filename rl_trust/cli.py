@@ -77,7 +77,19 @@ _ALLOW_IMPORT = "import the module a run's module:Env id names (runs its code)"
 def build_parser() -> Parser:
     parser = Parser(prog="rl-trust", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    _train_parser(sub)
+    _resume_parser(sub)
+    _eval_parser(sub)
+    _benchmark_parser(sub)
+    _tune_parser(sub)
+    _plot_parser(sub)
+    _config_parser(sub)
+    _list_parser(sub)
+    _board_parser(sub)
+    return parser
 
+
+def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train an agent; prints the run folder last on stdout")
     _add_config_args(p)
     where = p.add_mutually_exclusive_group()
@@ -92,6 +104,8 @@ def build_parser() -> Parser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
 
+
+def _resume_parser(sub) -> None:
     p = sub.add_parser("resume", help="continue a run from its last checkpoint")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--steps", type=_steps, help="new total env steps")
@@ -105,6 +119,8 @@ def build_parser() -> Parser:
     p.add_argument("--allow-import", action="store_true", help=_ALLOW_IMPORT)
     p.add_argument("--no-progress", action="store_true")
 
+
+def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a run's policy; writes eval.json (and videos)")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step")
@@ -128,6 +144,8 @@ def build_parser() -> Parser:
     )
     p.add_argument("--allow-import", action="store_true", help=_ALLOW_IMPORT)
 
+
+def _benchmark_parser(sub) -> None:
     p = sub.add_parser("benchmark", help="rl-trust against SB3 over agents × envs × seeds")
     p.add_argument("--agents", default="ppo,ppo-clip,trpo", help="comma-separated presets")
     p.add_argument("--envs", default="CartPole-v1,Pendulum-v1", help="comma-separated env ids")
@@ -151,6 +169,8 @@ def build_parser() -> Parser:
         help="write results.csv, report.md and plots of the trials complete so far; run nothing",
     )
 
+
+def _tune_parser(sub) -> None:
     p = sub.add_parser("tune", help="hyperparameter search with Optuna; best.yaml and report.md")
     p.add_argument("--agent", default="ppo", help="agent preset or preset file; default ppo")
     p.add_argument("--env", default="CartPole-v1", help="gymnasium env id; default CartPole-v1")
@@ -190,6 +210,8 @@ def build_parser() -> Parser:
     )
     p.add_argument("--out", type=Path, help="output folder (default runs/tune/AGENT-ENV)")
 
+
+def _plot_parser(sub) -> None:
     p = sub.add_parser("plot", help="PNG curves of runs (mean and band over runs per label)")
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     p.add_argument(
@@ -199,19 +221,24 @@ def build_parser() -> Parser:
     )
     p.add_argument("--out", type=Path, default=Path("plot.png"))
 
+
+def _config_parser(sub) -> None:
     p = sub.add_parser("config", help="print the resolved config as YAML")
     _add_config_args(p)
     p.add_argument(
         "--explain", action="store_true", help="every key: its value, its default and what it does"
     )
 
+
+def _list_parser(sub) -> None:
     sub.add_parser("list", help="the agent and env presets, one line each")
 
+
+def _board_parser(sub) -> None:
     p = sub.add_parser("board", help="start TensorBoard on a runs folder")
     p.add_argument("runs_root", nargs="?", type=Path, default=Path("runs"))
     p.add_argument("--port", type=int, default=6006)
     p.add_argument("--host", default="127.0.0.1")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,18 +374,7 @@ def cmd_benchmark(args) -> int:
         agents, envs, args.seeds, args.steps, tuple(args.overrides), args.libraries.split(",")
     )
     if args.report_only:  # what is complete so far, without running anything
-        done = matrix.recorded_rows(trials, out)
-        changed = matrix.changed_configs((t for t, r in done.items() if r["status"] == "ok"), out)
-        for t, why in changed.items():
-            print(
-                f"rl-trust: {t.name} ran with another config ({why}): not reported; "
-                "run the benchmark to rerun it",
-                file=sys.stderr,
-            )
-        rows = [
-            done[t] if t in done and t not in changed else matrix.blank_row(t, "not run")
-            for t in trials
-        ]
+        rows = matrix.reported_rows(trials, out)
     else:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
@@ -373,12 +389,9 @@ def cmd_benchmark(args) -> int:
             return 143 if isinstance(e, _Terminated) else 130
         finally:
             signal.signal(signal.SIGTERM, previous)
-    report.write_csv(rows, out / "results.csv")
-    plots = report.benchmark_plots(rows, out)
     # the command that runs the matrix (--report-only only rewrites its report)
     command = " ".join(["rl-trust", *(a for a in sys.argv[1:] if a != "--report-only")])
-    caveats = matrix.caveats(trials)
-    print(report.write_report(rows, out / "report.md", command, plots, caveats), end="")
+    print(report.publish(rows, out, command, matrix.caveats(trials)), end="")
     print(out / "report.md")
     return 0 if all(r["status"] in ("ok", "not run") for r in rows) else 1
 

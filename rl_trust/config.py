@@ -597,39 +597,21 @@ def load(
             f"unknown agent {agent!r}: choose one of {', '.join(agents)}, or a preset file "
             "(path/to/agent.yaml)"
         )
-    layers: list[tuple[str, dict]] = []
     agent_preset = _read_yaml(agents[agent])
     algo = agent_preset.get("algo", "ppo")
     if algo not in AGENT_CLASSES:
         raise UserError(f"{agents[agent]}: algo {algo!r} is not one of {', '.join(AGENT_CLASSES)}")
-    tuning = agent_preset.get("tuning")
-    layers.append(
+    layers = [
         (
             str(agents[agent]),
             {k: v for k, v in agent_preset.items() if k not in ("description", "tuning")},
         )
-    )
+    ]
     if env_preset is not None:
         env_file = _preset_file(env_preset, "--env-preset")
     else:  # (an env the user built in Python gets no preset: it is theirs as it is)
         env_file = presets("envs").get(preset_name(env)) if use_env_preset else None
-    sections = dict.fromkeys(SECTIONS, {})
-    if env_file is not None:
-        env_preset = _read_yaml(env_file)
-        sections = _sections(env_file, env_preset, agents)
-        env_preset.pop("description", None)
-        layers.append((str(env_file), env_preset))
-        # the algorithm's tuning, then the agent's named tuning, then the agent's own
-        for kind, name in zip(SECTIONS, (algo, tuning, agent), strict=True):
-            if name in sections[kind]:
-                layers.append((f"{env_file} {kind}.{name}", sections[kind][name]))
-    if tuning and tuning not in sections["per_tuning"]:
-        tuned = [e for e, p in presets("envs").items() if tuning in _section(p, "per_tuning")]
-        raise UserError(
-            f"agent {agent!r} uses the {tuning!r} tuning, which env {env!r} does not have "
-            f"(no per_tuning.{tuning} in {env_file or f'envs/{env}.yaml'}): "
-            f"tuned envs are {', '.join(tuned) or 'none'}"
-        )
+    layers += _env_layers(env, env_file, agents, agent, algo, agent_preset.get("tuning"))
     layers.append(("env", {"env_id": env}))
     cli = dict(overrides or {})
     for key, given in (("env_id", env), ("algo", algo)):
@@ -649,6 +631,31 @@ def load(
                 raise _unknown(key, algo, where)
             merged[key] = value
     return from_flat(agent, algo, merged)
+
+
+def _env_layers(
+    env: str, env_file: Path | None, agents: dict, agent: str, algo: str, tuning: str | None
+) -> list[tuple[str, dict]]:
+    """The env preset's layers over the agent preset: its top level, then its sections for
+    the algorithm, the agent's named tuning and the agent itself, in that order."""
+    layers: list[tuple[str, dict]] = []
+    sections = dict.fromkeys(SECTIONS, {})
+    if env_file is not None:
+        env_preset = _read_yaml(env_file)
+        sections = _sections(env_file, env_preset, agents)
+        env_preset.pop("description", None)
+        layers.append((str(env_file), env_preset))
+        for kind, name in zip(SECTIONS, (algo, tuning, agent), strict=True):
+            if name in sections[kind]:
+                layers.append((f"{env_file} {kind}.{name}", sections[kind][name]))
+    if tuning and tuning not in sections["per_tuning"]:
+        tuned = [e for e, p in presets("envs").items() if tuning in _section(p, "per_tuning")]
+        raise UserError(
+            f"agent {agent!r} uses the {tuning!r} tuning, which env {env!r} does not have "
+            f"(no per_tuning.{tuning} in {env_file or f'envs/{env}.yaml'}): "
+            f"tuned envs are {', '.join(tuned) or 'none'}"
+        )
+    return layers
 
 
 def from_flat(agent_name: str, algo: str, values: dict[str, Any]) -> RunConfig:

@@ -394,7 +394,7 @@ class Trainer:
         then checkpoint. `stop` (signals received) ends it early with a checkpoint, as does
         `callback(metrics, trainer)` returning False; returns the summary of this segment."""
         learner, cfg, env = self.learner, self.cfg, self.env
-        agent, collector, run_dir = learner.agent, learner.collector, self.run_dir
+        collector, run_dir = learner.collector, self.run_dir
         per_batch, every = cfg.agent.n_steps * env.num_envs, cfg.run.checkpoint_every
         start_step, t0 = learner.step, time.perf_counter()
         bar = Progress(total, learner.step, progress)
@@ -408,26 +408,7 @@ class Trainer:
                 batch = collector.collect()
                 if stop:  # (no update: the loop's top keeps what the last one gave)
                     continue
-                if run_dir is not None:
-                    try:
-                        check_env_output(collector, batch, cfg.env.env_id)
-                    except Diverged as e:
-                        path = diagnose(run_dir, e, learner, batch)
-                        raise Diverged(f"{e} (diagnostic: {path}); {kept_line(run_dir)}") from None
-                else:
-                    check_env_output(collector, batch, cfg.env.env_id)
-                t_update = time.perf_counter()
-                try:
-                    metrics = agent.update(batch, progress_remaining=1.0 - learner.step / total)
-                    metrics.update(rollout_metrics(collector, batch, agent.policy))
-                    _check_finite(metrics, learner.updates + 1)
-                except Diverged as e:
-                    if run_dir is None:
-                        raise
-                    path = diagnose(run_dir, e, learner, batch)
-                    raise Diverged(f"{e} (diagnostic: {path}); {kept_line(run_dir)}") from None
-                release_freed_memory()
-                self.seconds["update"] += time.perf_counter() - t_update
+                metrics = self._update(batch, total)
                 learner.step, learner.updates = learner.step + per_batch, learner.updates + 1
                 fps = (learner.step - start_step) / (time.perf_counter() - t0)
                 metrics[T.TIME_FPS] = fps
@@ -446,6 +427,30 @@ class Trainer:
         finally:
             bar.close()
         self.save()
+        return self._summary(start_step, t0)
+
+    def _update(self, batch, total: int) -> dict:
+        """The batch checked, the agent updated on it; the update's metrics. Where the env's
+        output or the update is not finite, a run folder gets a diagnostic."""
+        learner = self.learner
+        try:
+            check_env_output(learner.collector, batch, self.cfg.env.env_id)
+            t_update = time.perf_counter()
+            metrics = learner.agent.update(batch, progress_remaining=1.0 - learner.step / total)
+            metrics.update(rollout_metrics(learner.collector, batch, learner.agent.policy))
+            _check_finite(metrics, learner.updates + 1)
+        except Diverged as e:
+            if self.run_dir is None:
+                raise
+            path = diagnose(self.run_dir, e, learner, batch)
+            raise Diverged(f"{e} (diagnostic: {path}); {kept_line(self.run_dir)}") from None
+        release_freed_memory()
+        self.seconds["update"] += time.perf_counter() - t_update
+        return metrics
+
+    def _summary(self, start_step: int, t0: float) -> dict:
+        """This segment's summary (summary.json)."""
+        cfg, learner, collector = self.cfg, self.learner, self.learner.collector
         return {
             "agent": cfg.agent_name,
             "algo": cfg.agent.algo,

@@ -6,7 +6,7 @@
 A study lives in an Optuna RDB storage (`sqlite:///OUT/study.db` by default, or any
 SQLAlchemy URL, e.g. PostgreSQL, for workers on many machines). Every trial trains one run
 folder per seed under OUT/trials/ (`rl-trust board OUT` shows them with their hparams)
-through the Python API's models, reporting the mean episode return after every update to
+through the Python API's models, reporting the recent episode return after every update to
 the pruner. Re-running the same command continues the study: finished trials are never run
 again; a trial whose worker died (kill -9, a lost machine) is failed by Optuna's heartbeat
 and retried once, and a trial stopped by Ctrl-C / SIGTERM is queued again on the next
@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from rl_trust import config
@@ -58,38 +59,20 @@ _CHOICES = {
 
 
 def default_space(cfg: config.RunConfig) -> dict[str, dict]:
-    """The built-in search space for the agent `cfg` resolves to: PPO's learning and
-    rollout settings plus, as the preset uses them, the KL target and the PID controller's
-    gains, or the clip range; TRPO's δ, CG damping and steps, and critic updates."""
-    a = cfg.agent
-    space: dict[str, dict] = {
+    """The built-in search space for the agent `cfg` resolves to: the learning and rollout
+    settings every agent has, and the agent's own (agents' `search_space`: PPO's KL target
+    and PID gains or clip range as the preset uses them; TRPO's δ, CG damping and steps,
+    and critic updates)."""
+    from rl_trust.agents import agent_class
+
+    return {
         "learning_rate": {"loguniform": [1e-4, 3e-3]},
         "n_steps": {"categorical": _CHOICES["n_steps"]},
         "batch_size": {"categorical": _CHOICES["batch_size"]},
         "gamma": {"categorical": _CHOICES["gamma"]},
         "gae_lambda": {"categorical": _CHOICES["gae_lambda"]},
+        **agent_class(cfg.agent.algo).search_space(cfg.agent),
     }
-    if isinstance(a, config.TRPOConfig):
-        space.update(
-            target_kl={"loguniform": [0.003, 0.1]},
-            cg_damping={"loguniform": [0.01, 1.0]},
-            cg_max_steps={"int": [5, 30]},
-            n_critic_updates={"int": [5, 30]},
-        )
-        return space
-    space["n_epochs"] = {"categorical": [5, 10, 20]}
-    space["ent_coef"] = {"loguniform": [1e-8, 1e-2]}
-    if a.kl_penalty != "off":
-        space["kl_target"] = {"loguniform": [0.003, 0.05]}
-    if a.kl_penalty == "adaptive" and a.kl_controller == "pid":
-        space.update(
-            kl_kp={"uniform": [0.5, 8.0]},
-            kl_ki={"uniform": [0.05, 2.0]},
-            kl_kd={"uniform": [0.0, 2.0]},
-        )
-    if a.clip:
-        space["clip_range"] = {"categorical": [0.1, 0.2, 0.3]}
-    return space
 
 
 def _field_type(algo: str, key: str) -> Any:
@@ -125,60 +108,63 @@ def check_space(space: Any, algo: str, where: str) -> dict[str, dict]:
             raise UserError(f"{where}: {key} is not searched: tune sets it (--{key}s / --steps)")
         if key not in config.all_keys(algo):
             raise config._unknown(str(key), algo, where)
-        at = f"{where}: {key}"
-        kinds = [k for k in KINDS if isinstance(dist, dict) and k in dist]
-        if len(kinds) != 1:
-            raise UserError(
-                f"{at}: {dist!r} is not a distribution: give one of "
-                + ", ".join(f"{{{k}: ...}}" for k in KINDS)
-            )
-        kind = kinds[0]
-        extra = set(dist) - {kind, *OPTIONS[kind]}
-        if extra:
-            allowed = ", ".join(OPTIONS[kind]) or "none"
-            raise UserError(
-                f"{at}: {kind} takes no {', '.join(sorted(map(str, extra)))} (options: {allowed})"
-            )
-        args, tp = dist[kind], _field_type(algo, key)
-        if kind == "categorical":
-            if not isinstance(args, list) or not args:
-                raise UserError(f"{at}: categorical takes a non-empty list of choices")
-            for choice in args:
-                _check_value(algo, key, choice, at)
-            out[key] = {"categorical": list(args)}
-            continue
-        if not (isinstance(args, list) and len(args) == 2):
-            raise UserError(f"{at}: {kind} takes [low, high]")
-        number = int if kind == "int" else float
-        if kind != "int" and not _takes(tp, float):
-            raise UserError(
-                f"{at}: {key} takes {config._type_name(tp)}, not a float {kind}: "
-                "use int or categorical"
-            )
-        if kind == "int" and not _takes(tp, int):
-            raise UserError(f"{at}: {key} takes {config._type_name(tp)}, not an int")
-        low, high = (_check_value(algo, key, v, at) for v in args)
-        if kind == "int" and not all(isinstance(v, int) for v in args):
-            raise UserError(f"{at}: int takes integer bounds, not {args}")
-        low, high = number(low), number(high)
-        if not low < high:
-            raise UserError(f"{at}: {kind} needs low < high, not {args}")
-        if (kind == "loguniform" or dist.get("log")) and low <= 0:
-            raise UserError(f"{at}: {kind} on a log scale needs low > 0, not {low}")
-        canon = {kind: [low, high]}
-        if "log" in dist:
-            if not isinstance(dist["log"], bool):
-                raise UserError(f"{at}: log takes true or false")
-            canon["log"] = dist["log"]
-        if "step" in dist:
-            step = dist["step"]
-            if isinstance(step, bool) or not isinstance(step, int | float) or not step > 0:
-                raise UserError(f"{at}: step takes a number > 0")
-            if kind == "int" and (not isinstance(step, int) or dist.get("log")):
-                raise UserError(f"{at}: an int's step is an integer, without log")
-            canon["step"] = number(step)
-        out[key] = canon
+        out[key] = _check_distribution(algo, key, dist, f"{where}: {key}")
     return out
+
+
+def _check_distribution(algo: str, key: str, dist: Any, at: str) -> dict:
+    """One key's distribution checked (its kind, options and bounds against the values the
+    key takes), in canonical form; a UserError starting with `at` otherwise."""
+    kinds = [k for k in KINDS if isinstance(dist, dict) and k in dist]
+    if len(kinds) != 1:
+        raise UserError(
+            f"{at}: {dist!r} is not a distribution: give one of "
+            + ", ".join(f"{{{k}: ...}}" for k in KINDS)
+        )
+    kind = kinds[0]
+    extra = set(dist) - {kind, *OPTIONS[kind]}
+    if extra:
+        allowed = ", ".join(OPTIONS[kind]) or "none"
+        raise UserError(
+            f"{at}: {kind} takes no {', '.join(sorted(map(str, extra)))} (options: {allowed})"
+        )
+    args, tp = dist[kind], _field_type(algo, key)
+    if kind == "categorical":
+        if not isinstance(args, list) or not args:
+            raise UserError(f"{at}: categorical takes a non-empty list of choices")
+        for choice in args:
+            _check_value(algo, key, choice, at)
+        return {"categorical": list(args)}
+    if not (isinstance(args, list) and len(args) == 2):
+        raise UserError(f"{at}: {kind} takes [low, high]")
+    number = int if kind == "int" else float
+    if kind != "int" and not _takes(tp, float):
+        raise UserError(
+            f"{at}: {key} takes {config._type_name(tp)}, not a float {kind}: use int or categorical"
+        )
+    if kind == "int" and not _takes(tp, int):
+        raise UserError(f"{at}: {key} takes {config._type_name(tp)}, not an int")
+    low, high = (_check_value(algo, key, v, at) for v in args)
+    if kind == "int" and not all(isinstance(v, int) for v in args):
+        raise UserError(f"{at}: int takes integer bounds, not {args}")
+    low, high = number(low), number(high)
+    if not low < high:
+        raise UserError(f"{at}: {kind} needs low < high, not {args}")
+    if (kind == "loguniform" or dist.get("log")) and low <= 0:
+        raise UserError(f"{at}: {kind} on a log scale needs low > 0, not {low}")
+    canon = {kind: [low, high]}
+    if "log" in dist:
+        if not isinstance(dist["log"], bool):
+            raise UserError(f"{at}: log takes true or false")
+        canon["log"] = dist["log"]
+    if "step" in dist:
+        step = dist["step"]
+        if isinstance(step, bool) or not isinstance(step, int | float) or not step > 0:
+            raise UserError(f"{at}: step takes a number > 0")
+        if kind == "int" and (not isinstance(step, int) or dist.get("log")):
+            raise UserError(f"{at}: an int's step is an integer, without log")
+        canon["step"] = number(step)
+    return canon
 
 
 def read_space(path: str | Path, algo: str) -> dict[str, dict]:
@@ -347,6 +333,26 @@ def run_dir_of(out: Path, origin: int, seed: int) -> Path:
     return Path(out) / "trials" / f"t{origin:04d}-s{seed}"
 
 
+class RecentReturn:
+    """A trial's return now: the mean return of the episodes that ended in the last `window`
+    env steps (at least the last episode; at most the 100 the collector keeps). Not
+    rollout/ep_rew_mean, whose 100 episodes span most of a short trial: on CartPole 100
+    episodes of up to 200 steps are 20k steps, so that every trial that learns at all ends a
+    20k-step study level near 200, and the study cannot tell them apart."""
+
+    def __init__(self, window: int):
+        self.window, self.marks, self.value = window, [], None  # marks: (step, episodes)
+
+    def __call__(self, step: int, collector) -> float | None:
+        self.marks.append((step, collector.episodes))
+        before = [n for s, n in self.marks if s <= step - self.window]
+        returns = list(collector.episode_returns)
+        if returns:
+            recent = collector.episodes - (before[-1] if before else 0)
+            self.value = float(np.mean(returns[-min(max(recent, 1), len(returns)) :]))
+        return self.value
+
+
 def _run_seed(spec: Spec, trial, values: dict, seed: int, index: int) -> float:
     """Train (or continue) one seed's run of the trial; its final return (or evaluation)."""
     import optuna
@@ -355,11 +361,13 @@ def _run_seed(spec: Spec, trial, values: dict, seed: int, index: int) -> float:
     from rl_trust.evaluate import evaluate
 
     run_dir = run_dir_of(Path(spec.out), _origin(trial), seed)
-    summary_path = run_dir / "summary.json"
+    summary_path, value_path = run_dir / "summary.json", run_dir / "tune_value.json"
     model = None
     if summary_path.exists() and json.loads(summary_path.read_text())["steps"] >= spec.steps:
         summary = json.loads(summary_path.read_text())  # this seed finished before a kill
         final = summary["final"].get(T.ROLLOUT_EP_REW_MEAN)
+        if value_path.exists():
+            final = json.loads(value_path.read_text())["recent_return"]
     else:
         from rl_trust import checkpoint
 
@@ -372,12 +380,14 @@ def _run_seed(spec: Spec, trial, values: dict, seed: int, index: int) -> float:
             trial.set_user_attr(f"resumed_s{seed}", model.num_timesteps)
         else:  # (killed before its first checkpoint: what it left starts again)
             shutil.rmtree(run_dir, ignore_errors=True)
-            cls = api.TRPO if spec.algo == "trpo" else api.PPO
-            model = cls(spec.env, preset=spec.agent, seed=seed, run_dir=run_dir, **values)
+            model = api.model_class(spec.algo)(
+                spec.env, preset=spec.agent, seed=seed, run_dir=run_dir, **values
+            )
         offset, pruned = index * spec.steps, []
+        recent = RecentReturn(max(1, spec.steps // 10))
 
         def report(metrics: dict, trainer) -> bool | None:
-            value = metrics.get(T.ROLLOUT_EP_REW_MEAN)
+            value = recent(trainer.learner.step, trainer.learner.collector)
             if value is None:
                 return None
             step = offset + trainer.learner.step
@@ -389,12 +399,14 @@ def _run_seed(spec: Spec, trial, values: dict, seed: int, index: int) -> float:
 
         try:
             model.learn(spec.steps - model.num_timesteps, callback=report)
-            final = model.trainer.metrics.get(T.ROLLOUT_EP_REW_MEAN)
+            final = recent.value
         finally:
             model.close()
         if pruned:
             step, value = pruned[0]
             raise optuna.TrialPruned(f"seed {seed} at step {step}: return {value:.1f}")
+        if final is not None:
+            value_path.write_text(json.dumps({"recent_return": final}))
     if spec.eval_episodes:
         path = run_dir / "eval.json"
         done = json.loads(path.read_text()) if path.exists() and model is None else None
@@ -725,6 +737,58 @@ def _safe_url(url: str) -> str:
     return _url(url).render_as_string(hide_password=True)
 
 
+def _check_counts(trials, seeds, workers, heartbeat, eval_episodes, sampler_seed) -> None:
+    """The integer arguments in their ranges, or a UserError naming the first that is not."""
+    for name, value, low, high in (
+        ("trials", trials, 1, 10**6),
+        ("seeds", seeds, 1, 1000),
+        ("workers", workers, 1, 1024),
+        ("heartbeat", heartbeat, 1, 3600),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise UserError(f"--{name} {value!r} must be an integer in {low}..{high}")
+    if eval_episodes is not None and (
+        isinstance(eval_episodes, bool)
+        or not isinstance(eval_episodes, int)
+        or not 1 <= eval_episodes <= 10**6
+    ):
+        raise UserError(f"--eval-episodes {eval_episodes!r} must be an integer in 1..10^6")
+    if sampler_seed is not None and (
+        isinstance(sampler_seed, bool) or not isinstance(sampler_seed, int) or sampler_seed < 0
+    ):
+        raise UserError(f"--sampler-seed {sampler_seed!r} must be an integer ≥ 0")
+
+
+def _space_of(space: dict | str | Path | None, base: config.RunConfig) -> dict[str, dict]:
+    """The space given as a mapping or a file, checked; or the built-in one (None)."""
+    if isinstance(space, dict):
+        return check_space(space, base.agent.algo, "space")
+    if space is not None:
+        return read_space(space, base.agent.algo)
+    return default_space(base)
+
+
+def _fixed_values(overrides: dict, space: dict, base: config.RunConfig) -> dict:
+    """The --set values, none of them searched too, checked, with the trials' checkpoints:
+    each trial's runs checkpoint five times, so a retried trial loses at most a fifth."""
+    both = sorted(set(space) & set(overrides))
+    if both:
+        raise UserError(
+            f"{', '.join(both)} is both searched (the space) and fixed (--set): "
+            "give it in one of them"
+        )
+    overrides = {"checkpoint_every": max(1, -(-base.run.steps // 5)), **overrides}
+    return {k: _check_value(base.agent.algo, k, v, "--set") for k, v in overrides.items()}
+
+
+def _out_folder(out: str | Path | None, name: str) -> Path:
+    """--out, or runs/tune/NAME; not a file."""
+    out = Path(out) if out is not None else Path("runs") / "tune" / name
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: name a folder")
+    return out
+
+
 def make_spec(
     agent,
     env,
@@ -744,24 +808,7 @@ def make_spec(
 ) -> Spec:
     """Every argument checked (nothing is written before): a UserError names the bad one."""
     _optuna()  # (a missing extra first: its message says what to install)
-    for name, value, low, high in (
-        ("trials", trials, 1, 10**6),
-        ("seeds", seeds, 1, 1000),
-        ("workers", workers, 1, 1024),
-        ("heartbeat", heartbeat, 1, 3600),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise UserError(f"--{name} {value!r} must be an integer in {low}..{high}")
-    if eval_episodes is not None and (
-        isinstance(eval_episodes, bool)
-        or not isinstance(eval_episodes, int)
-        or not 1 <= eval_episodes <= 10**6
-    ):
-        raise UserError(f"--eval-episodes {eval_episodes!r} must be an integer in 1..10^6")
-    if sampler_seed is not None and (
-        isinstance(sampler_seed, bool) or not isinstance(sampler_seed, int) or sampler_seed < 0
-    ):
-        raise UserError(f"--sampler-seed {sampler_seed!r} must be an integer ≥ 0")
+    _check_counts(trials, seeds, workers, heartbeat, eval_episodes, sampler_seed)
     if pruner not in PRUNERS:
         raise UserError(f"--pruner {pruner!r}: choose one of {', '.join(PRUNERS)}")
     overrides = dict(overrides or {})
@@ -773,27 +820,11 @@ def make_spec(
     check_id(env)
     base = config.load(agent, env, overrides, steps, 0)
     algo = base.agent.algo
-    if isinstance(space, dict):
-        space = check_space(space, algo, "space")
-    elif space is not None:
-        space = read_space(space, algo)
-    else:
-        space = default_space(base)
-    both = sorted(set(space) & set(overrides))
-    if both:
-        raise UserError(
-            f"{', '.join(both)} is both searched (the space) and fixed (--set): "
-            "give it in one of them"
-        )
-    # each trial's runs checkpoint five times, so a retried trial loses at most a fifth
-    overrides.setdefault("checkpoint_every", max(1, -(-base.run.steps // 5)))
-    overrides = {k: _check_value(algo, k, v, "--set") for k, v in overrides.items()}
+    space = _space_of(space, base)
+    overrides = _fixed_values(overrides, space, base)
     stem = Path(agent).stem if str(agent).endswith(config.YAML_SUFFIXES) else agent
     name = f"{stem}-{env.replace('/', '_').replace(':', '_')}"
-    out = Path(out) if out is not None else Path("runs") / "tune" / name
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file: name a folder")
-    storage = storage or f"sqlite:///{out.resolve() / 'study.db'}"
+    out = _out_folder(out, name)
     spec = Spec(
         agent=str(Path(agent).resolve()) if stem != agent else agent,
         env=env,
@@ -803,7 +834,7 @@ def make_spec(
         seeds=seeds,
         space=space,
         overrides=json.loads(json.dumps(overrides)),
-        storage=storage,
+        storage=storage or f"sqlite:///{out.resolve() / 'study.db'}",
         study=study or name,
         out=str(out.resolve()),
         pruner=pruner,
@@ -896,61 +927,94 @@ def _plots(spec: Spec, study, trials, out: Path) -> dict[str, str]:
     varied = {k for k in spec.space if len({repr(t.params.get(k)) for t in complete}) > 1}
     if len(complete) >= 2 and varied:
         save("importances.png", lambda: _figure_of(ovm.plot_param_importances(study)))
-    key = "target_kl" if spec.algo == "trpo" else "kl_target"
+    from rl_trust.agents import agent_class
+
+    key = agent_class(spec.algo).kl_target_key
     if key in spec.space and complete:
-
-        def kl_plot():
-            fig, ax = plt.subplots()
-            pruned = [
-                t
-                for t in trials
-                if t.state == optuna.trial.TrialState.PRUNED
-                and t.intermediate_values
-                and key in t.params
-            ]
-            ax.scatter(
-                [t.params[key] for t in complete],
-                [t.value for t in complete],
-                label="complete: final return",
-            )
-            if pruned:
-                last = [t.intermediate_values[max(t.intermediate_values)] for t in pruned]
-                ax.scatter(
-                    [t.params[key] for t in pruned],
-                    last,
-                    marker="x",
-                    color="grey",
-                    label="pruned: return when pruned",
-                )
-            if "loguniform" in spec.space[key] or spec.space[key].get("log"):
-                ax.set_xscale("log")
-            ax.set_xlabel(key + (" (δ)" if key == "target_kl" else " (d_targ)"))
-            ax.set_ylabel("mean episode return")
-            ax.set_title(f"{spec.env}: return against the KL target")
-            ax.legend()
-            return fig
-
-        save("return-vs-kl-target.png", kl_plot)
+        save("return-vs-kl-target.png", lambda: _kl_target_plot(spec, key, complete, trials))
     return made
+
+
+def _kl_target_plot(spec: Spec, key: str, complete: list, trials: list):
+    """The return of each trial against its KL target (pruned ones: when pruned)."""
+    import matplotlib.pyplot as plt
+
+    optuna = _optuna()
+    fig, ax = plt.subplots()
+    pruned = [
+        t
+        for t in trials
+        if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values and key in t.params
+    ]
+    ax.scatter(
+        [t.params[key] for t in complete],
+        [t.value for t in complete],
+        label="complete: final return",
+    )
+    if pruned:
+        last = [t.intermediate_values[max(t.intermediate_values)] for t in pruned]
+        ax.scatter(
+            [t.params[key] for t in pruned],
+            last,
+            marker="x",
+            color="grey",
+            label="pruned: return when pruned",
+        )
+    if "loguniform" in spec.space[key] or spec.space[key].get("log"):
+        ax.set_xscale("log")
+    ax.set_xlabel(key)
+    ax.set_ylabel("mean episode return")
+    ax.set_title(f"{spec.env}: return against the KL target")
+    ax.legend()
+    return fig
 
 
 def write_outputs(spec: Spec, study, say: Callable[[str], None]) -> Result:
     """best.yaml and report.md (with its plots) in OUT, from the study as it stands."""
-    optuna = _optuna()
-    states = optuna.trial.TrialState
+    states = _optuna().trial.TrialState
     out = Path(spec.out)
     trials = _counted(study.get_trials(deepcopy=False))
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in states}
     complete = sorted((t for t in trials if t.state == states.COMPLETE), key=lambda t: -t.value)
     best = complete[0] if complete else None
     best_yaml, extra = write_best(spec, best, out / "best.yaml") if best else (None, [])
+    command = f"rl-trust train --agent {best_yaml} --env {spec.env}" + "".join(
+        f" --set {a}" for a in extra
+    )
     plots = _plots(spec, study, trials, out)
+    lines = _report_head(spec, counts)
+    if best is not None:
+        lines += _report_best(spec, complete, command, extra)
+    lines += _report_not_complete(trials, states)
+    lines += ["## Plots", ""]
+    for name, what in plots.items():
+        lines.append(f"![{name}]({name})" if what == name else f"- {name}: {what}")
+    if not plots:
+        lines.append("(none: no trial completed)")
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    if best is not None:
+        say(f"best: trial {best.number}, return {best.value:.1f}; train it with: {command}")
+    else:
+        say("no trial completed: no best.yaml")
+    return Result(
+        study=study,
+        best_value=None if best is None else best.value,
+        best_params={} if best is None else _decode(spec, best.params),
+        best_yaml=best_yaml,
+        report=report,
+        counts=counts,
+    )
+
+
+def _report_head(spec: Spec, counts: dict[str, int]) -> list[str]:
     objective_text = (
         f"the mean over seeds of a deterministic evaluation ({spec.eval_episodes} episodes)"
         if spec.eval_episodes
-        else "the mean over seeds of the final `rollout/ep_rew_mean` (last 100 episodes)"
+        else "the mean over seeds of the final return (the mean return of the episodes that "
+        "ended in the trial's last 10% of steps)"
     )
-    lines = [
+    return [
         f"# Tuning {Path(spec.agent).stem} on {spec.env}",
         "",
         f"Study `{spec.study}` in `{_safe_url(spec.storage)}`: {spec.trials} trials of "
@@ -961,36 +1025,36 @@ def write_outputs(spec: Spec, study, say: Callable[[str], None]) -> Result:
         "them with their hparams).",
         "",
     ]
-    if best is not None:
-        command = f"rl-trust train --agent {best_yaml} --env {spec.env}" + "".join(
-            f" --set {a}" for a in extra
-        )
+
+
+def _report_best(spec: Spec, complete: list, command: str, extra: list[str]) -> list[str]:
+    """The best trial's train command and the ten best trials' values."""
+    best = complete[0]
+    lines = ["## Best", "", f"Trial {best.number}: {best.value:.2f}. Train it:", ""]
+    lines += [f"    {command}", ""]
+    if extra:
+        names = ", ".join(a.split("=")[0] for a in extra)
         lines += [
-            "## Best",
-            "",
-            f"Trial {best.number}: {best.value:.2f}. Train it:",
-            "",
-            f"    {command}",
+            f"(The env preset of {spec.env} sets {names} after the agent preset: "
+            "the --set keeps the tuned value.)",
             "",
         ]
-        if extra:
-            names = ", ".join(a.split("=")[0] for a in extra)
-            lines += [
-                f"(The env preset of {spec.env} sets {names} after the agent preset: "
-                "the --set keeps the tuned value.)",
-                "",
-            ]
-        keys = list(spec.space)
-        lines += [
-            "| trial | return | " + " | ".join(keys) + " | runs |",
-            "|---|---|" + "---|" * len(keys) + "---|",
-        ]
-        for t in complete[:10]:
-            params = _decode(spec, t.params)
-            cells = [_cell(params.get(k)) for k in keys]
-            runs = ", ".join(f"`trials/{r}`" for r in t.user_attrs.get("runs", []))
-            lines.append(f"| {t.number} | {t.value:.2f} | " + " | ".join(cells) + f" | {runs} |")
-        lines.append("")
+    keys = list(spec.space)
+    lines += [
+        "| trial | return | " + " | ".join(keys) + " | runs |",
+        "|---|---|" + "---|" * len(keys) + "---|",
+    ]
+    for t in complete[:10]:
+        params = _decode(spec, t.params)
+        cells = [_cell(params.get(k)) for k in keys]
+        runs = ", ".join(f"`trials/{r}`" for r in t.user_attrs.get("runs", []))
+        lines.append(f"| {t.number} | {t.value:.2f} | " + " | ".join(cells) + f" | {runs} |")
+    return [*lines, ""]
+
+
+def _report_not_complete(trials: list, states) -> list[str]:
+    """The pruned trials (where) and the failed ones (why)."""
+    lines = []
     pruned = [t for t in trials if t.state == states.PRUNED]
     if pruned:
         lines += ["## Pruned", ""]
@@ -1012,25 +1076,7 @@ def write_outputs(spec: Spec, study, say: Callable[[str], None]) -> Result:
             )
             lines.append(f"- trial {t.number}: {why}")
         lines.append("")
-    lines += ["## Plots", ""]
-    for name, what in plots.items():
-        lines.append(f"![{name}]({name})" if what == name else f"- {name}: {what}")
-    if not plots:
-        lines.append("(none: no trial completed)")
-    report = out / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    if best is not None:
-        say(f"best: trial {best.number}, return {best.value:.1f}; train it with: {command}")
-    else:
-        say("no trial completed: no best.yaml")
-    return Result(
-        study=study,
-        best_value=None if best is None else best.value,
-        best_params={} if best is None else _decode(spec, best.params),
-        best_yaml=best_yaml,
-        report=report,
-        counts=counts,
-    )
+    return lines
 
 
 def _cell(value: Any) -> str:

@@ -353,3 +353,25 @@ def test_tune_from_python_over_two_seeds_with_an_evaluation(tmp_path):
     trial = result.study.trials[0]
     assert max(trial.intermediate_values) > 512  # seed 1 reports after seed 0's steps
     assert rl_trust.tune.default_space is not None  # (the module, callable)
+
+
+def test_a_trials_return_is_the_recent_episodes_not_the_last_hundred():
+    # A trial's value and what the pruner sees: the episodes that ended in the last window
+    # of steps. rollout/ep_rew_mean's 100 episodes would mix early and late ones.
+    from types import SimpleNamespace
+
+    from rl_trust.tune import RecentReturn
+
+    collector = SimpleNamespace(episodes=0, episode_returns=[])
+    recent = RecentReturn(window=2000)
+    assert recent(1000, collector) is None  # no episode yet
+    collector.episodes, collector.episode_returns = 90, [10.0] * 90
+    assert recent(2000, collector) == 10.0
+    collector.episodes = 100  # 10 episodes of 200 in the next 2000 steps
+    collector.episode_returns = [10.0] * 90 + [200.0] * 10
+    assert recent(4000, collector) == 200.0  # (the last 100: 29.0)
+    collector.episodes = 101
+    collector.episode_returns = [10.0] * 89 + [200.0] * 11
+    assert recent(6000, collector) == 200.0  # one episode in the window: that one
+    assert recent(8000, collector) == 200.0  # none in the window: still the last one
+    assert recent.value == 200.0

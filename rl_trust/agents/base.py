@@ -18,9 +18,11 @@ class Agent(Protocol):
     `load_state_dict` carry what a checkpoint must restore beyond the policy's weights (plain
     data and tensors, no pickle); `charts` adds the agent's own TensorBoard charts to the
     KL charts every run has; `shares_encoder` says whether the policy and the value share an
-    image or Dict encoder (the network is built so)."""
+    image or Dict encoder (the network is built so); `search_space` and `kl_target_key`
+    are what `rl-trust tune` searches and plots of it."""
 
     shares_encoder: ClassVar[bool]
+    kl_target_key: ClassVar[str]  # the config key of the KL the agent holds (tune plots it)
     policy: ActorCritic
     generator: torch.Generator  # the agent's own randomness (minibatch order), checkpointed
 
@@ -33,3 +35,8 @@ class Agent(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
     def charts(self) -> dict[str, list]: ...
+
+    @staticmethod
+    def search_space(cfg) -> dict[str, dict]:
+        """The agent's own keys of `rl-trust tune`'s built-in search space."""
+        ...

@@ -39,6 +39,27 @@ CONTROLLER_TAGS = (T.KL_CTL_ERROR, T.KL_CTL_P, T.KL_CTL_P_MAX, T.KL_CTL_I, T.KL_
 
 class PPO:
     shares_encoder = True  # one image/Dict encoder for policy and value, as SB3's CnnPolicy
+    kl_target_key = "kl_target"  # d_targ, the penalty's target
+
+    @staticmethod
+    def search_space(cfg: PPOConfig) -> dict[str, dict]:
+        """`rl-trust tune`'s PPO-own keys (beside the rollout ones every agent has): epochs
+        and entropy, and as the preset uses them the KL target, the PID gains, the clip."""
+        space: dict[str, dict] = {
+            "n_epochs": {"categorical": [5, 10, 20]},
+            "ent_coef": {"loguniform": [1e-8, 1e-2]},
+        }
+        if cfg.kl_penalty != "off":
+            space["kl_target"] = {"loguniform": [0.003, 0.05]}
+        if cfg.kl_penalty == "adaptive" and cfg.kl_controller == "pid":
+            space.update(
+                kl_kp={"uniform": [0.5, 8.0]},
+                kl_ki={"uniform": [0.05, 2.0]},
+                kl_kd={"uniform": [0.0, 2.0]},
+            )
+        if cfg.clip:
+            space["clip_range"] = {"categorical": [0.1, 0.2, 0.3]}
+        return space
 
     def __init__(self, cfg: PPOConfig, policy: ActorCritic, generator: torch.Generator):
         self.cfg, self.policy, self.generator = cfg, policy, generator

@@ -30,6 +30,17 @@ ACCEPTED, NO_IMPROVING_STEP, NOT_POSITIVE_CURVATURE, NON_FINITE_STEP = 0, 1, 2, 
 
 class TRPO:
     shares_encoder = False  # θ (the policy's parameters) and the critic's apart
+    kl_target_key = "target_kl"  # δ, the constraint
+
+    @staticmethod
+    def search_space(cfg: TRPOConfig) -> dict[str, dict]:
+        """`rl-trust tune`'s TRPO-own keys: δ, the CG damping and steps, critic updates."""
+        return {
+            "target_kl": {"loguniform": [0.003, 0.1]},
+            "cg_damping": {"loguniform": [0.01, 1.0]},
+            "cg_max_steps": {"int": [5, 30]},
+            "n_critic_updates": {"int": [5, 30]},
+        }
 
     def __init__(self, cfg: TRPOConfig, policy: ActorCritic, generator: torch.Generator):
         self.cfg, self.policy, self.generator = cfg, policy, generator

@@ -38,7 +38,6 @@ from rl_trust import checkpoint, config
 from rl_trust import tags as T
 from rl_trust.errors import UserError
 
-SB3_OF = {"ppo": "PPO", "trpo": "TRPO"}  # by algo: stable_baselines3.PPO, sb3_contrib.TRPO
 FINAL_FRACTION = 0.1  # the final return: mean episode return over the last 10% of steps
 
 
@@ -416,6 +415,20 @@ def recorded_rows(trials: list[Trial], out: Path) -> dict[Trial, dict]:
     """The rows already written under OUT/trials (complete or crashed), by trial."""
     paths = {t: out / "trials" / f"{t.name}.json" for t in trials}
     return {t: json.loads(p.read_text()) for t, p in paths.items() if p.exists()}
+
+
+def reported_rows(trials: list[Trial], out: Path) -> list[dict]:
+    """`--report-only`'s rows: each trial's recorded row, or "not run" where there is none
+    or its recorded config is not the presets' any more (said on stderr: it reruns)."""
+    done = recorded_rows(trials, out)
+    changed = changed_configs((t for t, r in done.items() if r["status"] == "ok"), out)
+    for t, why in changed.items():
+        print(
+            f"rl-trust: {t.name} ran with another config ({why}): not reported; "
+            "run the benchmark to rerun it",
+            file=sys.stderr,
+        )
+    return [done[t] if t in done and t not in changed else blank_row(t, "not run") for t in trials]
 
 
 def blank_row(trial: Trial, status: str) -> dict:

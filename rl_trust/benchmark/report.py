@@ -16,6 +16,7 @@ import numpy as np
 
 from rl_trust import tags as T
 from rl_trust.benchmark.curves import CURVES, export_curves, read_curve  # noqa: F401
+from rl_trust.kl_control import KLBand
 
 COLUMNS = (
     "library agent env seed steps final_return wall_time_s fps "
@@ -115,15 +116,15 @@ def kl_band_stats(run_dir: Path) -> dict[str, float] | None:
         return None
     agent = (yaml.safe_load(path.read_text()) or {}).get("agent", {})
     curve = read_curve(run_dir, T.KL_FORWARD_MEAN)
-    if agent.get("algo") != "ppo" or curve is None or not len(curve[1]):
-        return None
-    d, target, width = curve[1], agent["kl_target"], agent["kl_band"]
+    if "kl_band" not in agent or curve is None or not len(curve[1]):
+        return None  # (an agent that holds no band has no kl_band: TRPO's δ is a bound)
+    d, band = curve[1], KLBand(agent["kl_target"], agent["kl_band"])
     return {
-        "in_band": float(np.mean((d >= target / width) & (d <= target * width))),
-        "above": float(np.mean(d > target * width)),
-        "above_3x": float(np.mean(d > 3 * target)),
+        "in_band": float(np.mean((d >= band.low) & (d <= band.high))),
+        "above": float(np.mean(d > band.high)),
+        "above_3x": float(np.mean(d > 3 * band.target)),
         "max": float(d.max()),
-        "target": float(target),
+        "target": float(band.target),
         "updates": len(d),
     }
 
@@ -203,6 +204,16 @@ def _kl_control_section(rows: list[dict], out: Path) -> list[str]:
     return text
 
 
+def publish(
+    rows: list[dict], out: Path, command: str, caveats: dict[tuple[str, str], list[str]]
+) -> str:
+    """A benchmark's outputs in OUT from its rows: results.csv, the plots and report.md
+    (whose text is returned)."""
+    write_csv(rows, out / "results.csv")
+    plots = benchmark_plots(rows, out)
+    return write_report(rows, out / "report.md", command, plots, caveats)
+
+
 def write_report(
     rows: list[dict],
     path: Path,
@@ -210,6 +221,21 @@ def write_report(
     plots: list[Path],
     caveats: dict[tuple[str, str], list[str]] | None = None,
 ) -> str:
+    lines = _results_table(rows, command)
+    if caveats:
+        lines += ["", "Where SB3 does not run what ours runs:", ""]
+        lines += [f"- {env} {agent}: {c}" for (env, agent), cs in caveats.items() for c in cs]
+    lines += _kl_control_section(rows, path.parent)
+    lines += _notes(rows)
+    if plots:
+        lines += ["", *(f"![{p.stem}]({p.name})" for p in plots)]
+    text = "\n".join(lines) + "\n"
+    path.write_text(text)
+    return text
+
+
+def _results_table(rows: list[dict], command: str) -> list[str]:
+    """The report's head (command, machine, what the columns mean) and its table."""
     lines = [
         "# rl-trust benchmark",
         "",
@@ -245,10 +271,12 @@ def write_report(
             f"| {_fmt(s['p_better'], 2)} "
             f"| {s['rl-trust seeds']} / {s['sb3 seeds']} | {ratio} | {rss} | {s['crashed']} |"
         )
-    if caveats:
-        lines += ["", "Where SB3 does not run what ours runs:", ""]
-        lines += [f"- {env} {agent}: {c}" for (env, agent), cs in caveats.items() for c in cs]
-    lines += _kl_control_section(rows, path.parent)
+    return lines
+
+
+def _notes(rows: list[dict]) -> list[str]:
+    """SB3 rows that repeat another's run, trials not run yet, and the crashed ones."""
+    lines = []
     shared = [r for r in rows if r.get("same_run_as")]
     if shared:
         lines += [
@@ -267,11 +295,7 @@ def write_report(
             f"- {r['library']} {r['agent']} {r['env']} seed {r['seed']}: {r['error']}"
             for r in crashed
         ]
-    if plots:
-        lines += ["", *(f"![{p.stem}]({p.name})" for p in plots)]
-    text = "\n".join(lines) + "\n"
-    path.write_text(text)
-    return text
+    return lines
 
 
 # ---------------------------------------------------------------------------- curves
