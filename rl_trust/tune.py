@@ -353,11 +353,28 @@ class RecentReturn:
         return self.value
 
 
+def _model_of(spec: Spec, trial, values: dict, seed: int, run_dir: Path):
+    """The seed's model: continued from its newest checkpoint, or new."""
+    from rl_trust import api, checkpoint
+
+    try:
+        found = (run_dir / "config.yaml").is_file() and checkpoint.newest(run_dir)
+    except UserError:
+        found = None
+    if found:
+        model = api.load(run_dir)
+        trial.set_user_attr(f"resumed_s{seed}", model.num_timesteps)
+        return model
+    shutil.rmtree(run_dir, ignore_errors=True)  # (killed before its first checkpoint)
+    return api.model_class(spec.algo)(
+        spec.env, preset=spec.agent, seed=seed, run_dir=run_dir, **values
+    )
+
+
 def _run_seed(spec: Spec, trial, values: dict, seed: int, index: int) -> float:
     """Train (or continue) one seed's run of the trial; its final return (or evaluation)."""
     import optuna
 
-    from rl_trust import api
     from rl_trust.evaluate import evaluate
 
     run_dir = run_dir_of(Path(spec.out), _origin(trial), seed)
@@ -369,20 +386,7 @@ def _run_seed(spec: Spec, trial, values: dict, seed: int, index: int) -> float:
         if value_path.exists():
             final = json.loads(value_path.read_text())["recent_return"]
     else:
-        from rl_trust import checkpoint
-
-        try:
-            found = (run_dir / "config.yaml").is_file() and checkpoint.newest(run_dir)
-        except UserError:
-            found = None
-        if found:
-            model = api.load(run_dir)
-            trial.set_user_attr(f"resumed_s{seed}", model.num_timesteps)
-        else:  # (killed before its first checkpoint: what it left starts again)
-            shutil.rmtree(run_dir, ignore_errors=True)
-            model = api.model_class(spec.algo)(
-                spec.env, preset=spec.agent, seed=seed, run_dir=run_dir, **values
-            )
+        model = _model_of(spec, trial, values, seed, run_dir)
         offset, pruned = index * spec.steps, []
         recent = RecentReturn(max(1, spec.steps // 10))
 

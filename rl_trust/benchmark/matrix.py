@@ -125,10 +125,36 @@ def resume_point(trial: Trial, tb_dir: Path) -> int | None:
         return None  # unreadable or corrupt: the trial starts again
 
 
+def _trial_command(
+    trial: Trial, tb_dir: Path, start: int | None, tmp: Path
+) -> tuple[list[str], Path]:
+    """The trial's process (ours: `rl-trust train`, or `resume` from its checkpoint; SB3's:
+    the adapter) and where it leaves its result."""
+    if trial.library == "rl-trust":
+        run_dir = tb_dir / "run"
+        result_path = run_dir / "summary.json"
+        cli = [sys.executable, "-m", "rl_trust.cli"]
+        if start is not None:
+            result_path.unlink(missing_ok=True)  # (the summary of an earlier segment)
+            return [*cli, "resume", str(run_dir), "--no-progress", "--allow-import"], result_path
+        cmd = [*cli, "train", "--agent", trial.agent, "--env", trial.env]
+        cmd += ["--seed", str(trial.seed), "--run-dir", str(run_dir), "--no-progress"]
+        cmd += [a for o in trial.overrides for a in ("--set", o)]
+        if trial.steps is not None:
+            cmd += ["--steps", str(trial.steps)]
+        return cmd, result_path
+    # the config stays in the trial folder: what the trial ran (config_change)
+    config_path, result_path = tb_dir / "config.yaml", tmp / "result.json"
+    config_path.write_text(yaml.safe_dump(trial.config().to_dict(), sort_keys=False))
+    cmd = [sys.executable, "-m", "rl_trust.benchmark.sb3", str(config_path), str(result_path)]
+    cmd += [str(tb_dir / "run"), "--checkpoint", str(tb_dir / "sb3_checkpoint")]
+    return cmd, result_path
+
+
 def run_trial(trial: Trial, tb_dir: Path, note: Callable[[str], None] = lambda _: None) -> dict:
     """Run one trial in its own process, its events into tb_dir (continuing from its own
     checkpoint where an earlier attempt left one); returns its row."""
-    cfg = trial.config()
+    trial.config()  # (a config the presets refuse stops here, before anything is removed)
     row = blank_row(trial, "ok")
     start = resume_point(trial, tb_dir)
     if start is None:
@@ -138,52 +164,7 @@ def run_trial(trial: Trial, tb_dir: Path, note: Callable[[str], None] = lambda _
         note(f"{trial.name}: continues from its checkpoint at step {start:,}")
     log = tb_dir / "trial.log"
     with tempfile.TemporaryDirectory() as tmp:
-        if trial.library == "rl-trust":
-            run_dir = tb_dir / "run"
-            result_path = run_dir / "summary.json"
-            if start is not None:
-                result_path.unlink(missing_ok=True)  # (the summary of an earlier segment)
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "rl_trust.cli",
-                    "resume",
-                    str(run_dir),
-                    "--no-progress",
-                    "--allow-import",
-                ]
-            else:
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "rl_trust.cli",
-                    "train",
-                    "--agent",
-                    trial.agent,
-                    "--env",
-                    trial.env,
-                    "--seed",
-                    str(trial.seed),
-                    "--run-dir",
-                    str(run_dir),
-                    "--no-progress",
-                    *(a for o in trial.overrides for a in ("--set", o)),
-                ]
-                if trial.steps is not None:
-                    cmd += ["--steps", str(trial.steps)]
-        else:  # the config stays in the trial folder: what the trial ran (config_change)
-            config_path, result_path = tb_dir / "config.yaml", Path(tmp) / "result.json"
-            config_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            cmd = [
-                sys.executable,
-                "-m",
-                "rl_trust.benchmark.sb3",
-                str(config_path),
-                str(result_path),
-                str(tb_dir / "run"),
-                "--checkpoint",
-                str(tb_dir / "sb3_checkpoint"),
-            ]
+        cmd, result_path = _trial_command(trial, tb_dir, start, Path(tmp))
         _attempt(tb_dir, start or 0)
         status, rss = _run_child(cmd, log)
         attempts = _attempt(tb_dir, start or 0, (status, rss))
@@ -466,6 +447,29 @@ def _clock(s: float) -> str:
     return "?" if math.isnan(s) else f"{int(s) // 3600}:{int(s) % 3600 // 60:02d}:{int(s) % 60:02d}"
 
 
+def _reusable_rows(
+    trials: list[Trial], out: Path, progress: Callable[[str], None]
+) -> dict[Trial, dict]:
+    """The complete trials' rows, less those whose config the presets no longer give (said)."""
+    rows = {t: row for t, row in recorded_rows(trials, out).items() if row["status"] == "ok"}
+    changed = changed_configs(rows, out)
+    if changed:  # a preset changed since they ran: their results are not this matrix's
+        progress(
+            f"{len(changed)} complete trial(s) ran with a config the presets no longer give and "
+            "run again: " + "; ".join(f"{t.name} ({why})" for t, why in changed.items())
+        )
+    return {t: row for t, row in rows.items() if t not in changed}
+
+
+def _progress_line(trial: Trial, row: dict, done: int, todo: int, elapsed: float, eta) -> str:
+    what = (
+        f"return {row['final_return']:.1f}, {row['fps']:.0f} steps/s"
+        if row["status"] == "ok"
+        else f"CRASHED ({row['error']})"
+    )
+    return f"[{done}/{todo}] {trial.name}: {what} | elapsed {_clock(elapsed)}, ETA {_clock(eta)}"
+
+
 def run_matrix(
     trials: list[Trial],
     out: Path,
@@ -477,14 +481,7 @@ def run_matrix(
     """Run what is not complete yet; returns every trial's row (complete ones read back)."""
     rows_dir = out / "trials"
     rows_dir.mkdir(parents=True, exist_ok=True)
-    rows = {t: row for t, row in recorded_rows(trials, out).items() if row["status"] == "ok"}
-    changed = changed_configs(rows, out)
-    if changed:  # a preset changed since they ran: their results are not this matrix's
-        progress(
-            f"{len(changed)} complete trial(s) ran with a config the presets no longer give and "
-            "run again: " + "; ".join(f"{t.name} ({why})" for t, why in changed.items())
-        )
-    rows = {t: row for t, row in rows.items() if t not in changed}
+    rows = _reusable_rows(trials, out, progress)
     shared = shared_runs(trials, set(rows))
 
     def record(trial: Trial, row: dict) -> None:
@@ -521,16 +518,8 @@ def run_matrix(
             share(trial)
             if row["wall_time_s"] is not None:
                 seconds.setdefault((trial.library, trial.env), []).append(row["wall_time_s"])
-            elapsed = time.monotonic() - t0
-            eta = _clock(eta_seconds(remaining, seconds, workers))
-            what = (
-                f"return {row['final_return']:.1f}, {row['fps']:.0f} steps/s"
-                if row["status"] == "ok"
-                else f"CRASHED ({row['error']})"
-            )
-            progress(
-                f"[{done}/{len(todo)}] {trial.name}: {what} | elapsed {_clock(elapsed)}, ETA {eta}"
-            )
+            eta = eta_seconds(remaining, seconds, workers)
+            progress(_progress_line(trial, row, done, len(todo), time.monotonic() - t0, eta))
     finally:
         runs.close()
     return [rows[t] for t in trials]
