@@ -23,6 +23,7 @@ Three references are generated rather than written, so they cannot fall behind t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 import posixpath
 import re
@@ -43,6 +44,7 @@ LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)((?:\s+\"[^\"]*\")?\))")
 FENCE = re.compile(r"^(```|~~~)")
 
 
+@functools.cache
 def _benchmark_files() -> dict[str, str]:
     """The reports and notes under benchmarks/ with the pictures they show."""
     found = {}
@@ -60,13 +62,19 @@ def _outside() -> dict[str, str]:
 
 
 def _report_title(rel: str) -> str:
+    """A report's title in the navigation: its folder (most reports' first heading is the
+    same "rl-trust benchmark"), and the file's name where it says more."""
     folder = posixpath.dirname(rel).removeprefix(REPORTS_DIR + "/")
-    name = posixpath.basename(rel)
-    return folder if name in ("report.md", "README.md") else f"{folder}: {name[:-3]}"
+    stem = posixpath.basename(rel).removesuffix(".md")
+    if stem in ("report", "README") or folder.endswith(stem) or stem.startswith(folder):
+        return folder
+    return f"{folder}: {stem}"
 
 
 def on_config(config, **kwargs):
     """Add every benchmark report to the navigation's "Benchmark reports" section."""
+    _benchmark_files.cache_clear()  # (mkdocs serve rebuilds in one process)
+    _docs_files.cache_clear()
     sys.path.insert(0, str(ROOT))  # rl_trust, for the generated tables
     reports = [
         {_report_title(rel): site}
@@ -122,6 +130,7 @@ def rewrite_links(markdown: str, src_uri: str) -> str:
     return "\n".join(out)
 
 
+@functools.cache
 def _docs_files() -> list[Path]:
     docs = ROOT / "docs"
     return [p.relative_to(docs) for p in docs.rglob("*") if p.is_file()]

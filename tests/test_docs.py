@@ -178,6 +178,42 @@ def test_the_readme_links_resolve():
 # ---------------------------------------------------------------- the site
 
 
+def _hooks():
+    if importlib.util.find_spec("mkdocs") is None:
+        pytest.skip("mkdocs is not installed (pip install -e '.[docs]')")
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "scripts/docs_hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_links_written_for_github_are_rewritten_for_the_site():
+    rewrite = _hooks().rewrite_links
+    # a guide in docs/ linking a report and the changelog outside docs/
+    page = (
+        "[r](../benchmarks/mujoco/report.md#x) [c](../CHANGELOG.md) [t](train.md) [w](https://a.b)"
+    )
+    assert rewrite(page, "results.md") == (
+        "[r](benchmarks/mujoco/report.md#x) [c](changelog.md) [t](train.md) [w](https://a.b)"
+    )
+    assert rewrite("[a](../agents.md)", "reference/api.md") == "[a](../agents.md)"
+    assert rewrite("[r](../../benchmarks/atari/report.md)", "reference/cli.md") == (
+        "[r](../benchmarks/atari/report.md)"
+    )
+    # the README, the site's home page, linking into docs/ and to a picture there
+    readme = (
+        "[t](docs/train.md) ![d](docs/dashboard-trust-region.png) [r](benchmarks/mujoco/report.md)"
+    )
+    assert rewrite(readme, "index.md") == (
+        "[t](train.md) ![d](dashboard-trust-region.png) [r](benchmarks/mujoco/report.md)"
+    )
+    # a report's own pictures, code blocks and files the site does not hold stay as written
+    assert rewrite("![o](overview.png)", "benchmarks/mujoco/report.md") == "![o](overview.png)"
+    fenced = "```python\nx = a[0](docs/train.md)\n```"
+    assert rewrite(fenced, "index.md") == fenced
+    assert rewrite("[s](../rl_trust/tags.py)", "train.md") == "[s](../rl_trust/tags.py)"
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     if importlib.util.find_spec("mkdocs") is None:
