@@ -285,22 +285,27 @@ class Agent:
 
     @property
     def num_timesteps(self) -> int:
+        """Env steps trained so far, over every learn (and before a load)."""
         return self.trainer.learner.step
 
     @property
     def observation_space(self) -> gym.Space:
+        """The observation space of one env."""
         return self.trainer.env.single_observation_space
 
     @property
     def action_space(self) -> gym.Space:
+        """The action space of one env."""
         return self.trainer.env.single_action_space
 
     @property
     def n_envs(self) -> int:
+        """How many envs step side by side in a rollout."""
         return self.trainer.env.num_envs
 
     @property
     def device(self) -> torch.device:
+        """Where the policy's parameters live (config key `device`)."""
         return next(self.policy.parameters(), torch.zeros(())).device
 
     @property
@@ -538,6 +543,7 @@ class Agent:
         return model
 
     def close(self) -> None:
+        """Close the event file and the model's vector env."""
         self.trainer.close()
         if self.env is not None:
             self.env.close()

@@ -2,7 +2,8 @@
 
 The server runs as a child process (`python -m tensorboard.main`); `serve` refuses a folder
 without runs and a busy port before starting it, and stops it on Ctrl-C or SIGTERM.
-`wait_until_up` is how the tests wait for it; `screenshot` takes the README's pictures.
+`wait_until_up` is how the tests wait for it; `screenshot` takes the dashboard pictures
+of docs/dashboards.md (scripts/dashboard_screenshots.py).
 """
 
 from __future__ import annotations

@@ -57,7 +57,9 @@ TRPO_CG_RESIDUAL = _tag("trpo/cg_residual", "conjugate gradient's final residual
 TRPO_LINESEARCH_STEPS = _tag("trpo/linesearch_steps", "line-search tries")
 TRPO_ACCEPTED = _tag("trpo/accepted", "1 when the line search accepted a step, else 0")
 TRPO_REJECT_REASON = _tag(
-    "trpo/reject_reason", "why the last try was refused: 0 none, 1 KL, 2 gain"
+    "trpo/reject_reason",
+    "why the policy was kept: 0 a step was accepted, 1 no step improved the surrogate within "
+    "δ, 2 xᵀFx ≤ 0, 3 a non-finite step",
 )
 TRPO_STEP_FRACTION = _tag("trpo/step_fraction", "the fraction of the full natural step taken")
 TRPO_EXPECTED_IMPROVE = _tag(

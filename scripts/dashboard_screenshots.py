@@ -1,5 +1,6 @@
-"""The README's pictures of the dashboards: `rl-trust board` on a runs folder, opened in
-headless Chromium, saved as docs/dashboard-trust-region.png and docs/dashboard-hparams.png.
+"""The pictures of the dashboards (README.md, docs/dashboards.md): `rl-trust board` on a runs
+folder, opened in headless Chromium, saved as docs/dashboard-trust-region.png and
+docs/dashboard-hparams.png.
 
     python scripts/dashboard_screenshots.py RUNS_ROOT [--out docs]
 """

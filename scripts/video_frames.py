@@ -1,4 +1,4 @@
-"""A strip of frames from an evaluation video, for the README.
+"""A strip of frames from an evaluation video, for the docs (docs/evaluate.md).
 
     python scripts/video_frames.py RUN_DIR/videos/.../eval-episode-0.mp4 docs/eval-Hopper-v5.png \
         [--frames 5] [--title "..."]

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from rl_trust import agents, config
 
-# the README's example: SB3's custom-extractor contract
+# the example of docs/networks.md: SB3's custom-extractor contract
 NETWORK = """
 import torch
 from torch import nn

@@ -219,8 +219,8 @@ def test_the_policy_takes_stored_batches(space):
 
 
 def test_a_factory_receives_preprocessed_observations(tmp_path, monkeypatch):
-    """The README's contract: images in [0, 1] channels first, Discrete one-hot, a Dict as a
-    dict of tensors; what the module saw is recorded by the module itself."""
+    """The contract in docs/networks.md: images in [0, 1] channels first, Discrete one-hot,
+    a Dict as a dict of tensors; what the module saw is recorded by the module itself."""
     (tmp_path / "recorder.py").write_text(
         textwrap.dedent("""
         import torch

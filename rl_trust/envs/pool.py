@@ -13,7 +13,7 @@ Which EnvPool task and settings an env config maps to:
   what ALE v5 does by default: sticky actions 0.25, no reward clipping, no end of episode on
   a lost life, no FIRE on reset; the episode limit is EnvPool's 27,000 steps (108,000
   frames, ALE v5's). EnvPool resizes and max-pools the last two frames as AtariPreprocessing
-  does, in C++; its frames are not bit for bit gymnasium's (README, "EnvPool").
+  does, in C++; its frames are not bit for bit gymnasium's (docs/environments.md, "EnvPool").
 - Any other id EnvPool knows (MuJoCo `Hopper-v5`, classic control): the same id, env_kwargs
   passed as EnvPool's task settings, and no wrappers.
 """
