@@ -87,7 +87,7 @@ def _vector_env(env: EnvLike, cfg: config.RunConfig) -> tuple[gym.vector.VectorE
             raise UserError(
                 f"the VectorEnv has {env.num_envs} envs: this model trains on n_envs={n}"
             )
-        runs.check_spaces(env.single_observation_space, env.single_action_space, cfg, name)
+        runs.check_trainable(env.single_observation_space, env.single_action_space, cfg, name)
         vec = env
     elif isinstance(env, gym.Env):
         runs.probe(env, cfg, name)

@@ -175,7 +175,7 @@ def _brief(x) -> str:
     return f"{type(x).__name__} {text[:60]}{'…' if len(text) > 60 else ''}"
 
 
-def check_spaces(obs_space, act_space, cfg: RunConfig, name: str) -> None:
+def check_trainable(obs_space, act_space, cfg: RunConfig, name: str) -> None:
     """A UserError unless rl-trust trains on these spaces with this config (the network of
     your own, the device, an image encoder's input size)."""
     import gymnasium as gym
@@ -208,7 +208,7 @@ def probe(env, cfg: RunConfig, name: str) -> None:
             "gymnasium.Env, a zero-argument callable returning one, or a "
             "gymnasium.vector.VectorEnv"
         )
-    check_spaces(
+    check_trainable(
         getattr(env, "observation_space", None), getattr(env, "action_space", None), cfg, name
     )
     try:

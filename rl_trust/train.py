@@ -156,6 +156,8 @@ class Learner:
 
     def __init__(self, cfg: RunConfig, env, state: dict | None = None):
         self.cfg, self.env, a = cfg, env, cfg.agent
+        seed = cfg.run.seed
+        self.agent = agents.build(a, env.single_observation_space, env.single_action_space, seed)
         self.spaces = {
             "observation": str(env.single_observation_space),
             "action": str(env.single_action_space),
@@ -163,8 +165,6 @@ class Learner:
             "observation_space": checkpoint.describe_space(env.single_observation_space),
             "action_space": checkpoint.describe_space(env.single_action_space),
         }
-        seed = cfg.run.seed
-        self.agent = agents.build(a, env.single_observation_space, env.single_action_space, seed)
         self.normalizer = Normalizer(
             self.agent.policy.obs_layout.norm_shape,
             env.num_envs,
