@@ -136,6 +136,8 @@ class PPOConfig(AgentConfig):
     """β·KL in the loss: β adapted by kl_controller, fixed at kl_beta, or none"""
     kl_target: float = 0.01
     """d_targ, the KL the adaptive penalty holds"""
+    kl_target_per_dim: bool = False
+    """hold kl_target·d: d the action's dimensions (Gaussian, MultiDiscrete, bits; Discrete: 1)"""
     kl_beta: float = 1.0
     """β₀, the penalty's first coefficient (the fixed one with kl_penalty=fixed)"""
     kl_band: float = 1.5

@@ -368,3 +368,18 @@ def test_the_band_and_rllib_thresholds_are_numbers_not_constants():
     assert wide.beta == 2.0
     wide.update(0.003)
     assert wide.beta == 0.5
+
+
+def test_a_target_per_action_dimension_is_held_at_target_times_the_dimensions():
+    # Hopper's Gaussian has 3 dimensions, whose KLs add: per dimension, d_targ is 3·0.01;
+    # CartPole's one categorical action keeps 0.01
+    for env, dims in (("Hopper-v5", 3), ("CartPole-v1", 1)):
+        for per_dim in (False, True):
+            _, agent, collector = setup("ppo", env, kl_target_per_dim=per_dim)
+            want = 0.01 * (dims if per_dim else 1)
+            assert agent.d_targ == pytest.approx(want)
+            assert agent.controller.d_targ == pytest.approx(want)
+            m = agent.update(collector.collect())
+            assert m["kl/target"] == pytest.approx(want)
+            assert m["kl/target_high"] == pytest.approx(1.5 * want)
+            assert m["kl/in_band"] == float(want / 1.5 <= m["kl/forward_mean"] <= 1.5 * want)

@@ -65,7 +65,9 @@ class PPO:
         self.cfg, self.policy, self.generator = cfg, policy, generator
         self.weights = flat_parameters(list(policy.parameters()))  # policy and value, one vector
         self.optimizer = Adam(self.weights, lr=cfg.learning_rate, eps=1e-5)
-        self.controller = kl_controller(cfg)
+        # d_targ: the KL the penalty holds (per action dimension: times the dimensions)
+        self.d_targ = cfg.kl_target * (policy.family.action_dim if cfg.kl_target_per_dim else 1)
+        self.controller = kl_controller(cfg, self.d_targ)
         self.beta = self.controller.beta  # the β of the current gradient step
         self.clip_range = cfg.clip_range  # ε of the current update (clip_range_schedule)
         self.grad_steps = 0
@@ -201,7 +203,7 @@ class PPO:
             return natural_gradient.surrogate(fam, params[t], *args).item()
 
         d = self.penalty_kl(batch.dist_params, params[1.0]).mean().item()
-        t, _ = kl_control.step_fraction(kl_at, d, cfg.kl_target, cfg.kl_band, STEP_MAX)
+        t, _ = kl_control.step_fraction(kl_at, d, self.d_targ, cfg.kl_band, STEP_MAX)
         if t > 1.0 and surrogate(t) < surrogate(1.0):
             t = 1.0
         move_to(t)
@@ -288,11 +290,11 @@ class PPO:
         """The update's train/* tags (SB3's names) and the penalty's kl/* tags, d being the
         batch's exact mean KL in the penalty's direction."""
         cfg = self.cfg
-        band = kl_control.KLBand(cfg.kl_target, cfg.kl_band)
+        band = kl_control.KLBand(self.d_targ, cfg.kl_band)
         return {
             T.KL_BETA: beta_used,
             T.KL_IN_BAND: float(band.contains(d)),
-            T.KL_TARGET: cfg.kl_target,
+            T.KL_TARGET: self.d_targ,
             T.KL_TARGET_LOW: band.low,
             T.KL_TARGET_HIGH: band.high,
             T.KL_PENALTY: terms["penalty"] if beta_used > 0 else 0.0,
@@ -328,9 +330,9 @@ class PPO:
         self.beta, self.grad_steps = self.controller.beta, grad_steps
 
 
-def kl_controller(cfg: PPOConfig) -> kl_control.FixedBeta:
+def kl_controller(cfg: PPOConfig, d_targ: float) -> kl_control.FixedBeta:
     """What moves β: nothing with a fixed penalty (β 0 without one), else cfg.kl_controller,
-    built from the config's numbers."""
+    built from the config's numbers, holding the KL at d_targ."""
     if cfg.kl_penalty != "adaptive":
         return kl_control.FixedBeta(cfg.kl_beta if cfg.kl_penalty == "fixed" else 0.0)
     gains = {
@@ -338,4 +340,4 @@ def kl_controller(cfg: PPOConfig) -> kl_control.FixedBeta:
         "rllib": (),
         "pid": (cfg.kl_kp, cfg.kl_ki, cfg.kl_kd),
     }[cfg.kl_controller]
-    return kl_control.CONTROLLERS[cfg.kl_controller](cfg.kl_beta, cfg.kl_target, *gains)
+    return kl_control.CONTROLLERS[cfg.kl_controller](cfg.kl_beta, d_targ, *gains)

@@ -5,6 +5,7 @@ draws the same curves for any runs."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import platform
@@ -118,7 +119,9 @@ def kl_band_stats(run_dir: Path) -> dict[str, float] | None:
     curve = read_curve(run_dir, T.KL_FORWARD_MEAN)
     if "kl_band" not in agent or curve is None or not len(curve[1]):
         return None  # (an agent that holds no band has no kl_band: TRPO's δ is a bound)
-    d, band = curve[1], KLBand(agent["kl_target"], agent["kl_band"])
+    summary = Path(run_dir) / "summary.json"  # (its final kl/target: the d_targ it held,
+    final = json.loads(summary.read_text())["final"] if summary.is_file() else {}  # per dim)
+    d, band = curve[1], KLBand(final.get(T.KL_TARGET, agent["kl_target"]), agent["kl_band"])
     return {
         "in_band": float(np.mean((d >= band.low) & (d <= band.high))),
         "above": float(np.mean(d > band.high)),
