@@ -35,8 +35,8 @@ KL_K3 = _tag("kl/k3", "sample estimator k3 = (r − 1) − log r (SB3's approx_k
 KL_ENTROPY = _tag("kl/entropy", "mean entropy of π_old")
 KL_CROSS_ENTROPY = _tag("kl/cross_entropy", "mean cross-entropy H(π_old, π_new)")
 KL_TARGET = _tag("kl/target", "the KL the agent aims at (PPO's d_targ, TRPO's δ)")
-KL_TARGET_LOW = _tag("kl/target_low", "the band's lower edge")
-KL_TARGET_HIGH = _tag("kl/target_high", "the band's upper edge")
+KL_TARGET_LOW = _tag("kl/target_low", "the band's lower edge: d_targ/kl_band (PPO), 0 (TRPO)")
+KL_TARGET_HIGH = _tag("kl/target_high", "the band's upper edge: kl_band·d_targ (PPO), δ (TRPO)")
 
 # --- the adaptive penalty (PPO) ---
 KL_BETA = _tag("kl/beta", "β, the KL penalty's coefficient, used in this update")
