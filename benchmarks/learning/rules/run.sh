@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# [learning] item 1: candidate rules for the default ppo, on the tuning seeds 100-102 only
+# (held-out seeds 0-4 judge the winner later). Each variant is the `ppo` preset with --set
+# values; ppo-clip is the reference. MuJoCo Hopper (3 action dimensions) and HalfCheetah (6),
+# where the default ppo trails ppo-clip most, at STEPS steps (default 300k).
+#
+# Every run is a run folder under OUT/runs; rerun the script after an interruption: finished
+# runs are skipped and a cut-off one continues from its newest checkpoint (rl-trust resume).
+# `python benchmarks/learning/rules/summarize.py OUT` writes OUT/summary.md.
+set -uo pipefail
+RL_TRUST=${RL_TRUST:-.venv/bin/rl-trust}
+OUT=${OUT:-benchmarks/learning/rules}
+STEPS=${STEPS:-300000}
+ENVS=${ENVS:-"Hopper-v5 HalfCheetah-v5"}
+declare -A VARIANTS=(
+    [ppo]="--agent ppo"
+    [ppo-perdim]="--agent ppo --set kl_target_per_dim=true"
+    [ppo-clip]="--agent ppo-clip"
+)
+ORDER=${ORDER:-"ppo-perdim ppo ppo-clip"}
+mkdir -p "$OUT/runs"
+for seed in 100 101 102; do
+  for env in $ENVS; do
+    for name in $ORDER; do
+      dir="$OUT/runs/$name-$env-s$seed"
+      if [ -f "$dir/summary.json" ] && python3 -c "import json,sys; sys.exit(json.load(open('$dir/summary.json'))['steps'] < $STEPS)"; then
+        continue
+      fi
+      echo "$(date +%H:%M:%S) $name $env seed $seed" >&2
+      if [ -d "$dir/checkpoints" ]; then
+        "$RL_TRUST" resume "$dir" --steps "$STEPS" --no-progress >> "$OUT/log.txt" 2>&1
+      else
+        rm -rf "$dir"
+        # shellcheck disable=SC2086
+        "$RL_TRUST" train ${VARIANTS[$name]} --env "$env" --seed "$seed" --steps "$STEPS" \
+            --run-dir "$dir" --set checkpoint_every=50000 --no-progress >> "$OUT/log.txt" 2>&1
+      fi || { s=$?; [ "$s" -ge 128 ] && exit "$s"; echo "$name $env $seed: exit $s" >&2; }
+    done
+  done
+done
