@@ -9,7 +9,9 @@ their masks; tests/test_masking.py, benchmarks/masking).
   (MultiDiscrete([3, 4])) or "multibinary" (MultiBinary(4): a mask of one boolean per bit,
   whether it may be set; bit_pairs=True: two per bit, may be 0 and may be 1).
 - `rl_trust/InvalidCountInfo-v0`: the same, its mask in info["action_mask"] (gymnasium's
-  convention) instead of a method.
+  convention) instead of a method. For the checks of envs/masks.py, `bad` gives a broken
+  mask from the `bad_at`-th step of this env on: "shape" (one boolean too many), "dtype"
+  (floats), "values" (a 2 among the 0s and 1s) or "none" (nothing allowed).
 - `rl_trust/MaskedCorridor-v0`: a corridor of `length` cells and `n_actions` actions, of
   which `legal` are allowed in each cell (a fixed draw per cell, the same for every seed):
   one moves forward (+1; the last cell ends the episode: return `length`), the others are
@@ -37,9 +39,17 @@ class InvalidCountInfo(gym.Env):
         "multibinary": gym.spaces.MultiBinary(4),
     }
 
-    def __init__(self, space: str = "discrete", strict: bool = False, bit_pairs: bool = False):
+    def __init__(
+        self,
+        space: str = "discrete",
+        strict: bool = False,
+        bit_pairs: bool = False,
+        bad: str | None = None,
+        bad_at: int = 0,
+    ):
         self.action_space = self.SPACES[space]
         self.kind, self.strict, self.bit_pairs = space, strict, bit_pairs
+        self.bad, self.bad_at, self.steps = bad, bad_at, 0
         size = {"discrete": 5, "multidiscrete": 7, "multibinary": 4}[space]
         self.observation_space = gym.spaces.Box(0.0, 1.0, (size,), np.float32)
         self.mask = np.ones(size, bool)
@@ -66,7 +76,16 @@ class InvalidCountInfo(gym.Env):
     def action_mask(self) -> np.ndarray:
         if self.kind == "multibinary" and self.bit_pairs:  # (may be 0, may be 1) per bit
             return np.stack([np.ones_like(self.mask), self.mask], 1).reshape(-1).astype(np.int8)
-        return self.mask.astype(np.int8)
+        mask = self.mask.astype(np.int8)
+        if self.bad is None or self.steps < self.bad_at:
+            return mask
+        if self.bad == "shape":
+            return np.append(mask, 1)
+        if self.bad == "dtype":
+            return mask.astype(np.float32)
+        if self.bad == "values":
+            return np.where(mask > 0, 2, 0).astype(np.int8)
+        return np.zeros_like(mask)  # "none"
 
     def _info(self) -> dict:
         return {"action_mask": self.action_mask()}
@@ -79,6 +98,7 @@ class InvalidCountInfo(gym.Env):
 
     def step(self, action):
         valid = self._valid(action)
+        self.steps += 1
         COUNTS["steps"] += 1
         if not valid:
             COUNTS["invalid"] += 1

@@ -115,7 +115,8 @@ class Masks:
                 arr = None
         if arr is None or arr.ndim != 2 or len(arr) != n:
             rows = list(raw) if isinstance(raw, list | tuple | np.ndarray) else [raw]
-            self._fail_row(rows[0] if len(rows) != n else self._first_bad(rows), 0)
+            i = self._first_bad(rows) if len(rows) == n else 0
+            self._fail_row(rows[i], i)
         if arr.shape[1] != k and not (isinstance(self.family, Bernoulli) and 2 * arr.shape[1] == k):
             self._fail_row(arr[0], 0)
         if arr.dtype != bool:
@@ -142,12 +143,14 @@ class Masks:
         starts = np.cumsum([0, *self.family.sizes[:-1]])
         return np.logical_or.reduceat(arr, starts, axis=1).all(1)
 
-    def _first_bad(self, rows: list):
-        for row in rows:
+    def _first_bad(self, rows: list) -> int:
+        """The index of the first row whose shape is not the one expected (else 0)."""
+        k = self.family.mask_size
+        for i, row in enumerate(rows):
             a = np.asarray(row) if not isinstance(row, np.ndarray) else row
-            if a.dtype == object or a.shape != np.asarray(rows[0]).shape:
-                return row
-        return rows[0]
+            if a.dtype == object or a.shape not in ((k,), (k // 2,)):
+                return i
+        return 0
 
     def _fail_row(self, row, i: int):
         a = np.asarray(row) if not isinstance(row, np.ndarray) else row
@@ -166,7 +169,7 @@ class Masks:
 
 
 def _show(row: np.ndarray) -> str:
-    text = np.array2string(row.astype(np.int8), separator="", max_line_width=10**6)
+    text = "".join("1" if v else "0" for v in row)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
