@@ -28,6 +28,7 @@ import torch
 
 from rl_trust import checkpoint, config, runs, train
 from rl_trust.envs import check_id, make_env, make_vec, pool
+from rl_trust.envs import masks as masks_of
 from rl_trust.envs.sync import SyncVectorEnv
 from rl_trust.errors import UserError, UserTypeError, one_line
 from rl_trust.evaluate import act
@@ -127,6 +128,7 @@ class _NoEnv:
         self.action_space = gym.vector.utils.batch_space(act_space, n)
         self.num_envs, self.why = n, why
         self.metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+        self.provides_no_masks = True  # (envs/masks.py: there are no states to mask)
 
     def reset(self, seed=None, options=None):
         empty = gym.vector.utils.create_empty_array(self.single_observation_space, self.num_envs)
@@ -454,10 +456,14 @@ class Agent:
         state=None,
         episode_start=None,
         deterministic: bool = False,
+        action_masks=None,
     ) -> tuple[np.ndarray, None]:
         """Actions for one observation or a batch, as SB3's predict: the normalization
         statistics frozen, Box actions clipped to the bounds. `state` and `episode_start`
-        are for recurrent policies (none here): the state returned is None."""
+        are for recurrent policies (none here): the state returned is None. `action_masks`,
+        as sb3-contrib's MaskablePPO: the observation's invalid-action mask (a batch: one
+        per observation), True where an action is allowed; the action is never one it
+        forbids (envs/masks.py says what a mask of each action space is)."""
         if isinstance(state, bool | np.bool_):
             raise UserTypeError(
                 f"predict(obs, {state}): the second argument is the recurrent state, as in "
@@ -481,7 +487,12 @@ class Agent:
             runs.check_observation(self.observation_space, observation, "observation")
         else:
             runs.check_observation_batch(self.observation_space, observation, "observation")
-        actions = act(policy, learner.normalizer, batch, deterministic, self._generator)
+        masks = None
+        if action_masks is not None:
+            n = 1 if single else _rows(batch)
+            space = self.action_space
+            masks = masks_of.given(policy.family, space, action_masks, n, single)
+        actions = act(policy, learner.normalizer, batch, deterministic, self._generator, masks)
         return (np.asarray(actions[0]) if single else actions), None
 
     # ------------------------------------------------------------------ save and load
@@ -547,6 +558,13 @@ class Agent:
         self.trainer.close()
         if self.env is not None:
             self.env.close()
+
+
+def _rows(batch) -> int:
+    """Observations in a raw batch (a Dict's or Tuple's: its first part's)."""
+    while isinstance(batch, dict | tuple | list):
+        batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return len(batch)
 
 
 def _folder_of(path: Path) -> tuple[RunFolder, int | str | None]:

@@ -157,7 +157,9 @@ def _benchmark_parser(sub) -> None:
         choices=["rl-trust,sb3", "rl-trust"],
         default="rl-trust,sb3",
         metavar="rl-trust,sb3|rl-trust",
-        help="rl-trust: no SB3 trials (comparisons among our agents only)",
+        help="rl-trust: no SB3 trials (comparisons among our agents only); SB3's side is its "
+        "PPO or sb3-contrib's TRPO, and on an env with invalid-action masks sb3-contrib's "
+        "MaskablePPO for every agent",
     )
     p.add_argument("--workers", type=int, default=1, help="trials at once (local backend)")
     p.add_argument("--backend", choices=["local", "ray"], default="local")

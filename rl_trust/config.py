@@ -70,6 +70,8 @@ class EnvConfig:
     """keyword arguments of gymnasium.make"""
     wrappers: list = field(default_factory=list)
     """gymnasium wrappers around each env, innermost first: "module.Class" or {Class: {kwargs}}"""
+    action_masking: Literal["auto", "on", "off"] = "auto"
+    """invalid-action masks (env.action_masks() or info["action_mask"]); auto: where given"""
 
 
 @dataclass(frozen=True)
@@ -391,6 +393,8 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         inner = [a for a in args if a is not type(None)]
         return coerce(key, value, inner[0]) if len(inner) == 1 else value
     if origin is Literal:
+        if isinstance(value, bool) and ("on" if value else "off") in args:
+            value = "on" if value else "off"  # (YAML reads a bare on / off as a boolean)
         if value not in args:
             raise UserError(
                 f"{key}={value!r} is not valid: {key} takes one of {', '.join(map(str, args))}"
@@ -710,6 +714,12 @@ def validate(cfg: RunConfig) -> None:
             f"overlap=true steps two halves of the envs in other processes or threads: it "
             f"needs vectorization=async or envpool and an even n_envs ≥ 2 (here "
             f"vectorization={e.vectorization}, n_envs={e.n_envs})"
+        )
+    if e.action_masking == "on" and (e.vectorization == "envpool" or e.overlap):
+        what = "vectorization=envpool" if e.vectorization == "envpool" else "overlap=true"
+        raise UserError(
+            f"action_masking=on: {what} takes no invalid-action masks; use vectorization=sync "
+            "or async without overlap, or action_masking=off"
         )
     if e.overlap and e.normalize_obs:
         raise UserError(

@@ -10,6 +10,12 @@ class UserTypeError(UserError, TypeError):
     """A config value of the wrong type (a TypeError in Python, exit 2 on the command line)."""
 
 
+class MaskError(UserError):
+    """An env's invalid-action mask that cannot be used (wrong shape or dtype, no action
+    allowed) or is missing where action_masking=on asks for one; the message names the env
+    and the env step (exit 2 on the command line)."""
+
+
 class Diverged(Exception):
     """Training produced non-finite values; the message says which and where."""
 

@@ -9,6 +9,7 @@ GAE bootstraps through the cut; when it ends by termination, nothing follows.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rl_trust.envs import Normalizer
+from rl_trust.envs import Normalizer, masks
 from rl_trust.errors import UserError
 from rl_trust.nets.actor_critic import ActorCritic
 from rl_trust.nets.observations import ObsBatch, cat
@@ -68,6 +69,9 @@ class Batch:
     dist_params: Tensor  # the rollout policy p's distribution, per state
     advantages: Tensor
     returns: Tensor
+    # each state's invalid-action mask (booleans, True where allowed; None: unmasked): the
+    # rollout policy's distribution was masked by it, and so is the new one's at update time
+    masks: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.obs)
@@ -79,12 +83,20 @@ class Batch:
         # drawn on the CPU (the generator's device, the same draws on any device), used on
         # the batch's
         perm = torch.randperm(len(self), generator=generator).to(self.actions.device)
-        rest = (getattr(self, f.name)[perm] for f in dataclasses.fields(self)[1:])
+        rest = (
+            None if (x := getattr(self, f.name)) is None else x[perm]
+            for f in dataclasses.fields(self)[1:]
+        )
         return Batch(Shuffled(self.obs, perm), *rest)
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch on `device`, every field (observations as stored: pixels stay uint8)."""
-        return Batch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
+        return Batch(
+            *(
+                None if (x := getattr(self, f.name)) is None else x.to(device)
+                for f in dataclasses.fields(self)
+            )
+        )
 
     def without_obs(self) -> Batch:
         """The batch less its observations (what the objective's terms need)."""
@@ -99,7 +111,11 @@ class Batch:
     def minibatches(self, size: int) -> Iterator[Batch]:
         """Consecutive slices of `size` (the last may be shorter), as stable-baselines3's,
         made one at a time."""
-        fields = [getattr(self, f.name).split(size) for f in dataclasses.fields(self)]
+        none = itertools.repeat(None, -(-len(self) // size))  # (masks, when there are none)
+        fields = [
+            none if (x := getattr(self, f.name)) is None else x.split(size)
+            for f in dataclasses.fields(self)
+        ]
         return (Batch(*parts) for parts in zip(*fields, strict=True))
 
 
@@ -151,6 +167,8 @@ class Collector:
         gamma: float,
         lam: float,
         seed: int,
+        action_masking: str = "off",
+        env_name: str = "",
     ):
         self.env, self.policy, self.normalizer = env, policy, normalizer
         self.gamma, self.lam = gamma, lam
@@ -170,8 +188,16 @@ class Collector:
         self._ep_return = np.zeros(N)
         self._ep_length = np.zeros(N, np.int64)
         self._raw_rewards = np.zeros(N)
-        obs, _ = env.reset(seed=seed)
+        self.steps_done = 0  # env steps collected (the learner's count), for messages
+        obs, info = env.reset(seed=seed)
         self.current = policy.preprocess_numpy(obs, normalizer.obs)
+        # invalid-action masks (envs/masks.py), where the env provides them and the config
+        # uses them: each step's stored, the current one's sampled under
+        self.masks = masks.for_vector(env, info, action_masking, fam, env_name or repr(env))
+        self.invalid_share: float | None = None  # of the last rollout (rollout/ tag)
+        if self.masks is not None:
+            self.mask_rows = np.zeros((T, N, fam.mask_size), bool)
+            self.current_mask = self.masks.read(info)
         if hasattr(env, "halves") and not isinstance(self.current, np.ndarray):
             raise UserError("overlap=true takes Box observations (not Dict or Tuple)")
 
@@ -191,6 +217,11 @@ class Collector:
         flat_obs = layout.tensor(self.obs, device)
         flat_actions = torch.from_numpy(self.actions.reshape(T * N, -1)).to(device)
         dist_params, values = policy.evaluate(flat_obs)
+        flat_masks = None
+        if self.masks is not None:  # p is the masked distribution: what the actions came from
+            flat_masks = torch.from_numpy(self.mask_rows.reshape(T * N, -1)).to(device)
+            self.invalid_share = fam.invalid_share(dist_params, flat_masks).mean().item()
+            dist_params = fam.masked(dist_params, flat_masks)
         log_probs = fam.log_prob(dist_params, flat_actions)
         values = values.cpu().numpy().reshape(T, N)
         next_values = np.empty_like(values)  # V(s_{t+1}) within the episode
@@ -213,6 +244,7 @@ class Collector:
         )
         self.seconds["env"] += in_env
         self.seconds["policy"] += time.perf_counter() - start - in_env
+        self.steps_done += T * N
         values, adv, ret = (torch.from_numpy(x.reshape(-1)).to(device) for x in (values, adv, ret))
         return Batch(
             obs=flat_obs,
@@ -222,6 +254,7 @@ class Collector:
             dist_params=dist_params,
             advantages=adv,
             returns=ret,
+            masks=flat_masks,
         )
 
     def _steps(self, truncated_finals: list) -> float:
@@ -272,7 +305,12 @@ class Collector:
         else:  # (overlap: Box observations, one array)
             x = self.current[envs]
             self.obs[t, envs] = x
-        self.actions[t, envs] = sample(x)
+        if self.masks is None:
+            self.actions[t, envs] = sample(x)
+        else:  # (its mask stored: the update compares both policies under it)
+            mask = self.current_mask[envs]
+            self.mask_rows[t, envs] = mask
+            self.actions[t, envs] = sample(x, mask)
 
     def _observe(self, t: int, envs: slice, result: tuple, truncated_finals: list) -> None:
         """Step t's outcome for `envs`: episode statistics, raw rewards, ends, and the next
@@ -288,6 +326,9 @@ class Collector:
             self.current = x
         else:
             self.current[envs] = x
+        if self.masks is not None:  # the masks of the states the envs are in now
+            self.masks.step = self.steps_done + (t + 1) * self.n_envs
+            self.current_mask[envs] = self.masks.read(info, envs)
         first = envs.start or 0
         for i in np.flatnonzero(trunc):
             frozen = partial(self.normalizer.obs, update=False)

@@ -196,10 +196,26 @@ def check_trainable(obs_space, act_space, cfg: RunConfig, name: str) -> None:
         agents.build(a, obs_space, act_space, cfg.run.seed)
 
 
+def _random_action(env, info, cfg: RunConfig, name: str):
+    """A random action of the env's space; one its first mask allows where the run masks."""
+    from rl_trust.envs import masks
+    from rl_trust.nets.families import family_for
+
+    family = family_for(env.action_space)
+    source = masks.for_env(env, info, cfg.env.action_masking, family, name)
+    if source is None:
+        return env.action_space.sample()
+    mask = source.read(info)
+    rng = np.random.default_rng(cfg.run.seed)
+    return family.to_env(family.sample_numpy(np.zeros((1, family.n_params)), rng, mask))[0]
+
+
 def probe(env, cfg: RunConfig, name: str) -> None:
     """What must hold of an env before a run is built on it: a gymnasium.Env whose spaces
     rl-trust supports, and whose first observations (of reset and of one step with a random
-    action) fit its observation space. The env is reset again before training."""
+    action) fit its observation space; where the run uses invalid-action masks, a first mask
+    that passes their check, and the random action one it allows. The env is reset again
+    before training."""
     import gymnasium as gym
 
     if not isinstance(env, gym.Env):
@@ -221,8 +237,9 @@ def probe(env, cfg: RunConfig, name: str) -> None:
         raise UserError(f"env {name}: reset() returned {_brief(out)}, not (observation, info)")
     check_observation(env.observation_space, out[0], f"env {name}: reset()'s observation")
     env.action_space.seed(cfg.run.seed)
+    action = _random_action(env, out[1], cfg, name)
     try:
-        out = env.step(env.action_space.sample())
+        out = env.step(action)
     except UserError:
         raise
     except Exception as e:  # the env's own code

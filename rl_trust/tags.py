@@ -87,6 +87,11 @@ TRAIN_EXPLAINED_VARIANCE = _tag("train/explained_variance", "the critic's explai
 TRAIN_STD = _tag("train/std", "mean standard deviation of a Gaussian policy")
 ROLLOUT_EP_REW_MEAN = _tag("rollout/ep_rew_mean", "mean return of the last 100 episodes")
 ROLLOUT_EP_LEN_MEAN = _tag("rollout/ep_len_mean", "mean length of the last 100 episodes")
+ROLLOUT_INVALID_ACTION_SHARE = _tag(
+    "rollout/invalid_action_share",
+    "masked envs: the probability the unmasked policy would put on invalid actions, mean "
+    "over the rollout's states (what masking saves)",
+)
 TIME_FPS = _tag("time/fps", "env steps per second since the start")
 TIME_UPDATES = _tag("time/updates", "updates since the start")
 EVAL_MEAN_REWARD = _tag("eval/mean_reward", "mean return of the periodic evaluation")

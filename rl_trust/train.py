@@ -190,9 +190,12 @@ class Learner:
             a.gamma,
             a.gae_lambda,
             self.env_seed,
+            cfg.env.action_masking,
+            repr(cfg.env.env_id),
         )
         if state is not None:
             self.load_state_dict(state)
+        self.collector.steps_done = self.step
 
     def state_dict(self) -> dict:
         c = self.collector
@@ -293,6 +296,8 @@ class Evaluator:
             torch.Generator().manual_seed(self.seed),
             self.cfg.run.eval_max_steps,
             stop=lambda: bool(stop),
+            action_masking=self.cfg.env.action_masking,
+            env_name=repr(self.cfg.env.env_id),
         )
         if len(returns) < self.episodes:
             return {}
@@ -548,6 +553,8 @@ def rollout_metrics(collector: Collector, batch, policy) -> dict[str, float]:
     )
     if policy.log_std is not None:
         out[T.TRAIN_STD] = float(policy.log_std.detach().exp().mean())
+    if collector.invalid_share is not None:
+        out[T.ROLLOUT_INVALID_ACTION_SHARE] = collector.invalid_share
     return out
 
 

@@ -188,7 +188,7 @@ def test_ppo_minibatch_gradient_is_the_gradient_of_its_loss(kind, variant):
 
 def test_minibatch_helpers_cover_the_batch_once():
     g = torch.Generator().manual_seed(4)
-    b = Batch(*(torch.arange(10.0).reshape(10, 1) * k for k in range(1, 8)))
+    b = Batch(*(torch.arange(10.0).reshape(10, 1) * k for k in range(1, 9)))  # (masks too)
     shuffled = b.shuffled(g)
     parts = list(shuffled.minibatches(4))
     assert [len(p) for p in parts] == [4, 4, 2]

@@ -96,6 +96,10 @@ class PPO:
             ],
         }
 
+    def dist_params(self, batch: Batch) -> Tensor:
+        """The current policy's distribution on the whole batch (masked by its masks)."""
+        return self.policy.family.masked(self.policy.evaluate(batch.obs)[0], batch.masks)
+
     def penalty_kl(self, old: Tensor, new: Tensor) -> Tensor:
         """Per-state KL in the penalty's direction."""
         return self.policy.family.directed_kl(old, new, self.cfg.kl_direction)
@@ -135,7 +139,9 @@ class PPO:
 
     def gradient(self, mb: Batch, params: Tensor, values: Tensor, log_ratio: Tensor):
         """∂L/∂params and ∂L/∂values per state: the derivative of loss(objective) in closed
-        form, so no autograd graph is built per minibatch (tests compare the two)."""
+        form, so no autograd graph is built per minibatch (tests compare the two). With
+        invalid-action masks, `params` are the masked distribution's and the derivative is
+        carried back to the network's outputs (family.masked_grad)."""
         cfg, fam, eps, n = self.cfg, self.policy.family, self.clip_range, len(mb)
         ratio, adv = log_ratio.exp(), mb.advantages
         weight = ratio * adv  # ∂(r Â)/∂log π
@@ -150,7 +156,7 @@ class PPO:
         d_values = (self.clipped_values(mb, values) - mb.returns).mul_(2 * cfg.vf_coef / n)
         if cfg.clip_range_vf is not None:  # the clamp passes no gradient outside its band
             d_values.mul_((values - mb.values).abs() <= cfg.clip_range_vf)
-        return d_params, d_values
+        return fam.masked_grad(d_params, mb.masks), d_values
 
     @torch.no_grad()
     def update(self, batch: Batch, progress_remaining: float = 1.0) -> dict:
@@ -164,7 +170,7 @@ class PPO:
         if start is not None:
             new, rescale = self.rescale_step(batch, start)
         else:
-            new, rescale = self.policy.evaluate(batch.obs)[0], {}
+            new, rescale = self.dist_params(batch), {}
         metrics = self.policy.family.kl_stats(
             batch.dist_params, new, batch.actions, batch.log_probs
         )
@@ -191,11 +197,11 @@ class PPO:
         def move_to(t: float) -> None:  # the policy at θ_start + t·Δ (the critic at its end)
             self.weights.data.copy_(end).sub_(step, alpha=1.0 - t)
 
-        params = {1.0: self.policy.evaluate(batch.obs)[0]}  # by t, as measured
+        params = {1.0: self.dist_params(batch)}  # by t, as measured
 
         def kl_at(t: float) -> float:
             move_to(t)
-            params[t] = self.policy.evaluate(batch.obs)[0]
+            params[t] = self.dist_params(batch)
             return self.penalty_kl(batch.dist_params, params[t]).mean().item()
 
         def surrogate(t: float) -> float:
@@ -233,6 +239,7 @@ class PPO:
                 epoch.advantages = normalize_per_minibatch(epoch.advantages, cfg.batch_size)
             for mb in epoch.minibatches(cfg.batch_size):
                 params, values, cache = pi.forward_train(mb.obs)
+                params = fam.masked(params, mb.masks)  # (params itself when unmasked)
                 log_ratio = fam.log_prob(params, mb.actions) - mb.log_probs
                 last_epoch.append(log_ratio)
                 if cfg.target_kl is not None:

@@ -87,6 +87,15 @@ class TRPO:
         value_loss = self.fit_critic(batch)  # 4.
         return self.update_metrics(batch, g, full_step, cg, step, loss_old.item(), value_loss)
 
+    def dist_params(self, batch: Batch, states: slice = slice(None)):
+        """The current policy's distribution parameters on the batch's `states`, masked by
+        their invalid-action masks (with a graph, where gradients are enabled): the
+        surrogate, the Fisher-vector products and the line search's KL all see the masked
+        distributions."""
+        masks = None if batch.masks is None else batch.masks[states]
+        obs = batch.obs if states == slice(None) else batch.obs[states]
+        return self.policy.family.masked(self.policy.dist_params(obs), masks)
+
     def surrogate(self, batch: Batch, adv, new):
         """L(θ) = E[r Â] for the policy whose distribution parameters are `new`."""
         return natural_gradient.surrogate(
@@ -98,10 +107,10 @@ class TRPO:
         sub_sampling_factor-th state), and L(θ_old)."""
         cfg, pi = self.cfg, self.policy
         params = pi.policy_parameters()
-        loss_old = self.surrogate(batch, adv, pi.dist_params(batch.obs))
+        loss_old = self.surrogate(batch, adv, self.dist_params(batch))
         g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss_old, params)])
         sub = slice(None, None, cfg.sub_sampling_factor)
-        kl_at_old = self.constraint_kl(batch.dist_params[sub], pi.dist_params(batch.obs[sub]))
+        kl_at_old = self.constraint_kl(batch.dist_params[sub], self.dist_params(batch, sub))
         return g, fisher_vector_product(kl_at_old.mean(), params, cfg.cg_damping), loss_old
 
     def search(self, batch: Batch, adv, full_step, xFx: float, loss_old) -> dict:
@@ -109,13 +118,13 @@ class TRPO:
         surrogate (npg: the full step, unchecked); θ ends at the step taken, or at θ_old bit
         for bit. Returns the fraction taken (None: none), the tries, why none was taken,
         and the surrogate's actual gain."""
-        cfg, pi = self.cfg, self.policy
+        cfg = self.cfg
         theta_old = self.theta.detach().clone()
 
         @torch.no_grad()
         def evaluate(fraction: float) -> tuple[float, float]:
             self.theta.copy_(theta_old + fraction * full_step)
-            new = pi.dist_params(batch.obs)
+            new = self.dist_params(batch)
             gain = float(self.surrogate(batch, adv, new) - loss_old)
             return gain, float(self.constraint_kl(batch.dist_params, new).mean())
 
@@ -146,7 +155,7 @@ class TRPO:
         taken = fraction is not None
         expected = float(g @ full_step) if xFx > 0 else 0.0  # the linear model's gain in L
         with torch.no_grad():
-            new = self.policy.evaluate(batch.obs)[0]
+            new = fam.masked(self.policy.evaluate(batch.obs)[0], batch.masks)
             metrics = fam.kl_stats(batch.dist_params, new, batch.actions, batch.log_probs)
         metrics.update(
             {

@@ -38,6 +38,9 @@ from rl_trust import checkpoint, config
 from rl_trust import tags as T
 from rl_trust.errors import UserError
 
+# on an env whose invalid-action masks the config uses, SB3's side of every agent is
+# sb3-contrib's MaskablePPO (benchmark/sb3.py), of a TRPO agent at this agent's settings
+MASKED_REFERENCE = "ppo-clip"
 FINAL_FRACTION = 0.1  # the final return: mean episode return over the last 10% of steps
 
 
@@ -56,13 +59,16 @@ class Trial:
         return f"{self.library}-{self.agent}-{env}-s{self.seed}"
 
     def config(self) -> config.RunConfig:
-        return config.load(
-            self.agent,
-            self.env,
-            config.parse_overrides(list(self.overrides)),
-            self.steps,
-            self.seed,
-        )
+        """The trial's resolved config; SB3's side of a TRPO agent on a masked env: the
+        config of MASKED_REFERENCE (sb3-contrib's TRPO takes no masks, MaskablePPO does)."""
+        overrides = config.parse_overrides(list(self.overrides))
+        cfg = config.load(self.agent, self.env, overrides, self.steps, self.seed)
+        if self.library == "sb3" and cfg.agent.algo != "ppo":
+            from rl_trust.benchmark.sb3 import masked_env
+
+            if masked_env(cfg.to_dict()["env"]):
+                cfg = config.load(MASKED_REFERENCE, self.env, overrides, self.steps, self.seed)
+        return cfg
 
 
 def matrix(agents, envs, seeds, steps, overrides=(), libraries=("rl-trust", "sb3")) -> list[Trial]:

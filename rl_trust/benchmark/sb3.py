@@ -1,7 +1,8 @@
 """The stable-baselines3 side of every comparison: one adapter from an rl-trust config.
 
 `sb3_kwargs` translates a resolved rl-trust config (RunConfig.to_dict, or the YAML of
-`rl-trust config`) into SB3's PPO or sb3-contrib's TRPO arguments and the env set-up
+`rl-trust config`) into SB3's PPO or sb3-contrib's TRPO arguments (sb3-contrib's MaskablePPO
+for PPO on an env whose invalid-action masks the config uses) and the env set-up
 (make_vec_env, VecNormalize); `sb3_caveats` lists what cannot be translated; `train`
 runs it and returns steps, wall time, steps/s and the mean return of the last 100
 episodes. `python -m rl_trust.benchmark.sb3 CONFIG RESULT` does that in its own process.
@@ -25,7 +26,9 @@ def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """An rl-trust config (RunConfig.to_dict / `rl-trust config` YAML) as SB3 arguments.
 
     Returns (algo_name, kwargs, env_kwargs):
-      algo_name  "PPO" (stable_baselines3.PPO) or "TRPO" (sb3_contrib.TRPO);
+      algo_name  "PPO" (stable_baselines3.PPO), "MaskablePPO" (sb3_contrib.MaskablePPO: PPO
+                 where the config masks invalid actions, masked_env) or "TRPO"
+                 (sb3_contrib.TRPO);
       kwargs     constructor arguments except `policy` and `env` (env_kwargs["policy"]
                  and the vec env), including seed, device and policy_kwargs;
       env_kwargs how to build the env: env_id, n_envs, seed, env_kwargs, wrappers (the
@@ -68,7 +71,9 @@ def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
         "verbose": 0,
     }
     if algo == "ppo":
-        name = "PPO"
+        name = "MaskablePPO" if masked_env(env) else "PPO"
+        if name == "MaskablePPO":  # (its policies are for discrete actions: no log-std)
+            del policy_kwargs["log_std_init"]
         kwargs = {
             **common,
             "n_epochs": int(agent["n_epochs"]),
@@ -117,6 +122,45 @@ def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
         "normalize": normalize,
     }
     return name, kwargs, env_kwargs
+
+
+def masked_env(env: dict) -> bool:
+    """Whether the config's env section uses invalid-action masks: action_masking is not off
+    and the env provides masks for an action space that takes them (envs/masks.py), as one
+    env made and reset here shows."""
+    setting = env.get("action_masking", "auto")
+    if setting == "off":
+        return False
+    return _masks_of(
+        env["env_id"],
+        yaml.safe_dump(dict(env.get("env_kwargs") or {})),
+        yaml.safe_dump(list(env.get("wrappers") or [])),
+        setting,
+    )
+
+
+_masked_cache: dict[tuple, bool] = {}
+
+
+def _masks_of(env_id: str, env_kwargs: str, wrappers: str, setting: str) -> bool:
+    key = (env_id, env_kwargs, wrappers, setting)
+    if key not in _masked_cache:
+        from rl_trust.config import EnvConfig
+        from rl_trust.envs import make_env, masks
+        from rl_trust.nets.families import family_for
+
+        cfg = EnvConfig(
+            env_id=env_id, env_kwargs=yaml.safe_load(env_kwargs), wrappers=yaml.safe_load(wrappers)
+        )
+        probe = make_env(cfg)
+        try:
+            _, info = probe.reset(seed=0)
+            family = family_for(probe.action_space)
+            found = masks.for_env(probe, info, setting, family, repr(env_id))
+        finally:
+            probe.close()
+        _masked_cache[key] = found is not None
+    return _masked_cache[key]
 
 
 def kl_dims(env: dict) -> int:
@@ -203,6 +247,16 @@ def sb3_caveats(cfg: dict) -> list[str]:
         out.append("vectorization=envpool: SB3 steps gymnasium's envs in SubprocVecEnv")
     if agent.get("precision", "float32") != "float32":
         out.append(f"precision={agent['precision']}: SB3 computes in float32")
+    if masked_env(env):
+        out.append(
+            "invalid-action masks: SB3's side is sb3-contrib's MaskablePPO"
+            + (
+                ""
+                if agent["algo"] == "ppo"
+                else " (sb3-contrib's TRPO takes no masks: the benchmark runs MaskablePPO at "
+                "ppo-clip's settings as the reference)"
+            )
+        )
     if agent["algo"] == "ppo":
         if not agent["clip"]:
             out.append(
@@ -311,6 +365,43 @@ def _make_env(env_id: str, **kwargs):
     return gym.make(env_id, **kwargs)
 
 
+def _info_masks(env):
+    """`env` with an action_masks() method (what MaskablePPO asks for) where it gives its
+    masks in info["action_mask"] (gymnasium's convention, Taxi's); as it is otherwise."""
+    import gymnasium as gym
+    import numpy as np
+
+    from rl_trust.envs import masks
+
+    if masks._method_of(env) is not None:
+        return env
+
+    class InfoActionMasks(gym.Wrapper):
+        mask = None
+
+        def reset(self, **kwargs):
+            obs, info = self.env.reset(**kwargs)
+            self.mask = info[masks.INFO_KEY]
+            return obs, info
+
+        def step(self, action):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            self.mask = info[masks.INFO_KEY]
+            return obs, reward, terminated, truncated, info
+
+        def action_masks(self):
+            return np.asarray(self.mask, bool)
+
+    return InfoActionMasks(env)
+
+
+def _wrap(env, wrappers: list, masked: bool):
+    from rl_trust.envs import apply_wrappers
+
+    env = apply_wrappers(env, wrappers)
+    return _info_masks(env) if masked else env
+
+
 def train(
     cfg: dict,
     tb_dir: Path | None = None,
@@ -339,10 +430,12 @@ def train(
         env_kw["vec_env"] = vec_env
     if name == "PPO":
         from stable_baselines3 import PPO as Algo
+    elif name == "MaskablePPO":
+        from sb3_contrib import MaskablePPO as Algo
     else:
         from sb3_contrib import TRPO as Algo
 
-    from rl_trust.envs import apply_wrappers, check_id
+    from rl_trust.envs import check_id
 
     check_id(env_kw["env_id"])  # (registers ALE/ ids)
     venv = make_vec_env(  # (gymnasium imports a "module:Env-v0" id's module, in each process)
@@ -351,7 +444,7 @@ def train(
         seed=env_kw["seed"],
         env_kwargs=env_kw["env_kwargs"],
         vec_env_cls=SubprocVecEnv if env_kw["vec_env"] == "subproc" else DummyVecEnv,
-        wrapper_class=partial(apply_wrappers, wrappers=env_kw["wrappers"]),
+        wrapper_class=partial(_wrap, wrappers=env_kw["wrappers"], masked=name == "MaskablePPO"),
     )
     saved = None if checkpoint is None else _checkpoint_folder(checkpoint)
     if saved is not None:  # the model, its optimizer, schedules' progress and episode stats

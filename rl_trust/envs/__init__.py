@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 
 from rl_trust.config import EnvConfig, wrapper_entries
-from rl_trust.envs import pool, probes
+from rl_trust.envs import masked, pool, probes
 from rl_trust.envs.normalize import Normalizer, RunningMeanStd
 from rl_trust.envs.sync import SyncVectorEnv
 from rl_trust.errors import UserError, one_line
@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 probes.register()
+masked.register()
 
 
 def check_id(env_id: str) -> None:

@@ -5,7 +5,9 @@ gymnasium's version stacks every key of every sub-env's info dict at every step 
 per step on Hopper's six keys, ~15% of the env itself) and deep-copies the observations.
 This one steps the same envs in the same order with the same seeds, so trajectories are
 identical (tests/test_envs.py), and returns only info["final_obs"] (an object array, the
-final observation where an episode ended in this step, None elsewhere).
+final observation where an episode ended in this step, None elsewhere) and, where the envs'
+reset gives one, info["action_mask"]: each env's, as its latest reset or step gave it (a
+list, checked by envs/masks.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
+
+MASK = "action_mask"  # gymnasium's info key for an invalid-action mask (envs/masks.py)
 
 
 class SyncVectorEnv(gym.vector.VectorEnv):
@@ -32,6 +36,7 @@ class SyncVectorEnv(gym.vector.VectorEnv):
         # by gymnasium's concatenate
         self._box = not isinstance(space, gym.spaces.Dict | gym.spaces.Tuple)
         self._obs = np.zeros((n, *space.shape), space.dtype) if self._box else [None] * n
+        self._masks = False  # whether the envs' infos hold action masks to pass on
 
     def _batch(self):
         if self._box:
@@ -41,24 +46,31 @@ class SyncVectorEnv(gym.vector.VectorEnv):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         seeds = [None] * self.num_envs if seed is None else [seed + i for i in range(self.num_envs)]
+        masks = [None] * self.num_envs
         for i, (env, s) in enumerate(zip(self.envs, seeds, strict=True)):
-            self._obs[i], _ = env.reset(seed=s, options=options)
-        return self._batch(), {}
+            self._obs[i], info = env.reset(seed=s, options=options)
+            masks[i] = info.get(MASK) if isinstance(info, dict) else None
+        self._masks = masks[0] is not None
+        return self._batch(), ({MASK: masks} if self._masks else {})
 
     def step(self, actions):
         n = self.num_envs
         rewards = np.zeros(n)
         terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)
-        final_obs = None
+        final_obs, masks = None, [None] * n if self._masks else None
         for i, env in enumerate(self.envs):  # actions: one row per env (rl-trust's spaces)
-            obs, rewards[i], terminated[i], truncated[i], _ = env.step(actions[i])
+            obs, rewards[i], terminated[i], truncated[i], info = env.step(actions[i])
             if terminated[i] or truncated[i]:
                 if final_obs is None:
                     final_obs = np.full(n, None, dtype=object)
                 final_obs[i] = obs
-                obs, _ = env.reset()
+                obs, info = env.reset()
             self._obs[i] = obs
+            if masks is not None:
+                masks[i] = info.get(MASK)
         info = {} if final_obs is None else {"final_obs": final_obs}
+        if masks is not None:
+            info[MASK] = masks
         return self._batch(), rewards, terminated, truncated, info
 
     def close_extras(self, **kwargs):

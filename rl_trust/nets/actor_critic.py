@@ -155,15 +155,16 @@ class ActorCritic(nn.Module):
         pieces = [self(part) for part in obs.split(size)]
         return torch.cat([p for p, _ in pieces]), torch.cat([v for _, v in pieces])
 
-    def sampler(self, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    def sampler(self, rng: np.random.Generator) -> Callable[..., np.ndarray]:
         """Actions sampled from the current policy, for the rollout's per-step path: one
-        forward pass without a graph, then family.sample_numpy on its output."""
+        forward pass without a graph, then family.sample_numpy on its output (masked by
+        the states' invalid-action masks where sample(x, mask) gives them)."""
         fam = self.family
 
         @torch.no_grad()
-        def sample(x: np.ndarray) -> np.ndarray:
+        def sample(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
             params = self.dist_params(self.obs_layout.tensor(x))
-            return fam.sample_numpy(params.cpu().numpy(), rng)
+            return fam.sample_numpy(params.cpu().numpy(), rng, mask)
 
         return sample
 

@@ -5,6 +5,13 @@ log-std). The rollout stores those parameters, so the old policy's distribution 
 exactly at update time and the exact KL between old and new can be computed per state.
 Each family does the distribution math on such tensors, with its derivatives in closed
 form (tests/test_policies.py checks them against autograd).
+
+Invalid-action masks (envs/masks.py finds them; tests/test_masking.py): a mask is one row of
+booleans per state, True where a choice is allowed. The masked distribution is the family's
+own on parameters whose invalid choices are overwritten by ∓LARGE (`masked`): every closed
+form then holds as it is and puts exactly no probability on them, so log-probabilities,
+entropy and both KL directions are over the valid choices only; `masked_grad` carries a
+derivative back to the network's outputs (nothing where a parameter was overwritten).
 """
 
 from __future__ import annotations
@@ -22,6 +29,11 @@ from torch import Tensor
 
 from rl_trust import divergence as D
 from rl_trust.errors import UserError
+
+# what an invalid logit becomes: exp(−LARGE − max) is exactly 0 in float32 and float64, and
+# finite where −inf would make 0·(−inf) = NaN in the entropy and KL (sb3-contrib's MaskablePPO
+# masks with −1e8 too)
+LARGE = 1e8
 
 
 @dataclass(frozen=True)
@@ -88,8 +100,11 @@ class Family(ABC):
         """One action per state, drawn from π, as the rollout stores it."""
 
     @abstractmethod
-    def sample_numpy(self, params: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """`sample` in numpy, for the rollout's per-step path (no torch call per step)."""
+    def sample_numpy(
+        self, params: np.ndarray, rng: np.random.Generator, mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        """`sample` in numpy, for the rollout's per-step path (no torch call per step); with
+        `mask`, from the masked distribution (an invalid choice is never drawn)."""
 
     @abstractmethod
     def mode(self, params: Tensor) -> Tensor:
@@ -98,6 +113,28 @@ class Family(ABC):
     @abstractmethod
     def to_env(self, actions: np.ndarray) -> np.ndarray:
         """Actions as the vector env takes them: clipped to the Box, integer otherwise."""
+
+    # Invalid-action masks: (batch, mask_size) booleans, True where allowed
+
+    @property
+    def mask_size(self) -> int | None:
+        """Booleans per state in a mask; None: this family takes no masks."""
+        return None
+
+    def masked(self, params: Tensor, mask: Tensor | None) -> Tensor:
+        """The parameters of the masked distribution (`params` itself without a mask)."""
+        if mask is None:
+            return params
+        raise NotImplementedError(f"{self.name} takes no action masks")
+
+    def masked_grad(self, d: Tensor, mask: Tensor | None) -> Tensor:
+        """∂L/∂params from ∂L/∂masked(params): nothing flows to an overwritten parameter."""
+        return d
+
+    def invalid_share(self, params: Tensor, mask: Tensor) -> Tensor:
+        """Per state, the probability that the unmasked distribution `params` draws an
+        action the mask forbids (what masking saves)."""
+        raise NotImplementedError(f"{self.name} takes no action masks")
 
     # What the agents measure of two policies, from the closed forms above
 
@@ -180,7 +217,11 @@ class MultiCategorical(Family):
         ]
         return torch.cat(cols, dim=-1).to(params.dtype)
 
-    def sample_numpy(self, params: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def sample_numpy(
+        self, params: np.ndarray, rng: np.random.Generator, mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        if mask is not None:
+            return self._sample_masked(params, rng, mask)
         out, start = np.empty((len(params), len(self.sizes)), np.float32), 0
         for j, k in enumerate(self.sizes):  # inverse CDF of each component's softmax weights
             logits = params[:, start : start + k]
@@ -190,12 +231,46 @@ class MultiCategorical(Family):
             out[:, j] = np.minimum((cdf < u).sum(-1), k - 1)
         return out
 
+    def _sample_masked(
+        self, params: np.ndarray, rng: np.random.Generator, mask: np.ndarray
+    ) -> np.ndarray:
+        """Inverse CDF of the softmax weights of the valid choices, u drawn in (0, total]:
+        the first index whose CDF reaches u has a weight > 0, so it is never invalid."""
+        out, start = np.empty((len(params), len(self.sizes)), np.float32), 0
+        for j, k in enumerate(self.sizes):
+            logits, valid = params[:, start : start + k], mask[:, start : start + k]
+            start += k
+            top = np.where(valid, logits, -np.inf).max(-1, keepdims=True)
+            cdf = np.where(valid, np.exp(np.minimum(logits - top, 0.0)), 0.0).cumsum(-1)
+            u = (1.0 - rng.random((len(params), 1))) * cdf[:, -1:]
+            out[:, j] = (cdf < u).sum(-1)
+        return out
+
     def mode(self, params: Tensor) -> Tensor:
         cols = [c.argmax(-1, keepdim=True) for c in self._components(params)]
         return torch.cat(cols, dim=-1).to(params.dtype)
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:
         return actions.astype(np.int64)
+
+    # masks: one boolean per category, the components' one after the other (sb3-contrib's)
+
+    @property
+    def mask_size(self) -> int:
+        return sum(self.sizes)
+
+    def masked(self, params: Tensor, mask: Tensor | None) -> Tensor:
+        return params if mask is None else params.masked_fill(~mask, -LARGE)
+
+    def masked_grad(self, d: Tensor, mask: Tensor | None) -> Tensor:
+        return d if mask is None else d.masked_fill(~mask, 0.0)
+
+    def invalid_share(self, params: Tensor, mask: Tensor) -> Tensor:
+        valid = [  # per component, the probability of a valid category
+            (c.softmax(-1) * m).sum(-1)
+            for c, m in zip(self._components(params), mask.split(list(self.sizes), -1), strict=True)
+        ]
+        return 1.0 - torch.stack(valid).prod(0)
 
 
 class Categorical(MultiCategorical):
@@ -246,15 +321,42 @@ class Bernoulli(Family):
         u = torch.rand(params.shape, generator=generator, dtype=params.dtype)
         return (u < torch.sigmoid(params)).to(params.dtype)
 
-    def sample_numpy(self, params: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def sample_numpy(
+        self, params: np.ndarray, rng: np.random.Generator, mask: np.ndarray | None = None
+    ) -> np.ndarray:
         u = rng.random(params.shape, np.float32)
-        return (u * (1 + np.exp(-params)) < 1).astype(np.float32)  # u < σ(x)
+        out = (u * (1 + np.exp(-params)) < 1).astype(np.float32)  # u < σ(x)
+        if mask is not None:  # a bit that may not be 1 is 0; one that may not be 0 is 1
+            out[~mask[:, 1::2]] = 0.0
+            out[~mask[:, 0::2]] = 1.0
+        return out
 
     def mode(self, params: Tensor) -> Tensor:
         return (params > 0).to(params.dtype)
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:
         return actions.astype(np.int8)
+
+    # masks: two booleans per bit, whether it may be 0 and whether it may be 1 (sb3-contrib's
+    # layout; envs/masks.py turns a mask of one boolean per bit, "may be set", into this)
+
+    @property
+    def mask_size(self) -> int:
+        return 2 * self.sizes[0]
+
+    def masked(self, params: Tensor, mask: Tensor | None) -> Tensor:
+        if mask is None:
+            return params
+        may0, may1 = mask[:, 0::2], mask[:, 1::2]  # x → −LARGE: P(1) = 0;  +LARGE: P(1) = 1
+        return params.masked_fill(~may0, LARGE).masked_fill(~may1, -LARGE)
+
+    def masked_grad(self, d: Tensor, mask: Tensor | None) -> Tensor:
+        return d if mask is None else d.masked_fill(~(mask[:, 0::2] & mask[:, 1::2]), 0.0)
+
+    def invalid_share(self, params: Tensor, mask: Tensor) -> Tensor:
+        p1 = torch.sigmoid(params)
+        valid = mask[:, 0::2] * (1 - p1) + mask[:, 1::2] * p1  # per bit: P(an allowed value)
+        return 1.0 - valid.prod(-1)
 
 
 @dataclass(frozen=True)
@@ -318,7 +420,9 @@ class DiagGaussian(Family):
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
         return mean + noise * log_std.exp()
 
-    def sample_numpy(self, params: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def sample_numpy(
+        self, params: np.ndarray, rng: np.random.Generator, mask: np.ndarray | None = None
+    ) -> np.ndarray:
         d = self.sizes[0]
         return params[:, :d] + rng.standard_normal((len(params), d), np.float32) * np.exp(
             params[:, d:]

@@ -68,22 +68,23 @@ class MlpActorCritic(ActorCritic):
         self.act, self.act_grad = act.torch_fn, act.backward_from_output
         self._register_load_state_dict_pre_hook(_earlier_names)
 
-    def sampler(self, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    def sampler(self, rng: np.random.Generator) -> Callable[..., np.ndarray]:
         """Actions sampled from the current policy, computed in numpy on views of the weights:
         the rollout calls it once per env step, where torch's per-call overhead would cost
         more than the arithmetic. Draws as family.sample_numpy does (Gaussian: with σ = e^s
-        computed once per rollout instead of once per step)."""
+        computed once per rollout instead of once per step); sample(x, mask) from the
+        distribution masked by the states' invalid-action masks."""
         weights = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in self.pi_layers]
         act = ACTIVATIONS[self.activation].numpy_fn
         std = None if self.log_std is None else np.exp(self.log_std.detach().numpy())
         fam, (W_out, b_out) = self.family, weights[-1]
 
-        def sample(x: np.ndarray) -> np.ndarray:
+        def sample(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
             for W, b in weights[:-1]:
                 x = act(x @ W + b)
             out = x @ W_out + b_out
             if std is None:
-                return fam.sample_numpy(out, rng)
+                return fam.sample_numpy(out, rng, mask)
             return out + rng.standard_normal(out.shape, np.float32) * std
 
         return sample
