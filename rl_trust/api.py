@@ -141,6 +141,36 @@ class _NoEnv:
         pass
 
 
+def _env_of_arguments(me: str, policy_or_env, env, config_values: dict):
+    """The env among a model's first arguments, as SB3 writes them (`PPO("MlpPolicy", env)`,
+    `PPO(policy="MlpPolicy", env=env)`) or as rl-trust does (`PPO(env)`); an SB3 policy name
+    is taken out of `config_values`. None where no env is given."""
+    if config_values.get("policy") in SB3_POLICIES:  # PPO(policy="MlpPolicy", env=...)
+        config_values.pop("policy")
+        if policy_or_env is not None and env is None:
+            policy_or_env, env = None, policy_or_env
+    if isinstance(policy_or_env, str) and policy_or_env in SB3_POLICIES:
+        if env is None:
+            raise UserTypeError(
+                f"{me}({policy_or_env!r}) needs the env: {me}({policy_or_env!r}, env)"
+            )
+    elif policy_or_env is not None and env is not None:
+        raise UserTypeError(
+            f"{me}({_env_name(policy_or_env)}, {_env_name(env)}): the second argument is "
+            f"the env, after an SB3 policy name ({', '.join(SB3_POLICIES)}); give a preset "
+            "as preset=..."
+        )
+    elif isinstance(policy_or_env, str) and policy_or_env.endswith("Policy"):
+        raise UserError(
+            f"policy {policy_or_env!r}: the built-in networks are {', '.join(SB3_POLICIES)} "
+            "(all the same here: chosen by the observation space); a network of your own "
+            "is policy='module:factory'"
+        )
+    else:
+        env = policy_or_env if env is None else env
+    return env
+
+
 def _callback(callback) -> Callable | None:
     """The callback as the trainer calls it: f(metrics, trainer), whose falsy answer (other
     than None) stops; a list of them runs each and stops when any says so. An SB3
@@ -209,29 +239,7 @@ class Agent:
         verbose = config_values.pop("verbose", 0)
         if isinstance(verbose, bool) or verbose not in (0, 1, 2):
             raise UserError(f"verbose={verbose!r}: give 0, 1 or 2 (1 and 2: progress lines)")
-        if config_values.get("policy") in SB3_POLICIES:  # PPO(policy="MlpPolicy", env=...)
-            config_values.pop("policy")
-            if policy_or_env is not None and env is None:
-                policy_or_env, env = None, policy_or_env
-        if isinstance(policy_or_env, str) and policy_or_env in SB3_POLICIES:
-            if env is None:
-                raise UserTypeError(
-                    f"{me}({policy_or_env!r}) needs the env: {me}({policy_or_env!r}, env)"
-                )
-        elif policy_or_env is not None and env is not None:
-            raise UserTypeError(
-                f"{me}({_env_name(policy_or_env)}, {_env_name(env)}): the second argument is "
-                f"the env, after an SB3 policy name ({', '.join(SB3_POLICIES)}); give a preset "
-                "as preset=..."
-            )
-        elif isinstance(policy_or_env, str) and policy_or_env.endswith("Policy"):
-            raise UserError(
-                f"policy {policy_or_env!r}: the built-in networks are {', '.join(SB3_POLICIES)} "
-                "(all the same here: chosen by the observation space); a network of your own "
-                "is policy='module:factory'"
-            )
-        else:
-            env = policy_or_env if env is None else env
+        env = _env_of_arguments(me, policy_or_env, env, config_values)
         if env is None:
             raise UserTypeError(f"{me}() needs an env: {me}(env) or {me}('MlpPolicy', env)")
         if not (run_dir is None or run_dir is False or isinstance(run_dir, str | Path)):
@@ -412,15 +420,7 @@ class Agent:
             )
         learner = self.trainer.learner
         if reset and learner.step > 0:  # a new count, so a new run folder
-            if isinstance(self._run_dir_arg, str | Path) and self._folder is not None:
-                raise UserError(
-                    f"reset_num_timesteps=True starts the step count again, which run folder "
-                    f"{self._folder.path} cannot hold: make the model with run_dir=None"
-                )
-            self.trainer.close()
-            self.trainer.run_dir = None
-            self._folder, self._continue, self._resumed = None, False, False
-            learner.step, learner.best_eval = 0, None
+            self._count_again()
         cfg = runs.with_steps(self.config, learner.step + total_timesteps)
         if self._folder is None and self._run_dir_arg is not False:
             path = None if self._run_dir_arg is None else Path(self._run_dir_arg)
@@ -447,6 +447,18 @@ class Agent:
             if lock is not None:
                 lock.release()
         return self
+
+    def _count_again(self) -> None:
+        """reset_num_timesteps=True: the steps count from 0 again, into a new run folder."""
+        if isinstance(self._run_dir_arg, str | Path) and self._folder is not None:
+            raise UserError(
+                f"reset_num_timesteps=True starts the step count again, which run folder "
+                f"{self._folder.path} cannot hold: make the model with run_dir=None"
+            )
+        self.trainer.close()
+        self.trainer.run_dir = None
+        self._folder, self._continue, self._resumed = None, False, False
+        self.trainer.learner.step, self.trainer.learner.best_eval = 0, None
 
     # ------------------------------------------------------------------ predict
 

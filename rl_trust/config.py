@@ -385,7 +385,6 @@ def _type_name(tp: Any) -> str:
 def coerce(key: str, value: Any, tp: Any) -> Any:
     """`value` (from YAML or the command line) as type `tp`, or a UserError naming the key."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    bad = UserTypeError(f"{key}={value!r} is not valid: {key} takes {_type_name(tp)}")
     if origin in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
             if type(None) in args:
@@ -400,39 +399,55 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
                 f"{key}={value!r} is not valid: {key} takes one of {', '.join(map(str, args))}"
             )
         return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise UserTypeError(f"{key}={value!r} is not valid: {key} takes true or false")
-    if tp is int:
-        try:  # accept 1e6 and 100_000 for step counts
-            number = float(value) if isinstance(value, str) else value
-        except ValueError:
-            raise bad from None
-        if (
-            isinstance(number, bool)
-            or not isinstance(number, int | float)
-            or not math.isfinite(number)
-            or number != int(number)
-        ):
-            raise UserTypeError(f"{key}={value!r} is not valid: {key} takes an integer")
-        return int(number)
-    if tp is float:
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            number = float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise UserTypeError(f"{key}={value!r} is not valid: {key} takes a number") from None
-        if not math.isfinite(number):
-            raise UserError(f"{key}={value!r} is not valid: {key} takes a finite number")
-        return number
+    if tp in _SCALARS:
+        return _SCALARS[tp](key, value)
     if tp is str:
         if not isinstance(value, str):
-            raise bad
+            raise UserTypeError(f"{key}={value!r} is not valid: {key} takes {_type_name(tp)}")
         return value
+    return _container(key, value, tp, origin, args)
+
+
+def _as_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    raise UserTypeError(f"{key}={value!r} is not valid: {key} takes true or false")
+
+
+def _as_int(key: str, value: Any) -> int:
+    try:  # accept 1e6 and 100_000 for step counts
+        number = float(value) if isinstance(value, str) else value
+    except ValueError:
+        raise UserTypeError(f"{key}={value!r} is not valid: {key} takes an integer") from None
+    if (
+        isinstance(number, bool)
+        or not isinstance(number, int | float)
+        or not math.isfinite(number)
+        or number != int(number)
+    ):
+        raise UserTypeError(f"{key}={value!r} is not valid: {key} takes an integer")
+    return int(number)
+
+
+def _as_float(key: str, value: Any) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise UserTypeError(f"{key}={value!r} is not valid: {key} takes a number") from None
+    if not math.isfinite(number):
+        raise UserError(f"{key}={value!r} is not valid: {key} takes a finite number")
+    return number
+
+
+_SCALARS = {bool: _as_bool, int: _as_int, float: _as_float}
+
+
+def _container(key: str, value: Any, tp: Any, origin: Any, args: tuple) -> Any:
+    """A tuple (of args[0]), a list or a mapping, given as such or as its YAML text."""
     if origin is tuple:
         if isinstance(value, str):
             value = yaml.safe_load(value if value.startswith("[") else f"[{value}]")

@@ -171,6 +171,15 @@ def follow_camera(env: gym.Env) -> None:
         renderer.camera_id = cam
 
 
+def _check_arguments(episodes: int, seed: int | None, max_steps: int | None) -> None:
+    if not 1 <= episodes <= 1_000_000:
+        raise UserError(f"--episodes {episodes}: must be in 1..1000000")
+    if seed is not None and not 0 <= seed < 2**32 - 1_000_000:
+        raise UserError(f"--seed {seed}: must be in 0..{2**32 - 1_000_001}")
+    if max_steps is not None and not 1 <= max_steps < 2**31:
+        raise UserError(f"--max-steps {max_steps}: must be in 1..{2**31 - 1}")
+
+
 def evaluate(
     run_dir: Path,
     which: str = "latest",
@@ -186,12 +195,7 @@ def evaluate(
     `env_spec` (--env) evaluates on another env than the run's: a registered id, or
     `module:Class` (an Env class or a zero-argument factory)."""
 
-    if not 1 <= episodes <= 1_000_000:
-        raise UserError(f"--episodes {episodes}: must be in 1..1000000")
-    if seed is not None and not 0 <= seed < 2**32 - 1_000_000:
-        raise UserError(f"--seed {seed}: must be in 0..{2**32 - 1_000_001}")
-    if max_steps is not None and not 1 <= max_steps < 2**31:
-        raise UserError(f"--max-steps {max_steps}: must be in 1..{2**31 - 1}")
+    _check_arguments(episodes, seed, max_steps)
     run_dir = Path(run_dir)
     cfg = config.read_run(run_dir)
     cfg_env = cfg  # (the config with the env --env names)
@@ -202,24 +206,75 @@ def evaluate(
     path, state = find_checkpoint(run_dir, which)
     seed = cfg.run.seed + 10_000 if seed is None else seed  # episodes training never saw
 
+    videos = run_dir / "videos" / f"{path.name}-{'mode' if deterministic else 'sample'}"
+    env = _open_env(cfg_env, run_dir, state, path, videos if video else None)
+    torch.set_num_threads(cfg.run.torch_threads)
+    try:
+        policy, normalizer = _restore(cfg, env, state, path, seed)
+        returns, lengths = run_episodes(
+            env,
+            policy,
+            normalizer,
+            episodes,
+            deterministic,
+            seed,
+            torch.Generator().manual_seed(seed),
+            max_steps or cfg.run.eval_max_steps,
+            action_masking=cfg.env.action_masking,
+            env_name=repr(cfg_env.env.env_id),
+        )
+    finally:
+        env.close()
+
+    return _write_result(
+        run_dir,
+        {
+            "checkpoint": path.name,
+            "step": int(state["step"]),
+            "episodes": episodes,
+            "deterministic": deterministic,
+            "seed": seed,
+            **_statistics(returns, lengths),
+            "videos": sorted(str(p) for p in videos.glob("*.mp4")) if video else [],
+        },
+    )
+
+
+def _statistics(returns: list[float], lengths: list[int]) -> dict:
+    return {
+        "mean_return": float(np.mean(returns)),
+        "std_return": float(np.std(returns)),
+        "mean_length": float(np.mean(lengths)),
+        "std_length": float(np.std(lengths)),
+        "returns": returns,
+        "lengths": lengths,
+    }
+
+
+def _open_env(cfg_env, run_dir: Path, state: dict, path: Path, videos: Path | None):
+    """The env to evaluate on, its spaces checked against the checkpoint's; filmed into
+    `videos` (emptied first) where given."""
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering: MuJoCo
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # and pygame (classic control)
-    env = _make_eval_env(cfg_env, run_dir, render_mode="rgb_array" if video else None)
+    env = _make_eval_env(cfg_env, run_dir, render_mode="rgb_array" if videos else None)
     spaces = {"observation": str(env.observation_space), "action": str(env.action_space)}
     try:
         checkpoint.check_spaces(state, spaces, cfg_env.env.env_id)
     except UserError as e:
+        env.close()
         raise UserError(f"checkpoint {path} {e}") from None
-    videos = run_dir / "videos" / f"{path.name}-{'mode' if deterministic else 'sample'}"
-    if video:
+    if videos is not None:
         follow_camera(env)
         shutil.rmtree(videos, ignore_errors=True)  # this evaluation's videos only
         env = gym.wrappers.RecordVideo(
             env, str(videos), lambda _: True, name_prefix="eval", disable_logger=True
         )
-    torch.set_num_threads(cfg.run.torch_threads)
-    agent = agents.build(cfg.agent, env.observation_space, env.action_space, seed)
-    policy = agent.policy
+    return env
+
+
+def _restore(cfg, env, state: dict, path: Path, seed: int):
+    """The run's policy and its frozen observation statistics, as the checkpoint holds them."""
+    policy = agents.build(cfg.agent, env.observation_space, env.action_space, seed).policy
     normalizer = Normalizer(  # (as many envs as training had: its state holds their returns)
         policy.obs_layout.norm_shape,
         cfg.env.n_envs,
@@ -236,37 +291,11 @@ def evaluate(
         raise UserError(
             f"checkpoint {path} does not fit the run's network (net_arch?): {one_line(e)}"
         ) from None
+    return policy, normalizer
 
-    try:
-        returns, lengths = run_episodes(
-            env,
-            policy,
-            normalizer,
-            episodes,
-            deterministic,
-            seed,
-            torch.Generator().manual_seed(seed),
-            max_steps or cfg.run.eval_max_steps,
-            action_masking=cfg.env.action_masking,
-            env_name=repr(cfg_env.env.env_id),
-        )
-    finally:
-        env.close()
 
-    result = {
-        "checkpoint": path.name,
-        "step": int(state["step"]),
-        "episodes": episodes,
-        "deterministic": deterministic,
-        "seed": seed,
-        "mean_return": float(np.mean(returns)),
-        "std_return": float(np.std(returns)),
-        "mean_length": float(np.mean(lengths)),
-        "std_length": float(np.std(lengths)),
-        "returns": returns,
-        "lengths": lengths,
-        "videos": sorted(str(p) for p in videos.glob("*.mp4")) if video else [],
-    }
+def _write_result(run_dir: Path, result: dict) -> dict:
+    """eval.json, written whole (a reader never sees half of it)."""
     tmp = run_dir / "eval.json.tmp"
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(run_dir / "eval.json")

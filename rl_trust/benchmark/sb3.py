@@ -41,7 +41,6 @@ def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
     import torch
 
     run, env, agent = cfg["run"], cfg["env"], cfg["agent"]
-    algo = agent["algo"]
     lr = float(agent["learning_rate"])
     if agent.get("lr_schedule", "constant") == "linear":
         learning_rate: Any = _LinearSchedule(lr)
@@ -56,7 +55,7 @@ def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
         "ortho_init": bool(agent["ortho_init"]),
     }
     if policy != "MlpPolicy":  # rl-trust's PPO shares the encoder, its TRPO does not
-        policy_kwargs["share_features_extractor"] = algo == "ppo"
+        policy_kwargs["share_features_extractor"] = agent["algo"] == "ppo"
     common = {
         "learning_rate": learning_rate,
         "n_steps": int(agent["n_steps"]),
@@ -70,6 +69,14 @@ def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
         "device": "cpu",
         "verbose": 0,
     }
+    name, kwargs = _algo_kwargs(agent, env, common, policy_kwargs)
+    return name, kwargs, _env_kwargs(run, env, agent, policy)
+
+
+def _algo_kwargs(agent: dict, env: dict, common: dict, policy_kwargs: dict):
+    """SB3's class and its own arguments beside the common ones: PPO's (MaskablePPO's on a
+    masked env) or sb3-contrib TRPO's, its δ and damping per action dimension."""
+    algo = agent["algo"]
     if algo == "ppo":
         name = "MaskablePPO" if masked_env(env) else "PPO"
         if name == "MaskablePPO":  # (its policies are for discrete actions: no log-std)
@@ -101,7 +108,11 @@ def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
         }
     else:
         raise ValueError(f"no SB3 counterpart for algo {algo!r}")
+    return name, kwargs
 
+
+def _env_kwargs(run: dict, env: dict, agent: dict, policy: str) -> dict:
+    """How SB3's side builds the env (make_vec_env, then VecNormalize where normalized)."""
     normalize = None
     if env["normalize_obs"] or env["normalize_reward"]:
         normalize = {
@@ -121,7 +132,7 @@ def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
         "vec_env": "subproc" if env["vectorization"] in ("async", "envpool") else "dummy",
         "normalize": normalize,
     }
-    return name, kwargs, env_kwargs
+    return env_kwargs
 
 
 def masked_env(env: dict) -> bool:
@@ -257,38 +268,7 @@ def sb3_caveats(cfg: dict) -> list[str]:
                 "ppo-clip's settings as the reference)"
             )
         )
-    if agent["algo"] == "ppo":
-        if not agent["clip"]:
-            out.append(
-                f"clip=false: SB3 PPO always clips, so it runs clipped PPO (clip_range="
-                f"{agent['clip_range']})"
-            )
-        if agent["kl_penalty"] != "off":
-            out.append(
-                f"kl_penalty={agent['kl_penalty']} (β₀={agent['kl_beta']}): SB3 PPO has no KL "
-                "penalty; the SB3 column is clipped PPO, a reference point, not the same agent"
-            )
-    else:
-        if not agent["line_search"]:
-            out.append("line_search=false (NPG): sb3-contrib TRPO always runs its line search")
-        if agent["kl_direction"] == "forward":
-            out.append(
-                "kl_direction=forward: sb3-contrib TRPO bounds KL(π_θ‖π_old) (reverse); "
-                "rl-trust bounds KL(π_old‖π_θ)"
-            )
-        d = kl_dims(env)
-        if d > 1:
-            out.append(
-                f"sb3-contrib TRPO averages the KL over the {d} action dimensions: it is given "
-                f"target_kl={float(agent['target_kl']) / d:g} and cg_damping="
-                f"{float(agent['cg_damping']) / d:g}, the same trust region as ours"
-            )
-        if not math.isclose(float(agent["cg_tol"]), 1e-10):
-            out.append(f"cg_tol={agent['cg_tol']}: sb3-contrib TRPO's CG tolerance is fixed 1e-10")
-        out.append(
-            "n_epochs/ent_coef/vf_coef/max_grad_norm have no sb3-contrib TRPO counterpart "
-            "(unused by either side's TRPO)"
-        )
+    out += _ppo_caveats(agent) if agent["algo"] == "ppo" else _trpo_caveats(agent, env)
     if env["normalize_obs"] or env["normalize_reward"]:
         out.append("normalization: SB3 VecNormalize, rl-trust its own Normalizer (same stats rule)")
     observations = _spaces(env)[0]
@@ -298,6 +278,46 @@ def sb3_caveats(cfg: dict) -> list[str]:
         )
     if type(observations).__name__ == "Tuple":
         out.append("Tuple observations: SB3 does not support them; its run will fail")
+    return out
+
+
+def _ppo_caveats(agent: dict) -> list[str]:
+    out = []
+    if not agent["clip"]:
+        out.append(
+            f"clip=false: SB3 PPO always clips, so it runs clipped PPO (clip_range="
+            f"{agent['clip_range']})"
+        )
+    if agent["kl_penalty"] != "off":
+        out.append(
+            f"kl_penalty={agent['kl_penalty']} (β₀={agent['kl_beta']}): SB3 PPO has no KL "
+            "penalty; the SB3 column is clipped PPO, a reference point, not the same agent"
+        )
+    return out
+
+
+def _trpo_caveats(agent: dict, env: dict) -> list[str]:
+    out = []
+    if not agent["line_search"]:
+        out.append("line_search=false (NPG): sb3-contrib TRPO always runs its line search")
+    if agent["kl_direction"] == "forward":
+        out.append(
+            "kl_direction=forward: sb3-contrib TRPO bounds KL(π_θ‖π_old) (reverse); "
+            "rl-trust bounds KL(π_old‖π_θ)"
+        )
+    d = kl_dims(env)
+    if d > 1:
+        out.append(
+            f"sb3-contrib TRPO averages the KL over the {d} action dimensions: it is given "
+            f"target_kl={float(agent['target_kl']) / d:g} and cg_damping="
+            f"{float(agent['cg_damping']) / d:g}, the same trust region as ours"
+        )
+    if not math.isclose(float(agent["cg_tol"]), 1e-10):
+        out.append(f"cg_tol={agent['cg_tol']}: sb3-contrib TRPO's CG tolerance is fixed 1e-10")
+    out.append(
+        "n_epochs/ent_coef/vf_coef/max_grad_norm have no sb3-contrib TRPO counterpart "
+        "(unused by either side's TRPO)"
+    )
     return out
 
 
@@ -420,54 +440,15 @@ def train(
     import torch
 
     torch.set_num_threads(int(cfg["run"].get("torch_threads", 1)))
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
-
     name, kwargs, env_kw = sb3_kwargs(cfg)
     if device is not None:
         kwargs["device"] = device
     if vec_env is not None:
         env_kw["vec_env"] = vec_env
-    if name == "PPO":
-        from stable_baselines3 import PPO as Algo
-    elif name == "MaskablePPO":
-        from sb3_contrib import MaskablePPO as Algo
-    else:
-        from sb3_contrib import TRPO as Algo
-
-    from rl_trust.envs import check_id
-
-    check_id(env_kw["env_id"])  # (registers ALE/ ids)
-    venv = make_vec_env(  # (gymnasium imports a "module:Env-v0" id's module, in each process)
-        partial(_make_env, env_kw["env_id"]),
-        n_envs=env_kw["n_envs"],
-        seed=env_kw["seed"],
-        env_kwargs=env_kw["env_kwargs"],
-        vec_env_cls=SubprocVecEnv if env_kw["vec_env"] == "subproc" else DummyVecEnv,
-        wrapper_class=partial(_wrap, wrappers=env_kw["wrappers"], masked=name == "MaskablePPO"),
-    )
-    saved = None if checkpoint is None else _checkpoint_folder(checkpoint)
-    if saved is not None:  # the model, its optimizer, schedules' progress and episode stats
-        if env_kw["normalize"] is not None:
-            venv = VecNormalize.load(str(saved / "vecnormalize.pkl"), venv)
-        model = Algo.load(saved / "model.zip", env=venv, device=kwargs.get("device", "auto"))
-    else:
-        if env_kw["normalize"] is not None:
-            venv = VecNormalize(venv, **env_kw["normalize"])
-        model = Algo(env_kw["policy"], venv, **kwargs)
+    venv, model = _model(name, kwargs, env_kw, checkpoint)
     start = model.num_timesteps
     if tb_dir is not None:
-        from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
-
-        logger = configure(str(tb_dir), ["tensorboard"])
-        if start:  # what the cut-short process logged after its checkpoint is dropped
-            from torch.utils.tensorboard import SummaryWriter
-
-            for fmt in logger.output_formats:
-                if isinstance(fmt, TensorBoardOutputFormat):
-                    fmt.writer.close()
-                    fmt.writer = SummaryWriter(str(tb_dir), purge_step=start + 1)
-        model.set_logger(logger)
+        _log_to(model, tb_dir, start)
     total = int(cfg["run"]["steps"])
     every = int(cfg["run"].get("checkpoint_every", 0))
     callback = None if checkpoint is None else _saver(checkpoint, every, start)
@@ -492,6 +473,56 @@ def train(
     }
     venv.close()
     return result
+
+
+def _model(name: str, kwargs: dict, env_kw: dict, checkpoint: Path | None):
+    """SB3's vec env and model: new, or continued from the checkpoint in `checkpoint` (the
+    model, its optimizer, schedules' progress and episode statistics, VecNormalize's)."""
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+
+    if name == "PPO":
+        from stable_baselines3 import PPO as Algo
+    elif name == "MaskablePPO":
+        from sb3_contrib import MaskablePPO as Algo
+    else:
+        from sb3_contrib import TRPO as Algo
+
+    from rl_trust.envs import check_id
+
+    check_id(env_kw["env_id"])  # (registers ALE/ ids)
+    venv = make_vec_env(  # (gymnasium imports a "module:Env-v0" id's module, in each process)
+        partial(_make_env, env_kw["env_id"]),
+        n_envs=env_kw["n_envs"],
+        seed=env_kw["seed"],
+        env_kwargs=env_kw["env_kwargs"],
+        vec_env_cls=SubprocVecEnv if env_kw["vec_env"] == "subproc" else DummyVecEnv,
+        wrapper_class=partial(_wrap, wrappers=env_kw["wrappers"], masked=name == "MaskablePPO"),
+    )
+    saved = None if checkpoint is None else _checkpoint_folder(checkpoint)
+    if saved is not None:
+        if env_kw["normalize"] is not None:
+            venv = VecNormalize.load(str(saved / "vecnormalize.pkl"), venv)
+        return venv, Algo.load(saved / "model.zip", env=venv, device=kwargs.get("device", "auto"))
+    if env_kw["normalize"] is not None:
+        venv = VecNormalize(venv, **env_kw["normalize"])
+    return venv, Algo(env_kw["policy"], venv, **kwargs)
+
+
+def _log_to(model, tb_dir: Path, start: int) -> None:
+    """SB3's own logger into tb_dir; a continued run drops what the cut-short process logged
+    after its checkpoint."""
+    from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
+
+    logger = configure(str(tb_dir), ["tensorboard"])
+    if start:
+        from torch.utils.tensorboard import SummaryWriter
+
+        for fmt in logger.output_formats:
+            if isinstance(fmt, TensorBoardOutputFormat):
+                fmt.writer.close()
+                fmt.writer = SummaryWriter(str(tb_dir), purge_step=start + 1)
+    model.set_logger(logger)
 
 
 def main(argv: list[str]) -> int:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # [learning] item 1: candidate rules for the default ppo, on the tuning seeds 100-102 only
 # (held-out seeds 0-4 judge the winner later). Each variant is the `ppo` preset with --set
-# values; ppo-clip is the reference. MuJoCo Hopper (3 action dimensions) and HalfCheetah (6),
+# values (or ppo-reverse); ppo-clip is the reference. ORDER picks and orders the variants. MuJoCo Hopper (3 action dimensions) and HalfCheetah (6),
 # where the default ppo trails ppo-clip most, at STEPS steps (default 300k).
 #
 # Every run is a run folder under OUT/runs; rerun the script after an interruption: finished
@@ -14,10 +14,13 @@ STEPS=${STEPS:-300000}
 ENVS=${ENVS:-"Hopper-v5 HalfCheetah-v5"}
 declare -A VARIANTS=(
     [ppo]="--agent ppo"
-    [ppo-perdim]="--agent ppo --set kl_target_per_dim=true"
+    [ppo-perdim]="--agent ppo --set kl_target_per_dim=true"  # d_targ 0.01 per dimension
+    [ppo-t02]="--agent ppo --set kl_target=0.02"  # a larger target (ppo-paper's on Hopper)
+    [ppo-reverse]="--agent ppo-reverse"  # the penalty on KL(π‖π_old)
+    [ppo-clippen]="--agent ppo --set clip=true"  # clipping and the controlled penalty
     [ppo-clip]="--agent ppo-clip"
 )
-ORDER=${ORDER:-"ppo-perdim ppo ppo-clip"}
+ORDER=${ORDER:-"ppo-perdim ppo ppo-clip ppo-t02 ppo-reverse ppo-clippen"}
 mkdir -p "$OUT/runs"
 for seed in 100 101 102; do
   for env in $ENVS; do
