@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from rl_trust.errors import UserError
+
 
 def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """An rl-trust config (RunConfig.to_dict / `rl-trust config` YAML) as SB3 arguments.
@@ -166,8 +168,15 @@ def _masks_of(env_id: str, env_kwargs: str, wrappers: str, setting: str) -> bool
         probe = make_env(cfg)
         try:
             _, info = probe.reset(seed=0)
-            family = family_for(probe.action_space)
-            found = masks.for_env(probe, info, setting, family, repr(env_id))
+            try:
+                family = family_for(probe.action_space)
+            except UserError:  # (an action space no policy takes: its trials crash, reported)
+                family = None
+            found = (
+                None
+                if family is None
+                else masks.for_env(probe, info, setting, family, repr(env_id))
+            )
         finally:
             probe.close()
         _masked_cache[key] = found is not None
