@@ -23,7 +23,7 @@ from rl_trust.agents.ppo import PPO
 from rl_trust.agents.trpo import TRPO
 from rl_trust.benchmark import matrix, sb3
 from rl_trust.config import PPOConfig, TRPOConfig
-from rl_trust.envs import masked, masks
+from rl_trust.envs import Normalizer, masked, masks
 from rl_trust.envs.sync import SyncVectorEnv
 from rl_trust.errors import MaskError, UserError
 from rl_trust.nets.actor_critic import ActorCritic
@@ -32,7 +32,7 @@ from rl_trust.nets.families import Bernoulli, Categorical, Family, MultiCategori
 from rl_trust.nets.manual import MlpActorCritic
 from rl_trust.nets.observations import layout_for
 from rl_trust.optim import flat_parameters
-from rl_trust.rollout import Batch
+from rl_trust.rollout import Batch, Collector
 
 FAMILIES = [Categorical((5,)), MultiCategorical((3, 4)), Bernoulli((4,))]
 SPACES = {
@@ -384,6 +384,31 @@ def test_masks_come_from_the_method_first_then_from_info():
     with pytest.raises(MaskError, match="takes no masks"):
         on_box(pendulum, info, "on", fam_box, "'Pendulum-v1'")
     assert masks.for_vector(env, info, "off", fam, "'both'") is None
+
+
+@pytest.mark.parametrize("space", ["discrete", "multibinary"])
+def test_the_rollout_stores_each_states_mask_and_the_masked_rollout_policy(space):
+    """Over episode ends (autoreset): each step's mask is its state's (InvalidCount observes
+    its own mask), the actions are allowed, and π_old is stored masked."""
+    env = vec("rl_trust/InvalidCount-v0", n=3, space=space)
+    fam = family_for(env.single_action_space)
+    torch.manual_seed(0)
+    policy = MlpActorCritic(layout_for(env.single_observation_space, flat=True), fam)
+    normalizer = Normalizer(
+        (5,), 3, obs=False, reward=False, gamma=0.99, clip_obs=10.0, clip_reward=10.0
+    )
+    collector = Collector(env, policy, normalizer, 45, 0.99, 0.95, 0, "auto", "'x'")
+    batch = collector.collect()
+    state_masks = masks.Masks(fam, env.single_action_space, len(batch), "", "x")
+    expected = state_masks.check((batch.obs > 0.5).numpy())  # (MultiBinary: as pairs)
+    np.testing.assert_array_equal(batch.masks.numpy(), expected)
+    assert allowed(fam, batch.actions.numpy(), expected).all()
+    with torch.no_grad():
+        raw = policy.evaluate(batch.obs)[0]
+    torch.testing.assert_close(batch.dist_params, fam.masked(raw, batch.masks))
+    torch.testing.assert_close(batch.log_probs, fam.log_prob(batch.dist_params, batch.actions))
+    share = fam.invalid_share(raw, batch.masks).mean().item()
+    assert collector.invalid_share == pytest.approx(share) and share > 0.1
 
 
 @pytest.mark.parametrize(
