@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 from conftest import cli, events, scalars
+from test_cli import layout_of
 
 import rl_trust
 from rl_trust import config
@@ -633,8 +634,15 @@ def test_cli_trains_resumes_and_evaluates_without_an_invalid_action(tmp_path):
         res = cli("eval", str(run), "--episodes", "3", *flags)
         assert res.returncode == 0, res.stderr
         assert json.loads((run / "eval.json").read_text())["mean_return"] == 20.0
-    share = scalars(events(run), T.ROLLOUT_INVALID_ACTION_SHARE)
+    acc = events(run)
+    share = scalars(acc, T.ROLLOUT_INVALID_ACTION_SHARE)
     assert len(share) == 6 and all(0 < v < 1 for v in share.values())
+    charts = layout_of(acc)  # its chart on the "Trust region" dashboard
+    assert [
+        "Trust region",
+        "multiline",
+        [T.exact(T.ROLLOUT_INVALID_ACTION_SHARE)],
+    ] in charts.values()
     # the same run without masks would break the strict env: the check is not vacuous
     res = cli(
         "train",
