@@ -536,6 +536,28 @@ def fam_actions(fam: Family, action) -> np.ndarray:
     return np.atleast_1d(np.asarray(action)).astype(np.float32)
 
 
+@pytest.mark.parametrize("env_id", ["rl_trust/InvalidCount-v0", "rl_trust/InvalidCountInfo-v0"])
+def test_async_envs_give_their_masks_through_call_or_their_stacked_info(env_id):
+    """gymnasium's AsyncVectorEnv: the method through call(), the info stacked by env; the
+    envs raise on an invalid action (strict) in their own processes."""
+    model = rl_trust.PPO(
+        "MlpPolicy",
+        env_id,
+        env_kwargs={"strict": True, "space": "multidiscrete"},
+        vectorization="async",
+        n_envs=2,
+        n_steps=32,
+        batch_size=32,
+        run_dir=False,
+        verbose=0,
+    )
+    found = model.trainer.learner.collector.masks
+    assert found.source == ("method" if "Info" not in env_id else "info")
+    model.learn(128)
+    assert model.num_timesteps == 128
+    model.close()
+
+
 def test_without_masks_the_counting_env_sees_invalid_actions():
     """The control of the test above: the same training with action_masking=off does send
     invalid actions, and logs no invalid_action_share."""
