@@ -384,6 +384,11 @@ class Trainer:
         purge = self.learner.step + 1 if resume else None
         try:
             charts = self.learner.agent.charts()
+            if self.learner.collector.masks is not None:  # what masking saves, per rollout
+                charts["invalid actions: the unmasked policy's probability of one"] = [
+                    "Multiline",
+                    [T.exact(T.ROLLOUT_INVALID_ACTION_SHARE)],
+                ]
             self.writer = RunWriter(self.run_dir, self.cfg, charts, purge_step=purge)
         except OSError as e:
             why = e.strerror or e

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 from conftest import cli, events, scalars
+from test_cli import layout_of
 
 import rl_trust
 from rl_trust import config
@@ -23,7 +24,7 @@ from rl_trust.agents.ppo import PPO
 from rl_trust.agents.trpo import TRPO
 from rl_trust.benchmark import matrix, sb3
 from rl_trust.config import PPOConfig, TRPOConfig
-from rl_trust.envs import masked, masks
+from rl_trust.envs import Normalizer, masked, masks
 from rl_trust.envs.sync import SyncVectorEnv
 from rl_trust.errors import MaskError, UserError
 from rl_trust.nets.actor_critic import ActorCritic
@@ -32,7 +33,7 @@ from rl_trust.nets.families import Bernoulli, Categorical, Family, MultiCategori
 from rl_trust.nets.manual import MlpActorCritic
 from rl_trust.nets.observations import layout_for
 from rl_trust.optim import flat_parameters
-from rl_trust.rollout import Batch
+from rl_trust.rollout import Batch, Collector
 
 FAMILIES = [Categorical((5,)), MultiCategorical((3, 4)), Bernoulli((4,))]
 SPACES = {
@@ -386,6 +387,31 @@ def test_masks_come_from_the_method_first_then_from_info():
     assert masks.for_vector(env, info, "off", fam, "'both'") is None
 
 
+@pytest.mark.parametrize("space", ["discrete", "multibinary"])
+def test_the_rollout_stores_each_states_mask_and_the_masked_rollout_policy(space):
+    """Over episode ends (autoreset): each step's mask is its state's (InvalidCount observes
+    its own mask), the actions are allowed, and π_old is stored masked."""
+    env = vec("rl_trust/InvalidCount-v0", n=3, space=space)
+    fam = family_for(env.single_action_space)
+    torch.manual_seed(0)
+    policy = MlpActorCritic(layout_for(env.single_observation_space, flat=True), fam)
+    normalizer = Normalizer(
+        (5,), 3, obs=False, reward=False, gamma=0.99, clip_obs=10.0, clip_reward=10.0
+    )
+    collector = Collector(env, policy, normalizer, 45, 0.99, 0.95, 0, "auto", "'x'")
+    batch = collector.collect()
+    state_masks = masks.Masks(fam, env.single_action_space, len(batch), "", "x")
+    expected = state_masks.check((batch.obs > 0.5).numpy())  # (MultiBinary: as pairs)
+    np.testing.assert_array_equal(batch.masks.numpy(), expected)
+    assert allowed(fam, batch.actions.numpy(), expected).all()
+    with torch.no_grad():
+        raw = policy.evaluate(batch.obs)[0]
+    torch.testing.assert_close(batch.dist_params, fam.masked(raw, batch.masks))
+    torch.testing.assert_close(batch.log_probs, fam.log_prob(batch.dist_params, batch.actions))
+    share = fam.invalid_share(raw, batch.masks).mean().item()
+    assert collector.invalid_share == pytest.approx(share) and share > 0.1
+
+
 @pytest.mark.parametrize(
     "raw, why",
     [
@@ -510,6 +536,28 @@ def fam_actions(fam: Family, action) -> np.ndarray:
     return np.atleast_1d(np.asarray(action)).astype(np.float32)
 
 
+@pytest.mark.parametrize("env_id", ["rl_trust/InvalidCount-v0", "rl_trust/InvalidCountInfo-v0"])
+def test_async_envs_give_their_masks_through_call_or_their_stacked_info(env_id):
+    """gymnasium's AsyncVectorEnv: the method through call(), the info stacked by env; the
+    envs raise on an invalid action (strict) in their own processes."""
+    model = rl_trust.PPO(
+        "MlpPolicy",
+        env_id,
+        env_kwargs={"strict": True, "space": "multidiscrete"},
+        vectorization="async",
+        n_envs=2,
+        n_steps=32,
+        batch_size=32,
+        run_dir=False,
+        verbose=0,
+    )
+    found = model.trainer.learner.collector.masks
+    assert found.source == ("method" if "Info" not in env_id else "info")
+    model.learn(128)
+    assert model.num_timesteps == 128
+    model.close()
+
+
 def test_without_masks_the_counting_env_sees_invalid_actions():
     """The control of the test above: the same training with action_masking=off does send
     invalid actions, and logs no invalid_action_share."""
@@ -608,8 +656,15 @@ def test_cli_trains_resumes_and_evaluates_without_an_invalid_action(tmp_path):
         res = cli("eval", str(run), "--episodes", "3", *flags)
         assert res.returncode == 0, res.stderr
         assert json.loads((run / "eval.json").read_text())["mean_return"] == 20.0
-    share = scalars(events(run), T.ROLLOUT_INVALID_ACTION_SHARE)
+    acc = events(run)
+    share = scalars(acc, T.ROLLOUT_INVALID_ACTION_SHARE)
     assert len(share) == 6 and all(0 < v < 1 for v in share.values())
+    charts = layout_of(acc)  # its chart on the "Trust region" dashboard
+    assert [
+        "Trust region",
+        "multiline",
+        [T.exact(T.ROLLOUT_INVALID_ACTION_SHARE)],
+    ] in charts.values()
     # the same run without masks would break the strict env: the check is not vacuous
     res = cli(
         "train",

@@ -124,7 +124,8 @@ class Masks:
                 self._fail_row(arr[0], 0)
             bad = (arr != 0) & (arr != 1)
             if bad.any():
-                self._fail_row(arr[int(np.flatnonzero(bad.any(1))[0])], 0)
+                i = int(np.flatnonzero(bad.any(1))[0])
+                self._fail_row(arr[i], i)
             arr = arr.astype(bool)
         if arr.shape[1] != k:  # MultiBinary, one per bit: may be 0 always, may be 1 if set
             pairs = np.ones((n, k), bool)
