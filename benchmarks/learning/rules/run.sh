@@ -4,7 +4,8 @@
 # values (or ppo-reverse); ppo-clip is the reference. ORDER picks and orders the variants. MuJoCo Hopper (3 action dimensions) and HalfCheetah (6),
 # where the default ppo trails ppo-clip most, at STEPS steps (default 300k).
 #
-# Every run is a run folder under OUT/runs; rerun the script after an interruption: finished
+# Every run is a run folder under OUT/runs (committed as OUT/trials: their config, summary and
+# curves; `runs/` folders are ignored by git); rerun the script after an interruption: finished
 # runs are skipped and a cut-off one continues from its newest checkpoint (rl-trust resume).
 # `python benchmarks/learning/rules/summarize.py OUT` writes OUT/summary.md.
 set -uo pipefail

@@ -23,7 +23,8 @@ from rl_trust.benchmark.report import kl_band_stats
 
 def main(out: Path) -> str:
     table: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
-    for run in sorted((out / "runs").iterdir()):
+    folder = out / "trials" if (out / "trials").is_dir() else out / "runs"  # (run.sh: runs/)
+    for run in sorted(folder.iterdir()):
         summary = run / "summary.json"
         if not summary.is_file():
             continue
