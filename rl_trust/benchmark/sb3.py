@@ -152,11 +152,15 @@ def _masks_of(env_id: str, env_kwargs: str, wrappers: str, setting: str) -> bool
         cfg = EnvConfig(
             env_id=env_id, env_kwargs=yaml.safe_load(env_kwargs), wrappers=yaml.safe_load(wrappers)
         )
+        from rl_trust.errors import UserError
+
         probe = make_env(cfg)
         try:
             _, info = probe.reset(seed=0)
             family = family_for(probe.action_space)
             found = masks.for_env(probe, info, setting, family, repr(env_id))
+        except UserError:  # an action space rl-trust cannot train: its trials report it
+            found = None
         finally:
             probe.close()
         _masked_cache[key] = found is not None
