@@ -21,8 +21,6 @@ from typing import Any
 
 import yaml
 
-from rl_trust.errors import UserError
-
 
 def sb3_kwargs(cfg: dict) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """An rl-trust config (RunConfig.to_dict / `rl-trust config` YAML) as SB3 arguments.
@@ -165,6 +163,8 @@ def _masks_of(env_id: str, env_kwargs: str, wrappers: str, setting: str) -> bool
         cfg = EnvConfig(
             env_id=env_id, env_kwargs=yaml.safe_load(env_kwargs), wrappers=yaml.safe_load(wrappers)
         )
+        from rl_trust.errors import UserError
+
         probe = make_env(cfg)
         try:
             _, info = probe.reset(seed=0)
