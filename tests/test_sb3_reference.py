@@ -98,7 +98,8 @@ def same_permutations(monkeypatch, seed: int) -> None:
 
     def shuffled(self, generator):
         idx = torch.as_tensor(next(order))
-        return Batch(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+        fields = (getattr(self, f) for f in self.__dataclass_fields__)
+        return Batch(*(None if x is None else x[idx] for x in fields))  # (masks: None)
 
     monkeypatch.setattr(Batch, "shuffled", shuffled)
 
