@@ -140,6 +140,10 @@ class PPOConfig(AgentConfig):
     """d_targ, the KL the adaptive penalty holds"""
     kl_target_per_dim: bool = False
     """hold kl_target·d: d the action's dimensions (Gaussian, MultiDiscrete, bits; Discrete: 1)"""
+    kl_target_final: float | None = None
+    """anneal d_targ linearly from kl_target to this over training, MDPO-style (null: constant)"""
+    kl_spread: float = 0.0
+    """κ: penalize β·(mean KL + κ·Var_s[KL_s]/d_targ) over a minibatch's states (0: the mean)"""
     kl_beta: float = 1.0
     """β₀, the penalty's first coefficient (the fixed one with kl_penalty=fixed)"""
     kl_band: float = 1.5
@@ -333,6 +337,8 @@ RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "clip_range": _positive,
     "clip_range_vf": (lambda v: v is None or v > 0, "null or a number > 0"),
     "kl_target": _positive,
+    "kl_target_final": (lambda v: v is None or v > 0, "null or a number > 0"),
+    "kl_spread": _nonneg,
     "kl_beta": _nonneg,
     "kl_band": (lambda v: v > 1, "a number > 1"),
     "kl_factor": (lambda v: v > 1, "a number > 1"),

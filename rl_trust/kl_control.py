@@ -59,6 +59,7 @@ class FixedBeta:
     as TensorBoard tags. `beta` is the β the next update starts from."""
 
     needs_running_kl = False
+    d_targ: float | None = None  # the KL held (None: none); the agent may move it per update
 
     def __init__(self, beta: float):
         self.beta = beta

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli, events, scalars
+from conftest import cli, events, scalars, train_and_resume
 from test_agents import setup
 from test_cli import layout_of
 
 from rl_trust import checkpoint, kl_control
 from rl_trust import tags as T
+from rl_trust.benchmark.report import kl_band_stats
 from rl_trust.kl_control import PaperRule, PIDControl, RLlibRule
 
 NAN, INF = float("nan"), float("inf")
@@ -383,3 +384,37 @@ def test_a_target_per_action_dimension_is_held_at_target_times_the_dimensions():
             assert m["kl/target"] == pytest.approx(want)
             assert m["kl/target_high"] == pytest.approx(1.5 * want)
             assert m["kl/in_band"] == float(want / 1.5 <= m["kl/forward_mean"] <= 1.5 * want)
+
+
+def test_an_annealed_target_moves_linearly_over_training_and_across_a_resume(tmp_path):
+    # kl_target_final: d_targ goes from kl_target to it in proportion to the share of the run
+    # done before each update's rollout (as SB3's schedules): the CLI's run, read back from its
+    # events, trained to 1024 steps and resumed to 2048 (the resumed updates anneal over the
+    # new total)
+    run = tmp_path / "run"
+    train_and_resume(run, "kl_target=0.02", "kl_target_final=0.005")  # 128 steps an update
+    acc = events(run)
+    target, kl, in_band = (scalars(acc, t) for t in (T.KL_TARGET, T.KL_FORWARD_MEAN, T.KL_IN_BAND))
+    assert sorted(target) == [128 * k for k in range(1, 17)]
+    for step, d_targ in target.items():
+        total = 1024 if step <= 1024 else 2048
+        done = (step - 128) / total  # (the event's step counts the update's own rollout)
+        assert d_targ == pytest.approx(0.005 + 0.015 * (1 - done), rel=1e-6)
+        assert in_band[step] == float(d_targ / 1.5 <= kl[step] <= 1.5 * d_targ)
+    assert target[128] == pytest.approx(0.02) and target[1152] == pytest.approx(0.0125)
+    # the benchmark's band statistics judge each update against its own d_targ
+    stats = kl_band_stats(run)
+    assert stats["in_band"] == pytest.approx(sum(in_band.values()) / len(in_band))
+    assert stats["target"] == pytest.approx(target[2048])
+
+
+def test_an_annealed_target_is_what_the_controller_holds():
+    _, agent, collector = setup("ppo", "CartPole-v1", kl_target=0.04, kl_target_final=0.01)
+    batch = collector.collect()
+    for remaining, want in ((1.0, 0.04), (0.5, 0.025), (0.0, 0.01)):
+        m = agent.update(batch, progress_remaining=remaining)
+        assert agent.d_targ == agent.controller.d_targ == pytest.approx(want)
+        assert m[T.KL_TARGET] == pytest.approx(want)
+        assert m[T.KL_CTL_ERROR] == pytest.approx(
+            min(max(math.log(m[T.KL_STEP_KL] / want), -2), 2), abs=1e-5
+        )

@@ -154,6 +154,14 @@ VARIANTS = {
     "clip": {"clip": True, "kl_penalty": "off"},
     "clip+penalty+entropy": {"clip": True, "kl_penalty": "fixed", "ent_coef": 0.05},
     "reverse penalty": {"clip": False, "kl_penalty": "fixed", "kl_direction": "reverse"},
+    "spread penalty": {"clip": False, "kl_penalty": "fixed", "kl_beta": 2.0, "kl_spread": 3.0},
+    "reverse spread penalty": {
+        "clip": False,
+        "kl_penalty": "fixed",
+        "kl_direction": "reverse",
+        "kl_spread": 0.5,
+        "kl_target": 0.05,
+    },
     "value clip": {"clip_range_vf": 0.2, "vf_coef": 0.7, "clip_range": 0.1},
 }
 

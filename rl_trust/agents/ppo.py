@@ -13,6 +13,11 @@ step from the running KL). With target_kl, a minibatch whose estimated KL (k3) e
 1.5·target_kl stops the update before its gradient step, as stable-baselines3 does.
 With kl_rescale, the policy's step θ − θ_old is then scaled to θ_old + t·(θ − θ_old), t
 from kl_control.step_fraction, so that d lands in the band d_targ/1.5 … 1.5·d_targ.
+
+Two variants of the penalty term: with kl_spread κ > 0 it is β·(KL̄ + κ·Var_s[KL_s]/d_targ)
+over a minibatch's states, which weighs the states whose KL runs ahead of the mean more; with
+kl_target_final, d_targ moves linearly from kl_target to it over training (MDPO's annealed
+step, Tomar et al. 2022, as a target the controller holds).
 """
 
 from __future__ import annotations
@@ -66,7 +71,8 @@ class PPO:
         self.weights = flat_parameters(list(policy.parameters()))  # policy and value, one vector
         self.optimizer = Adam(self.weights, lr=cfg.learning_rate, eps=1e-5)
         # d_targ: the KL the penalty holds (per action dimension: times the dimensions)
-        self.d_targ = cfg.kl_target * (policy.family.action_dim if cfg.kl_target_per_dim else 1)
+        self.dims = policy.family.action_dim if cfg.kl_target_per_dim else 1
+        self.d_targ = cfg.kl_target * self.dims
         self.controller = kl_controller(cfg, self.d_targ)
         self.beta = self.controller.beta  # the β of the current gradient step
         self.clip_range = cfg.clip_range  # ε of the current update (clip_range_schedule)
@@ -117,10 +123,16 @@ class PPO:
             "pg": -surrogate.mean(),
             "vf": F.mse_loss(mb.returns, self.clipped_values(mb, values)),
             "entropy": fam.entropy(params).mean(),
-            "penalty": self.penalty_kl(mb.dist_params, params).mean(),
+            "penalty": self.penalty(self.penalty_kl(mb.dist_params, params)),
             "approx_kl": divergence.k3(log_ratio).mean(),
             "clip_fraction": ((ratio - 1).abs() > eps).float().mean(),
         }
+
+    def penalty(self, kl: Tensor) -> Tensor:
+        """The penalty's KL term from the per-state KLs: their mean, plus κ·Var/d_targ."""
+        if not self.cfg.kl_spread:
+            return kl.mean()
+        return kl.mean() + self.cfg.kl_spread * kl.var(unbiased=False) / self.d_targ
 
     def loss(self, terms: dict[str, Tensor]) -> Tensor:
         c = self.cfg
@@ -150,7 +162,11 @@ class PPO:
         d_params = fam.log_prob_grad(params, mb.actions).mul_(weight.unsqueeze(-1) / -n)
         if self.beta > 0:
             reverse = cfg.kl_direction == "reverse"
-            d_params.add_(fam.kl_grad(mb.dist_params, params, reverse), alpha=self.beta / n)
+            d_kl = fam.kl_grad(mb.dist_params, params, reverse)
+            if cfg.kl_spread:  # ∂(KL̄ + κ·Var/d_targ)/∂KL_s = (1 + 2κ(KL_s − KL̄)/d_targ)/n
+                kl = self.penalty_kl(mb.dist_params, params)
+                d_kl.mul_((kl - kl.mean()).mul_(2 * cfg.kl_spread / self.d_targ).add_(1)[:, None])
+            d_params.add_(d_kl, alpha=self.beta / n)
         if cfg.ent_coef:
             d_params.add_(fam.entropy_grad(params), alpha=-cfg.ent_coef / n)
         d_values = (self.clipped_values(mb, values) - mb.returns).mul_(2 * cfg.vf_coef / n)
@@ -223,6 +239,10 @@ class PPO:
         self.optimizer.lr = lr
         linear_clip = cfg.clip_range_schedule == "linear"
         self.clip_range = cfg.clip_range * (progress_remaining if linear_clip else 1.0)
+        if cfg.kl_target_final is not None:  # d_targ from kl_target to kl_target_final
+            start, end = cfg.kl_target, cfg.kl_target_final
+            self.d_targ = (end + (start - end) * progress_remaining) * self.dims
+            self.controller.d_targ = self.d_targ
         return lr
 
     def epochs(self, batch: Batch):

@@ -15,6 +15,7 @@ CURVES = "curves.csv"  # a trial's plotted curves, kept where its event files ar
 CURVE_TAGS = (
     T.ROLLOUT_EP_REW_MEAN,
     T.KL_FORWARD_MEAN,
+    T.KL_TARGET,
     T.KL_BETA,
     T.TRAIN_APPROX_KL,
     T.SB3_KL_DIVERGENCE_LOSS,

@@ -108,8 +108,9 @@ def summarize(rows: list[dict]) -> list[dict]:
 def kl_band_stats(run_dir: Path) -> dict[str, float] | None:
     """How a PPO run held its KL: the fractions of updates whose exact mean KL(π_old‖π_new)
     lies in the band d_targ/band … band·d_targ (kl/in_band), above it and above 3·d_targ,
-    and the largest, from kl/forward_mean and the run's config.yaml; None for a run without
-    a KL target (TRPO, SB3) or without the curve."""
+    and the largest, from kl/forward_mean, each update's kl/target (where the run logged it:
+    an annealed d_targ moves) and the run's config.yaml; None for a run without a KL target
+    (TRPO, SB3) or without the curve. `target` is the last update's d_targ."""
     import yaml
 
     path = Path(run_dir) / "config.yaml"
@@ -121,13 +122,17 @@ def kl_band_stats(run_dir: Path) -> dict[str, float] | None:
         return None  # (an agent that holds no band has no kl_band: TRPO's δ is a bound)
     summary = Path(run_dir) / "summary.json"  # (its final kl/target: the d_targ it held,
     final = json.loads(summary.read_text())["final"] if summary.is_file() else {}  # per dim)
-    d, band = curve[1], KLBand(final.get(T.KL_TARGET, agent["kl_target"]), agent["kl_band"])
+    d, d_targ = curve[1], np.full(len(curve[1]), final.get(T.KL_TARGET, agent["kl_target"]))
+    targets = read_curve(run_dir, T.KL_TARGET)
+    if targets is not None and np.array_equal(targets[0], curve[0]):
+        d_targ = targets[1]
+    band = KLBand(d_targ, agent["kl_band"])  # (elementwise: one band per update)
     return {
         "in_band": float(np.mean((d >= band.low) & (d <= band.high))),
         "above": float(np.mean(d > band.high)),
         "above_3x": float(np.mean(d > 3 * band.target)),
         "max": float(d.max()),
-        "target": float(band.target),
+        "target": float(d_targ[-1]),
         "updates": len(d),
     }
 
