@@ -20,6 +20,9 @@ declare -A VARIANTS=(
     [ppo-reverse]="--agent ppo-reverse"  # the penalty on KL(π‖π_old)
     [ppo-clippen]="--agent ppo --set clip=true"  # clipping and the controlled penalty
     [ppo-clip]="--agent ppo-clip"
+    # MDPO-style: d_targ annealed from 0.02 to 0.005 over the run (kl_target_final)
+    [ppo-anneal]="--agent ppo --set kl_target=0.02 --set kl_target_final=0.005"
+    [ppo-spread]="--agent ppo --set kl_spread=1.0"  # β·(mean KL + Var_s KL / d_targ)
 )
 ORDER=${ORDER:-"ppo-perdim ppo ppo-clip ppo-t02 ppo-reverse ppo-clippen"}
 mkdir -p "$OUT/runs"
