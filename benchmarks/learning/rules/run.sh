@@ -23,6 +23,9 @@ declare -A VARIANTS=(
     # MDPO-style: d_targ annealed from 0.02 to 0.005 over the run (kl_target_final)
     [ppo-anneal]="--agent ppo --set kl_target=0.02 --set kl_target_final=0.005"
     [ppo-spread]="--agent ppo --set kl_spread=1.0"  # β·(mean KL + Var_s KL / d_targ)
+    # per action dimension, growing from 0.003 to 0.012 over the run, as ppo-clip's KL per
+    # update grows on the tuning seeds (Hopper and HalfCheetah: about 0.005 per dimension by 300k)
+    [ppo-grow]="--agent ppo --set kl_target_per_dim=true --set kl_target=0.003 --set kl_target_final=0.012"
 )
 ORDER=${ORDER:-"ppo-perdim ppo ppo-clip ppo-t02 ppo-reverse ppo-clippen"}
 mkdir -p "$OUT/runs"
