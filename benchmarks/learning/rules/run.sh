@@ -2,7 +2,8 @@
 # [learning] item 1: candidate rules for the default ppo, on the tuning seeds 100-102 only
 # (held-out seeds 0-4 judge the winner later). Each variant is the `ppo` preset with --set
 # values (or ppo-reverse); ppo-clip is the reference. ORDER picks and orders the variants. MuJoCo Hopper (3 action dimensions) and HalfCheetah (6),
-# where the default ppo trails ppo-clip most, at STEPS steps (default 300k).
+# where the default ppo trails ppo-clip most, at STEPS steps (default 300k); ENVS may name the
+# classic envs too (CartPole-v1, Acrobot-v1, Pendulum-v1, LunarLander-v3: their presets' budgets).
 #
 # Every run is a run folder under OUT/runs (committed as OUT/trials: their config, summary and
 # curves; `runs/` folders are ignored by git); rerun the script after an interruption: finished
@@ -28,21 +29,30 @@ declare -A VARIANTS=(
     [ppo-grow]="--agent ppo --set kl_target_per_dim=true --set kl_target=0.003 --set kl_target_final=0.012"
 )
 ORDER=${ORDER:-"ppo-perdim ppo ppo-clip ppo-t02 ppo-reverse ppo-clippen"}
+# the classic envs at their presets' budgets (as the benchmark runs them); MuJoCo at STEPS
+steps_of() {
+  case "$1" in
+    CartPole-v1 | Pendulum-v1) echo 100000 ;;
+    Acrobot-v1 | LunarLander-v3) echo 1000000 ;;
+    *) echo "$STEPS" ;;
+  esac
+}
 mkdir -p "$OUT/runs"
 for seed in 100 101 102; do
   for env in $ENVS; do
+    steps=$(steps_of "$env")
     for name in $ORDER; do
       dir="$OUT/runs/$name-$env-s$seed"
-      if [ -f "$dir/summary.json" ] && python3 -c "import json,sys; sys.exit(json.load(open('$dir/summary.json'))['steps'] < $STEPS)"; then
+      if [ -f "$dir/summary.json" ] && python3 -c "import json,sys; sys.exit(json.load(open('$dir/summary.json'))['steps'] < $steps)"; then
         continue
       fi
       echo "$(date +%H:%M:%S) $name $env seed $seed" >&2
       if [ -d "$dir/checkpoints" ]; then
-        "$RL_TRUST" resume "$dir" --steps "$STEPS" --no-progress >> "$OUT/log.txt" 2>&1
+        "$RL_TRUST" resume "$dir" --steps "$steps" --no-progress >> "$OUT/log.txt" 2>&1
       else
         rm -rf "$dir"
         # shellcheck disable=SC2086
-        "$RL_TRUST" train ${VARIANTS[$name]} --env "$env" --seed "$seed" --steps "$STEPS" \
+        "$RL_TRUST" train ${VARIANTS[$name]} --env "$env" --seed "$seed" --steps "$steps" \
             --run-dir "$dir" --set checkpoint_every=50000 --no-progress >> "$OUT/log.txt" 2>&1
       fi || { s=$?; [ "$s" -ge 128 ] && exit "$s"; echo "$name $env $seed: exit $s" >&2; }
     done
