@@ -42,6 +42,8 @@ for seed in 100 101 102; do
   for env in $ENVS; do
     steps=$(steps_of "$env")
     for name in $ORDER; do
+      # every classic env has one action dimension, where a target per dimension is ppo's
+      [ "$name" = ppo-perdim ] && [ "$steps" != "$STEPS" ] && continue
       dir="$OUT/runs/$name-$env-s$seed"
       if [ -f "$dir/summary.json" ] && python3 -c "import json,sys; sys.exit(json.load(open('$dir/summary.json'))['steps'] < $steps)"; then
         continue
