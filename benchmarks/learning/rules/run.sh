@@ -43,7 +43,7 @@ for seed in 100 101 102; do
     steps=$(steps_of "$env")
     for name in $ORDER; do
       # every classic env has one action dimension, where a target per dimension is ppo's
-      [ "$name" = ppo-perdim ] && [ "$steps" != "$STEPS" ] && continue
+      case "$name $env" in "ppo-perdim "*-v[0-4]) continue ;; esac  # (classic: v0-v4; MuJoCo: v5)
       dir="$OUT/runs/$name-$env-s$seed"
       if [ -f "$dir/summary.json" ] && python3 -c "import json,sys; sys.exit(json.load(open('$dir/summary.json'))['steps'] < $steps)"; then
         continue
