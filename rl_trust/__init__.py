@@ -6,7 +6,8 @@ imported on first use so that `rl-trust list` and the like start without torch;
 module).
 """
 
-__version__ = "0.1.0"
+from rl_trust._version import __version__
+
 __all__ = ["PPO", "TRPO", "load", "tune", "__version__"]
 
 

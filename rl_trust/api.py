@@ -30,9 +30,11 @@ from rl_trust import checkpoint, config, runs, train
 from rl_trust.envs import check_id, make_env, make_vec, pool
 from rl_trust.envs import masks as masks_of
 from rl_trust.envs.sync import SyncVectorEnv
+from rl_trust.episodes import act
 from rl_trust.errors import UserError, UserTypeError, one_line
-from rl_trust.evaluate import act
 from rl_trust.runs import API, RunFolder
+from rl_trust.trainer import Trainer
+from rl_trust.trainer import save as save_checkpoint
 
 EnvLike = str | gym.Env | gym.vector.VectorEnv | Callable[[], gym.Env]
 
@@ -172,19 +174,19 @@ def _env_of_arguments(me: str, policy_or_env, env, config_values: dict):
 
 
 def _callback(callback) -> Callable | None:
-    """The callback as the trainer calls it: f(metrics, trainer), whose falsy answer (other
-    than None) stops; a list of them runs each and stops when any says so. An SB3
-    BaseCallback is refused here, before anything is written."""
+    """The callback as the trainer calls it: f(metrics, trainer) → whether to stop, which a
+    falsy answer of the user's (other than None) says (train.stops); a list of them runs
+    each and stops when any says so. An SB3 BaseCallback is refused here, before anything
+    is written."""
     if callback is None:
         return None
     if isinstance(callback, list | tuple):
         each = [_callback(c) for c in callback]
 
-        def all_of(metrics, trainer):
-            answers = [train.stops(c(metrics, trainer)) for c in each]
-            return False if any(answers) else None
+        def any_of(metrics, trainer):
+            return any([c(metrics, trainer) for c in each])  # (each is called)
 
-        return all_of
+        return any_of
     if any(
         c.__name__ == "BaseCallback" and c.__module__.startswith("stable_baselines3")
         for c in type(callback).__mro__
@@ -200,7 +202,11 @@ def _callback(callback) -> Callable | None:
             f"callback={repr(callback)[:60]}: give a function callback(metrics, trainer) "
             "(or a list of them); a falsy return other than None stops"
         )
-    return callback
+
+    def stops(metrics, trainer):
+        return train.stops(callback(metrics, trainer))
+
+    return stops
 
 
 def _whole(name: str, value, low: int, high: int) -> int:
@@ -278,7 +284,7 @@ class Agent:
         else:
             vec, self._owns_env = _vector_env(env, cfg)
             self.env = vec
-        self.trainer = train.Trainer(cfg, vec, None, state, source=source)
+        self.trainer = Trainer(cfg, vec, None, state, source=source)
         self._run_dir_arg = run_dir  # None: a new folder under runs/ at the first learn
         self._folder: RunFolder | None = folder  # the run folder, once there is one
         self._continue = folder is not None  # a loaded run: the first learn continues it
@@ -337,14 +343,13 @@ class Agent:
         vec, owns = _vector_env(env, cfg)
         old = self.trainer
         try:
-            trainer = train.Trainer(
-                cfg, vec, old.run_dir, old.learner.state_dict(), source="of this model"
-            )
+            trainer = Trainer(cfg, vec, None, old.learner.state_dict(), source="of this model")
         except UserError:
             if owns:
                 vec.close()
             raise
-        trainer.writer, trainer.evaluator, trainer.metrics = old.writer, old.evaluator, old.metrics
+        trainer.run_dir, trainer.writer, trainer.evaluator = old.run_dir, old.writer, old.evaluator
+        trainer.metrics = old.metrics
         if self._owns_env and self.env is not None:
             self.env.close()
         self.trainer, self.env, self._owns_env, self.config = trainer, vec, owns, cfg
@@ -436,13 +441,11 @@ class Agent:
                 self.trainer.run_dir = self._folder.path
             self.config = self.trainer.cfg = cfg
             self.trainer.open_log(resume=self._resumed)
-            try:
-                summary = self.trainer.learn(cfg.run.steps, [], progress, callback)
+            try:  # (in a run folder, learn writes summary.json)
+                self.trainer.learn(cfg.run.steps, [], progress, callback)
             except KeyboardInterrupt:
                 self.trainer.save()
                 raise
-            if self._folder is not None:
-                self._folder.write_summary(summary)
         finally:
             if lock is not None:
                 lock.release()
@@ -519,10 +522,10 @@ class Agent:
                 if self._continue:
                     self._folder.continue_from(learner.step, self.config)
                     self._continue = False
-                train.save(path, learner)
+                save_checkpoint(path, learner)
             return path
         folder = RunFolder.create(self.config, path, words=API)
-        train.save(folder.path, learner)
+        save_checkpoint(folder.path, learner)
         arg = self._run_dir_arg
         if (
             self._folder is None

@@ -160,6 +160,14 @@ def save(run_dir: Path, step: int, state: dict, keep: int, name: str | None = No
     return final
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """A text file of the run folder (config.yaml, summary.json) written whole: a reader sees
+    the old one or the new one, never half of it."""
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def _remove(path: Path) -> None:
     """Delete a checkpoint folder: renamed aside first, so that a reader sees it whole or not
     at all."""

@@ -298,10 +298,11 @@ def cmd_resume(args) -> int:
 
 def _train(cfg, folder, progress: bool, resume: bool = False, resume_from=None) -> int:
     from rl_trust import train
+    from rl_trust.trainer import Interrupted
 
     try:
         summary = train.run(cfg, folder, resume=resume, progress=progress, from_step=resume_from)
-    except train.Interrupted as e:
+    except Interrupted as e:
         if not resume and e.step == 0:  # before the first update: the folder holds nothing
             shutil.rmtree(folder.path, ignore_errors=True)
             print(

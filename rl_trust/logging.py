@@ -11,16 +11,16 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
 from rl_trust import tags as T
-from rl_trust.config import RunConfig
+from rl_trust.errors import UserError
 
 # The run's final values of these tags are its hparams metrics.
 HPARAM_METRICS = (T.ROLLOUT_EP_REW_MEAN, T.KL_FORWARD_MEAN, T.TIME_FPS)
 
 
-def layout(agent_charts: dict[str, list]) -> dict:
+def layout(agent_charts: dict[str, list], masked: bool = False) -> dict:
     """The "Trust region" dashboard (custom scalars): the KL charts every agent has, then the
-    agent's own (its class's `charts()`). Multiline tags are regular expressions
-    (tags.exact)."""
+    agent's own (its class's `charts()`), then, where the run masks invalid actions, what
+    masking saves. Multiline tags are regular expressions (tags.exact)."""
     charts = {
         "KL(π_old‖π_new) against the target band": [
             "Margin",
@@ -40,25 +40,45 @@ def layout(agent_charts: dict[str, list]) -> dict:
         ],
     }
     charts.update(agent_charts)
+    if masked:
+        charts["invalid actions: the unmasked policy's probability of one"] = [
+            "Multiline",
+            [T.exact(T.ROLLOUT_INVALID_ACTION_SHARE)],
+        ]
     return {"Trust region": charts}
 
 
-def hparams_of(cfg: RunConfig) -> dict[str, bool | int | float | str]:
-    out: dict[str, bool | int | float | str] = {"agent": cfg.agent_name}
-    for key, value in cfg.flat().items():
+def hparams_of(agent: str, keys: dict) -> dict[str, bool | int | float | str]:
+    """The hparams entry: the agent's name and every config key (`RunConfig.flat`), a value
+    TensorBoard has no type for as its text."""
+    out: dict[str, bool | int | float | str] = {"agent": agent}
+    for key, value in keys.items():
         out[key] = value if isinstance(value, bool | int | float | str) else str(value)
     return out
 
 
 class RunWriter:
+    """The run's event file. A new run's starts with the dashboard (`layout`) and the hparams
+    entry (`hparams_of`); a resumed run's drops what was logged after its checkpoint (`purge_step`:
+    TensorBoard purges steps ≥ it)."""
+
     def __init__(
-        self, run_dir: Path, cfg: RunConfig, charts: dict[str, list], purge_step: int | None = None
+        self,
+        run_dir: Path,
+        hparams: dict,
+        dashboard: dict,
+        histograms: bool = False,
+        purge_step: int | None = None,
     ):
-        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step, flush_secs=30)
-        self.histograms = cfg.run.log_histograms
-        if purge_step is None:  # a new run: the dashboard layout and the hparams entry
-            self.writer.add_custom_scalars(layout(charts))
-            self.writer._get_file_writer().add_summary(hp.hparams_pb(hparams_of(cfg)))
+        self.histograms = histograms
+        try:
+            self.writer = SummaryWriter(str(run_dir), purge_step=purge_step, flush_secs=30)
+            if purge_step is None:
+                self.writer.add_custom_scalars(dashboard)
+                self.writer._get_file_writer().add_summary(hp.hparams_pb(hparams))
+        except OSError as e:
+            why = e.strerror or e
+            raise UserError(f"cannot write TensorBoard events in {run_dir}: {why}") from None
 
     def write(self, metrics: dict[str, float | Tensor], step: int) -> None:
         for tag, value in metrics.items():

@@ -175,6 +175,14 @@ class Collector:
         self.n_envs = N = env.num_envs
         self.rng = np.random.Generator(np.random.PCG64(seed))
         T, fam = n_steps, policy.family
+        obs, info = env.reset(seed=seed)
+        # invalid-action masks (envs/masks.py), where the env provides them and the config
+        # uses them: each step's stored, the current one's sampled under
+        self.masks = masks.for_vector(env, info, action_masking, fam, env_name or repr(env))
+        self.invalid_share: float | None = None  # of the last rollout (rollout/ tag)
+        if self.masks is not None:
+            self.mask_rows = np.zeros((T, N, fam.mask_size), bool)
+            self.current_mask = self.masks.read(info)
         self.layout = policy.obs_layout
         self.obs = self.layout.empty((T, N))
         self.actions = np.zeros((T, N, fam.action_dim), np.float32)
@@ -189,15 +197,7 @@ class Collector:
         self._ep_length = np.zeros(N, np.int64)
         self._raw_rewards = np.zeros(N)
         self.steps_done = 0  # env steps collected (the learner's count), for messages
-        obs, info = env.reset(seed=seed)
         self.current = policy.preprocess_numpy(obs, normalizer.obs)
-        # invalid-action masks (envs/masks.py), where the env provides them and the config
-        # uses them: each step's stored, the current one's sampled under
-        self.masks = masks.for_vector(env, info, action_masking, fam, env_name or repr(env))
-        self.invalid_share: float | None = None  # of the last rollout (rollout/ tag)
-        if self.masks is not None:
-            self.mask_rows = np.zeros((T, N, fam.mask_size), bool)
-            self.current_mask = self.masks.read(info)
         if hasattr(env, "halves") and not isinstance(self.current, np.ndarray):
             raise UserError("overlap=true takes Box observations (not Dict or Tuple)")
 

@@ -7,7 +7,8 @@ module owns what keeps it safe, so that the CLI and the API cannot drift apart:
 - one writer at a time (`lock`, an flock on RUN/.lock);
 - continuing from a chosen checkpoint moves the later ones to RUN/superseded/
   (`continue_from`), so that rotation and "newest" never mix two trajectories;
-- config.yaml and summary.json are written to a temporary file and renamed;
+- config.yaml is written to a temporary file and renamed (checkpoint.write_atomic, as the
+  trainer writes summary.json);
 - a run's config is data: the modules it names (a `module:Env` id, wrappers, a
   `policy=module:factory`) are imported only with the user's consent (`check_trust`).
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import json
 import os
 import shutil
 import sys
@@ -296,12 +296,6 @@ def claim(path: Path, words: Words = CLI) -> Path:
     return path
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 class RunLock:
     """One writer per run folder: an exclusive flock on RUN/.lock, held while training."""
 
@@ -425,10 +419,7 @@ class RunFolder:
         path = self.path / "config.yaml"
         text = cfg.to_yaml()
         if not path.is_file() or path.read_text() != text:
-            write_atomic(path, text)
-
-    def write_summary(self, summary: dict) -> None:
-        write_atomic(self.path / "summary.json", json.dumps(summary, indent=2))
+            checkpoint.write_atomic(path, text)
 
     def resume_hint(self, cfg: RunConfig) -> str:
         """The command that continues this run (with --allow-import when it names modules)."""

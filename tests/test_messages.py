@@ -90,7 +90,7 @@ def test_a_non_finite_env_output_is_named_as_the_envs(tmp_path, wrapper, what):
     model = rl_trust.PPO(
         wrapper(gym.make("CartPole-v1")), run_dir=tmp_path / "run", n_steps=64, batch_size=64
     )
-    with pytest.raises(rl_trust.api.train.Diverged, match=f"returned a non-finite {what}") as e:
+    with pytest.raises(rl_trust.errors.Diverged, match=f"returned a non-finite {what}") as e:
         model.learn(64)
     assert "gradient" not in str(e.value) and "diverged.json" in str(e.value)
 

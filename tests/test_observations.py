@@ -318,11 +318,11 @@ def test_bfloat16_precision_keeps_heads_and_distribution_in_float32():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_memory_the_update_freed_goes_back_to_the_os():
-    """What train calls after each update: glibc keeps freed heap blocks resident until
+    """What the trainer calls after each update: glibc keeps freed heap blocks resident until
     malloc_trim hands them back (the creep of long image runs' peak RSS)."""
-    from rl_trust import train
+    from rl_trust import trainer
 
-    assert train._trim is not None
+    assert trainer._trim is not None
 
     def rss() -> int:
         return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -331,7 +331,7 @@ def test_memory_the_update_freed_goes_back_to_the_os():
     keep = blocks[-1]  # a live block above them, so that the heap's top cannot shrink
     del blocks
     before = rss()
-    train.release_freed_memory()
+    trainer.release_freed_memory()
     assert before - rss() > 100 * 2**20
     del keep
 

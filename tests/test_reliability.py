@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import RL_TRUST, cli, events, scalars
 
-from rl_trust import checkpoint, config, train
+from rl_trust import checkpoint, config, trainer
 from rl_trust import cli as cli_module
 from rl_trust.envs import make_vec
 
@@ -209,7 +209,7 @@ def test_learner_state_is_bit_identical_right_after_loading(tmp_path, agent):
     cfg = config.read_run(run)
     env = make_vec(cfg.env, cfg.run.seed)
     try:
-        again = train.Learner(cfg, env, saved).state_dict()
+        again = trainer.Learner(cfg, env, saved).state_dict()
     finally:
         env.close()
     a, b = dict(flatten(saved)), dict(flatten(again))

@@ -11,10 +11,11 @@ from functools import partial
 import gymnasium as gym
 import numpy as np
 
-from rl_trust.config import EnvConfig, wrapper_entries
+from rl_trust.config import EnvConfig
 from rl_trust.envs import masked, pool, probes
 from rl_trust.envs.normalize import Normalizer, RunningMeanStd
 from rl_trust.envs.sync import SyncVectorEnv
+from rl_trust.envs.wrappers import apply_wrappers, wrapper_classes
 from rl_trust.errors import UserError, one_line
 
 __all__ = [
@@ -66,52 +67,6 @@ def check_import(env_id: str, source: str, allow: bool) -> None:
             f"{source} names env {env_id!r}: importing module {module!r} runs its code; "
             "pass --allow-import if you trust this run"
         )
-
-
-def wrapper_classes(wrappers: list) -> list[tuple[type, dict]]:
-    """The config's `wrappers` as (class, kwargs), imported; a UserError for one that is not
-    a class that can be imported."""
-    out = []
-    for path, kwargs in wrapper_entries(wrappers):
-        module, _, name = path.rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module), name, None)
-        except Exception as e:  # ImportError, or whatever the module's code raised
-            raise UserError(
-                f"wrappers: cannot import {module!r} for {path} ({one_line(e)})"
-            ) from None
-        if not isinstance(cls, type) or not issubclass(cls, gym.Wrapper):
-            raise UserError(f"wrappers: {path} is not a gymnasium.Wrapper class")
-        out.append((cls, kwargs))
-    return out
-
-
-def apply_wrappers(env: gym.Env, wrappers: list) -> gym.Env:
-    """`env` inside the config's `wrappers`, the first innermost; a UserError naming the
-    wrapper that rejects its kwargs or the env."""
-    for cls, kwargs in wrapper_classes(wrappers):
-        try:
-            env = cls(env, **kwargs)
-        except gym.error.DependencyNotInstalled as e:
-            raise UserError(
-                f"wrappers: {cls.__name__} needs a package that is not installed: {e}"
-            ) from None
-        except Exception as e:  # TypeError for a kwarg, or the wrapper's own check of the env
-            raise UserError(
-                f"wrappers: {cls.__module__}.{cls.__name__}(**{kwargs}) failed: {one_line(e)}"
-            ) from None
-    return env
-
-
-def check_wrappers_import(wrappers: list, source: str, allow: bool) -> None:
-    """As check_import, for the modules the config's wrappers name."""
-    for path, _ in wrapper_entries(wrappers):
-        module = path.rpartition(".")[0]
-        if not allow and module not in sys.modules:
-            raise UserError(
-                f"{source} names wrapper {path!r}: importing module {module!r} runs its code; "
-                "pass --allow-import if you trust this run"
-            )
 
 
 def _make(env_id: str, cfg: EnvConfig, kwargs: dict) -> gym.Env:

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rl_trust.config import EnvConfig, wrapper_entries
+from rl_trust.config import EnvConfig
+from rl_trust.envs.wrappers import wrapper_entries
 from rl_trust.errors import UserError
 
 ATARI_WRAPPERS = {
