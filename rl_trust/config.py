@@ -377,11 +377,6 @@ def _wrapper_entry(entry: Any) -> tuple[str, dict] | None:
     return path, dict(kwargs)
 
 
-def wrapper_entries(wrappers: list) -> list[tuple[str, dict]]:
-    """A validated `wrappers` list as (class path, kwargs) pairs."""
-    return [_wrapper_entry(w) for w in wrappers]
-
-
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(map(str, typing.get_args(tp)))

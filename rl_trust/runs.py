@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from rl_trust import checkpoint, config
-from rl_trust.config import RunConfig, wrapper_entries
+from rl_trust.config import RunConfig
+from rl_trust.envs.wrappers import wrapper_entries
 from rl_trust.errors import UserError, UserTypeError, one_line
 
 
