@@ -144,6 +144,8 @@ class PPOConfig(AgentConfig):
     """anneal d_targ linearly from kl_target to this over training, MDPO-style (null: constant)"""
     kl_spread: float = 0.0
     """κ: penalize β·(mean KL + κ·Var_s[KL_s]/d_targ) over a minibatch's states (0: the mean)"""
+    kl_state_cap: float | None = None
+    """c: a sample's surrogate stops pulling once its state's KL passes c·d_targ (null: no cap)"""
     kl_beta: float = 1.0
     """β₀, the penalty's first coefficient (the fixed one with kl_penalty=fixed)"""
     kl_band: float = 1.5
@@ -339,6 +341,7 @@ RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "kl_target": _positive,
     "kl_target_final": (lambda v: v is None or v > 0, "null or a number > 0"),
     "kl_spread": _nonneg,
+    "kl_state_cap": (lambda v: v is None or v > 0, "null or a number > 0"),
     "kl_beta": _nonneg,
     "kl_band": (lambda v: v > 1, "a number > 1"),
     "kl_factor": (lambda v: v > 1, "a number > 1"),

@@ -44,6 +44,9 @@ KL_PENALTY = _tag("kl/penalty", "β·KL, the penalty term of the loss (0 when β
 KL_IN_BAND = _tag("kl/in_band", "1 when the update's KL fell in the band, else 0")
 KL_STEP_KL = _tag("kl/step_kl", "kl_rescale: the KL of the update's own step, before rescaling")
 KL_STEP_FRACTION = _tag("kl/step_fraction", "kl_rescale: the fraction of the step kept")
+KL_STATE_CAPPED = _tag(
+    "kl/state_capped", "kl_state_cap: share of samples whose surrogate the per-state cap stopped"
+)
 KL_CTL_ERROR = _tag("kl/ctl_error", "the controller's error log(d / d_targ)")
 KL_CTL_P = _tag("kl/ctl_p", "PID controller: mean proportional term of log β")
 KL_CTL_P_MAX = _tag("kl/ctl_p_max", "PID controller: largest proportional term of log β")

@@ -54,6 +54,13 @@ PPO_VARIANTS = {
         "kl_spread": 2.0,
         "kl_target": 0.003,
     },
+    "pid per-state cap": {
+        "clip": False,
+        "kl_penalty": "adaptive",
+        "kl_controller": "pid",
+        "kl_state_cap": 1.0,
+        "kl_target": 0.003,
+    },
 }
 COMMON = {"net_arch": (16, 16), "n_steps": 256, "batch_size": 64}
 # the autograd engine on each device torch sees, against the manual engine (CPU only); on

@@ -163,6 +163,14 @@ VARIANTS = {
         "kl_target": 0.05,
     },
     "value clip": {"clip_range_vf": 0.2, "vf_coef": 0.7, "clip_range": 0.1},
+    "per-state cap": {"clip": False, "kl_penalty": "fixed", "kl_state_cap": 1.0},
+    "per-state cap, clip, spread": {
+        "clip": True,
+        "kl_penalty": "fixed",
+        "kl_spread": 1.0,
+        "kl_state_cap": 0.5,
+        "kl_target": 0.05,
+    },
 }
 
 
@@ -182,6 +190,8 @@ def test_ppo_minibatch_gradient_is_the_gradient_of_its_loss(kind, variant):
     terms = agent.objective(mb, params, values)
     if cfg.clip:
         assert 0 < terms["clip_fraction"] < 1  # both sides of the clip are exercised
+    if cfg.kl_state_cap is not None:
+        assert 0 < terms["capped"] < 1  # some samples capped, some not
     loss = agent.loss(terms)
     expected = torch.autograd.grad(loss, list(net.parameters()))
     expected = torch.cat([g.reshape(-1) for g in expected])
@@ -206,3 +216,17 @@ def test_minibatch_helpers_cover_the_batch_once():
     assert not torch.equal(back.obs, b.obs)  # shuffled
     for k, field in enumerate(dataclasses.fields(Batch), start=1):  # rows stay aligned
         assert torch.equal(getattr(back, field.name), back.obs * k)
+
+
+def test_per_state_cap_stops_only_samples_past_it_in_their_advantages_direction():
+    """kl_state_cap c: a sample is capped when its state's KL exceeds c·d_targ and its ratio
+    has moved the way its advantage pushes; a state past the cap whose ratio moved against
+    its advantage still pulls back, and nothing is capped without a cap."""
+    net = MlpActorCritic(OBS5, family_for(SPACES["categorical"]), (16, 16))
+    agent = PPO(PPOConfig(kl_state_cap=2.0, kl_target=0.01), net, torch.Generator())
+    kl = torch.tensor([0.03, 0.03, 0.03, 0.03, 0.01, 0.01])  # past 2·0.01 or not
+    ratio = torch.tensor([1.2, 0.8, 1.2, 0.8, 1.2, 0.8])
+    adv = torch.tensor([1.0, -1.0, -1.0, 1.0, 1.0, -1.0])
+    assert agent.capped(kl, ratio, adv).tolist() == [True, True, False, False, False, False]
+    uncapped = PPO(PPOConfig(), net, torch.Generator())
+    assert not uncapped.capped(kl, ratio, adv).any()

@@ -18,6 +18,11 @@ Two variants of the penalty term: with kl_spread κ > 0 it is β·(KL̄ + κ·Va
 over a minibatch's states, which weighs the states whose KL runs ahead of the mean more; with
 kl_target_final, d_targ moves linearly from kl_target to it over training (MDPO's annealed
 step, Tomar et al. 2022, as a target the controller holds).
+
+A per-state trust region (kl_state_cap c, after Wang et al. 2019's trust-region PPO): a
+sample's surrogate term is held constant, passing no gradient, once its state's KL_s (in the
+penalty's direction) exceeds c·d_targ and its ratio has already moved the way its advantage
+pushes, (r − 1)·Â > 0. Clipping bounds each ratio; this bounds each state's KL.
 """
 
 from __future__ import annotations
@@ -119,14 +124,25 @@ class PPO:
         surrogate = ratio * mb.advantages
         if cfg.clip:
             surrogate = torch.min(surrogate, ratio.clamp(1 - eps, 1 + eps) * mb.advantages)
+        kl = self.penalty_kl(mb.dist_params, params)
+        capped = self.capped(kl.detach(), ratio.detach(), mb.advantages)
+        surrogate = torch.where(capped, surrogate.detach(), surrogate)
         return {
             "pg": -surrogate.mean(),
             "vf": F.mse_loss(mb.returns, self.clipped_values(mb, values)),
             "entropy": fam.entropy(params).mean(),
-            "penalty": self.penalty(self.penalty_kl(mb.dist_params, params)),
+            "penalty": self.penalty(kl),
             "approx_kl": divergence.k3(log_ratio).mean(),
             "clip_fraction": ((ratio - 1).abs() > eps).float().mean(),
+            "capped": capped.float().mean(),
         }
+
+    def capped(self, kl: Tensor, ratio: Tensor, advantages: Tensor) -> Tensor:
+        """kl_state_cap: the samples whose state's KL passed c·d_targ while their ratio moved
+        the way their advantage pushes (all False without a cap)."""
+        if self.cfg.kl_state_cap is None:
+            return torch.zeros_like(kl, dtype=torch.bool)
+        return (kl > self.cfg.kl_state_cap * self.d_targ) & ((ratio - 1) * advantages > 0)
 
     def penalty(self, kl: Tensor) -> Tensor:
         """The penalty's KL term from the per-state KLs: their mean, plus κ·Var/d_targ."""
@@ -159,12 +175,16 @@ class PPO:
         weight = ratio * adv  # ∂(r Â)/∂log π
         if cfg.clip:  # only where the unclipped term is the min does r carry a gradient
             weight = weight * (weight <= ratio.clamp(1 - eps, 1 + eps) * adv)
+        kl = None  # per-state KL, when the cap or the spread needs it
+        if cfg.kl_state_cap is not None or (cfg.kl_spread and self.beta > 0):
+            kl = self.penalty_kl(mb.dist_params, params)
+        if cfg.kl_state_cap is not None:  # a capped sample's term is constant
+            weight = weight * ~self.capped(kl, ratio, adv)
         d_params = fam.log_prob_grad(params, mb.actions).mul_(weight.unsqueeze(-1) / -n)
         if self.beta > 0:
             reverse = cfg.kl_direction == "reverse"
             d_kl = fam.kl_grad(mb.dist_params, params, reverse)
             if cfg.kl_spread:  # ∂(KL̄ + κ·Var/d_targ)/∂KL_s = (1 + 2κ(KL_s − KL̄)/d_targ)/n
-                kl = self.penalty_kl(mb.dist_params, params)
                 d_kl.mul_((kl - kl.mean()).mul_(2 * cfg.kl_spread / self.d_targ).add_(1)[:, None])
             d_params.add_(d_kl, alpha=self.beta / n)
         if cfg.ent_coef:
@@ -294,7 +314,7 @@ class PPO:
         """The objective's terms over every sample the gradient steps used, as each saw it
         before its step; approx_kl: k3 per minibatch of the last epoch, averaged (as SB3)."""
         terms = {"pg": 0.0, "vf": 0.0, "entropy": 0.0, "penalty": 0.0}
-        terms.update(approx_kl=0.0, clip_fraction=0.0)
+        terms.update(approx_kl=0.0, clip_fraction=0.0, capped=0.0)
         if stepped:
             mbs, params, values = zip(*stepped, strict=True)
             terms = self.objective(Batch.cat(mbs), torch.cat(params), torch.cat(values))
@@ -330,6 +350,7 @@ class PPO:
             T.TRAIN_ENTROPY_LOSS: -terms["entropy"],
             T.TRAIN_APPROX_KL: terms["approx_kl"],
             T.TRAIN_CLIP_FRACTION: terms["clip_fraction"],
+            **({T.KL_STATE_CAPPED: terms["capped"]} if cfg.kl_state_cap is not None else {}),
             T.TRAIN_LEARNING_RATE: lr,
             T.TRAIN_CLIP_RANGE: self.clip_range,
             T.TRAIN_GRAD_STEPS: steps,
