@@ -162,6 +162,8 @@ class PPOConfig(AgentConfig):
     """pid: derivative gain on the rise of the update's log error (0: not tuned)"""
     kl_rescale: bool = False
     """scale each update's policy step so that its KL lands in the band"""
+    kl_step_max: float = 2.0
+    """kl_rescale: the most a step whose KL fell below the band is lengthened (× the step)"""
     target_kl: float | None = None
     """stop the update before a minibatch whose KL estimate k3 exceeds 1.5·target_kl (SB3's)"""
 
@@ -342,6 +344,7 @@ RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "kl_target_final": (lambda v: v is None or v > 0, "null or a number > 0"),
     "kl_spread": _nonneg,
     "kl_state_cap": (lambda v: v is None or v > 0, "null or a number > 0"),
+    "kl_step_max": (lambda v: v >= 1, "a number ≥ 1 (1: never lengthened)"),
     "kl_beta": _nonneg,
     "kl_band": (lambda v: v > 1, "a number > 1"),
     "kl_factor": (lambda v: v > 1, "a number > 1"),

@@ -77,7 +77,7 @@ def test_train_writes_run_folder_and_every_ppo_tag(ppo_run: Path):
     # the x axis is the env-step count, one point per update
     assert sorted(scalars(acc, "kl/forward_mean")) == [512, 1024, 1536, 2048]
     # the default ppo: PID on log β (its terms) and the kl_rescale backstop (the step's own
-    # KL and the fraction kept, at most STEP_MAX = 2)
+    # KL and the fraction kept, at most kl_step_max = 2)
     assert {"kl/ctl_p", "kl/ctl_i", "kl/step_kl", "kl/step_fraction"} <= tags
     assert scalars(acc, "kl/beta")[512] == 1.0
     assert max(scalars(acc, "kl/step_fraction").values()) <= 2.0

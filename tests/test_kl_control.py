@@ -153,6 +153,21 @@ def test_kl_rescale_scales_the_policys_step_into_the_band_and_leaves_the_critic(
     assert m["kl/in_band"] == 1.0
 
 
+def test_kl_step_max_bounds_how_far_a_short_step_is_lengthened():
+    """A learning rate far too low for d_targ 0.01: the step's own KL is below the band and
+    the rescale lengthens it, never past kl_step_max (1: not at all), and a larger bound
+    takes it further."""
+    under = dict(kl_penalty="fixed", kl_beta=0.0, learning_rate=2e-5, kl_rescale=True)
+    fractions = {}
+    for most in (1.0, 2.0, 8.0):
+        _, agent, collector = setup("ppo", kl_step_max=most, **under)
+        m = agent.update(collector.collect())
+        assert m["kl/step_kl"] < 0.01 / 1.5  # (the same step each time: same seed)
+        fractions[most] = m["kl/step_fraction"]
+        assert 1.0 <= fractions[most] <= most
+    assert fractions[1.0] == 1.0 and fractions[2.0] == 2.0 < fractions[8.0]
+
+
 def test_log_error_is_clamped_and_nan_for_a_kl_that_says_nothing():
     assert kl_control.log_error(0.02, 0.01) == pytest.approx(math.log(2))
     assert kl_control.log_error(1.0, 0.01) == kl_control.MAX_ERROR == 2.0

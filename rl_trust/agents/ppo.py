@@ -41,9 +41,6 @@ from rl_trust.nets.actor_critic import ActorCritic
 from rl_trust.optim import Adam, flat_parameters, non_finite_grads
 from rl_trust.rollout import Batch, normalize_per_minibatch
 
-STEP_MAX = 2.0  # kl_rescale lengthens a step whose KL fell below the band at most this much
-
-
 CONTROLLER_TAGS = (T.KL_CTL_ERROR, T.KL_CTL_P, T.KL_CTL_P_MAX, T.KL_CTL_I, T.KL_CTL_D)
 
 
@@ -222,7 +219,7 @@ class PPO:
         """kl_rescale: the policy's part of the update's step Δ = θ − θ_start scaled by the
         t of kl_control.step_fraction, so the batch's exact mean KL lands in the band: a
         backstop behind the controller, which still sees the step's own KL. A t above 1
-        (a step whose KL fell below the band, lengthened up to STEP_MAX) is kept only if
+        (a step whose KL fell below the band, lengthened up to kl_step_max) is kept only if
         the surrogate mean(r·Â) on the batch is no lower there than at t = 1. The policy's
         part is every weight the distribution depends on: with a shared encoder, the
         encoder's too. Returns the distribution parameters on the batch at the t kept (each
@@ -245,7 +242,7 @@ class PPO:
             return natural_gradient.surrogate(fam, params[t], *args).item()
 
         d = self.penalty_kl(batch.dist_params, params[1.0]).mean().item()
-        t, _ = kl_control.step_fraction(kl_at, d, self.d_targ, cfg.kl_band, STEP_MAX)
+        t, _ = kl_control.step_fraction(kl_at, d, self.d_targ, cfg.kl_band, cfg.kl_step_max)
         if t > 1.0 and surrogate(t) < surrogate(1.0):
             t = 1.0
         move_to(t)
