@@ -304,6 +304,7 @@ BIG = 2**31
 _positive_int = (lambda v: 1 <= v < BIG, f"an integer in 1..{BIG - 1}")
 _positive = (lambda v: v > 0, "a number > 0")
 _nonneg = (lambda v: v >= 0, "a number ≥ 0")
+_positive_or_null = (lambda v: v is None or v > 0, "null or a number > 0")
 _unit = (lambda v: 0 < v <= 1, "a number in (0, 1]")
 RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "steps": (lambda v: 1 <= v <= 10**12, "an integer in 1..10^12"),
@@ -339,11 +340,11 @@ RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
         'a list of "package.module.Class" or {"package.module.Class": {kwarg: value}}',
     ),
     "clip_range": _positive,
-    "clip_range_vf": (lambda v: v is None or v > 0, "null or a number > 0"),
+    "clip_range_vf": _positive_or_null,
     "kl_target": _positive,
-    "kl_target_final": (lambda v: v is None or v > 0, "null or a number > 0"),
+    "kl_target_final": _positive_or_null,
     "kl_spread": _nonneg,
-    "kl_state_cap": (lambda v: v is None or v > 0, "null or a number > 0"),
+    "kl_state_cap": _positive_or_null,
     "kl_step_max": (lambda v: v >= 1, "a number ≥ 1 (1: never lengthened)"),
     "kl_beta": _nonneg,
     "kl_band": (lambda v: v > 1, "a number > 1"),
@@ -351,7 +352,7 @@ RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "kl_kp": _nonneg,
     "kl_ki": _nonneg,
     "kl_kd": _nonneg,
-    "target_kl": (lambda v: v is None or v > 0, "null or a number > 0"),
+    "target_kl": _positive_or_null,
     "cg_max_steps": _positive_int,
     "cg_damping": _nonneg,
     "cg_tol": _nonneg,
