@@ -4,6 +4,7 @@
 # values (or ppo-reverse); ppo-clip is the reference. ORDER picks and orders the variants. MuJoCo Hopper (3 action dimensions) and HalfCheetah (6),
 # where the default ppo trails ppo-clip most, at STEPS steps (default 300k); ENVS may name the
 # classic envs too (CartPole-v1, Acrobot-v1, Pendulum-v1, LunarLander-v3: their presets' budgets).
+# SEEDS picks the tuning seeds (default 100 101 102; the fifth pass ran LunarLander on 100-109).
 #
 # Every run is a run folder under OUT/runs (committed as OUT/trials: their config, summary and
 # curves; `runs/` folders are ignored by git); rerun the script after an interruption: finished
@@ -27,6 +28,21 @@ declare -A VARIANTS=(
     # per action dimension, growing from 0.003 to 0.012 over the run, as ppo-clip's KL per
     # update grows on the tuning seeds (Hopper and HalfCheetah: about 0.005 per dimension by 300k)
     [ppo-grow]="--agent ppo --set kl_target_per_dim=true --set kl_target=0.003 --set kl_target_final=0.012"
+    # the fourth and fifth passes (docs/learning-rules.md): a trust region per state
+    # (kl_state_cap, c·d_targ), how far kl_rescale may lengthen a step (kl_step_max), and
+    # clipping with the penalty, per action dimension
+    [ppo-cap1]="--agent ppo --set kl_state_cap=1"
+    [ppo-cap15]="--agent ppo --set kl_state_cap=1.5"
+    [ppo-cap2]="--agent ppo --set kl_state_cap=2"
+    [ppo-cap4]="--agent ppo --set kl_state_cap=4"
+    [ppo-cap1-x4]="--agent ppo --set kl_state_cap=1 --set kl_step_max=4"
+    [ppo-perdim-cap1]="--agent ppo --set kl_target_per_dim=true --set kl_state_cap=1"
+    [ppo-reverse-cap1]="--agent ppo-reverse --set kl_state_cap=1"
+    [ppo-cap2-spread]="--agent ppo --set kl_state_cap=2 --set kl_spread=1.0"
+    [ppo-anneal-cap1]="--agent ppo --set kl_target=0.02 --set kl_target_final=0.005 --set kl_state_cap=1"
+    [ppo-clippen-perdim]="--agent ppo --set clip=true --set kl_target_per_dim=true"
+    [ppo-clippen-x4]="--agent ppo --set clip=true --set kl_step_max=4"
+    [ppo-clippen-perdim-x4]="--agent ppo --set clip=true --set kl_target_per_dim=true --set kl_step_max=4"
 )
 ORDER=${ORDER:-"ppo-perdim ppo ppo-clip ppo-t02 ppo-reverse ppo-clippen"}
 # the classic envs at their presets' budgets (as the benchmark runs them); MuJoCo at STEPS
@@ -38,7 +54,7 @@ steps_of() {
   esac
 }
 mkdir -p "$OUT/runs"
-for seed in 100 101 102; do
+for seed in ${SEEDS:-100 101 102}; do
   for env in $ENVS; do
     steps=$(steps_of "$env")
     for name in $ORDER; do
