@@ -164,6 +164,8 @@ class PPOConfig(AgentConfig):
     """scale each update's policy step so that its KL lands in the band"""
     kl_step_max: float = 2.0
     """kl_rescale: the most a step whose KL fell below the band is lengthened (× the step)"""
+    kl_lengthen_check: bool = True
+    """kl_rescale: keep a lengthened step only if the surrogate is no lower there (false: always)"""
     target_kl: float | None = None
     """stop the update before a minibatch whose KL estimate k3 exceeds 1.5·target_kl (SB3's)"""
 

@@ -168,6 +168,29 @@ def test_kl_step_max_bounds_how_far_a_short_step_is_lengthened():
     assert fractions[1.0] == 1.0 and fractions[2.0] == 2.0 < fractions[8.0]
 
 
+def test_kl_lengthen_check_keeps_a_lengthened_step_only_where_the_surrogate_holds(monkeypatch):
+    """A short step whose surrogate falls the further the policy moves: with the check the
+    whole step is kept (t = 1, KL below the band); without it the step is lengthened into
+    the band all the same."""
+    from rl_trust.agents import ppo
+
+    def falling(family, params, actions, log_probs, adv):  # highest at the old policy
+        return -(params - falling.old).abs().sum()
+
+    monkeypatch.setattr(ppo.natural_gradient, "surrogate", falling)
+    under = dict(kl_penalty="fixed", kl_beta=0.0, learning_rate=1e-4, kl_rescale=True)
+    for check in (True, False):
+        _, agent, collector = setup("ppo", kl_lengthen_check=check, kl_step_max=8.0, **under)
+        batch = collector.collect()
+        falling.old = batch.dist_params
+        m = agent.update(batch)
+        assert m["kl/step_kl"] < 0.01 / 1.5
+        if check:
+            assert m["kl/step_fraction"] == 1.0 and m["kl/in_band"] == 0.0
+        else:
+            assert m["kl/step_fraction"] > 1.0 and m["kl/in_band"] == 1.0
+
+
 def test_log_error_is_clamped_and_nan_for_a_kl_that_says_nothing():
     assert kl_control.log_error(0.02, 0.01) == pytest.approx(math.log(2))
     assert kl_control.log_error(1.0, 0.01) == kl_control.MAX_ERROR == 2.0

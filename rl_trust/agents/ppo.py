@@ -220,10 +220,10 @@ class PPO:
         t of kl_control.step_fraction, so the batch's exact mean KL lands in the band: a
         backstop behind the controller, which still sees the step's own KL. A t above 1
         (a step whose KL fell below the band, lengthened up to kl_step_max) is kept only if
-        the surrogate mean(r·Â) on the batch is no lower there than at t = 1. The policy's
-        part is every weight the distribution depends on: with a shared encoder, the
-        encoder's too. Returns the distribution parameters on the batch at the t kept (each
-        t is evaluated once) and the tags."""
+        the surrogate mean(r·Â) on the batch is no lower there than at t = 1 (always, without
+        kl_lengthen_check). The policy's part is every weight the distribution depends on:
+        with a shared encoder, the encoder's too. Returns the distribution parameters on the
+        batch at the t kept (each t is evaluated once) and the tags."""
         cfg, fam, end = self.cfg, self.policy.family, self.weights.detach().clone()
         step = (end - start).mul_(self.policy_part)
 
@@ -243,7 +243,7 @@ class PPO:
 
         d = self.penalty_kl(batch.dist_params, params[1.0]).mean().item()
         t, _ = kl_control.step_fraction(kl_at, d, self.d_targ, cfg.kl_band, cfg.kl_step_max)
-        if t > 1.0 and surrogate(t) < surrogate(1.0):
+        if t > 1.0 and cfg.kl_lengthen_check and surrogate(t) < surrogate(1.0):
             t = 1.0
         move_to(t)
         return params[t], {T.KL_STEP_FRACTION: t, T.KL_STEP_KL: d}

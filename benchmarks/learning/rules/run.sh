@@ -43,6 +43,7 @@ declare -A VARIANTS=(
     [ppo-clippen-perdim]="--agent ppo --set clip=true --set kl_target_per_dim=true"
     [ppo-clippen-x4]="--agent ppo --set clip=true --set kl_step_max=4"
     [ppo-clippen-perdim-x4]="--agent ppo --set clip=true --set kl_target_per_dim=true --set kl_step_max=4"
+    [ppo-cpx4-free]="--agent ppo --set clip=true --set kl_target_per_dim=true --set kl_step_max=4 --set kl_lengthen_check=false"
 )
 ORDER=${ORDER:-"ppo-perdim ppo ppo-clip ppo-t02 ppo-reverse ppo-clippen"}
 # the classic envs at their presets' budgets (as the benchmark runs them); MuJoCo at STEPS
