@@ -76,11 +76,12 @@ def test_train_writes_run_folder_and_every_ppo_tag(ppo_run: Path):
     assert "kl/forward" in acc.Tags()["histograms"]
     # the x axis is the env-step count, one point per update
     assert sorted(scalars(acc, "kl/forward_mean")) == [512, 1024, 1536, 2048]
-    # the default ppo: PID on log β (its terms) and the kl_rescale backstop (the step's own
-    # KL and the fraction kept, at most kl_step_max = 2)
+    # the default ppo: the clip (its fraction), PID on log β (its terms) and the kl_rescale
+    # backstop (the step's own KL and the fraction kept, at most kl_step_max = 4)
     assert {"kl/ctl_p", "kl/ctl_i", "kl/step_kl", "kl/step_fraction"} <= tags
     assert scalars(acc, "kl/beta")[512] == 1.0
-    assert max(scalars(acc, "kl/step_fraction").values()) <= 2.0
+    assert max(scalars(acc, "kl/step_fraction").values()) <= 4.0
+    assert max(scalars(acc, "train/clip_fraction").values()) > 0
 
 
 def test_the_paper_rule_moves_beta_from_the_logged_kl(paper_run: Path):

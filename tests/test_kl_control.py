@@ -131,10 +131,10 @@ def test_step_fraction_on_hand_computed_kl_curves():
 
 
 def test_kl_rescale_scales_the_policys_step_into_the_band_and_leaves_the_critic():
-    """A learning rate far too high for d_targ 0.01 at β 0: the step's own KL is above the
-    band; rescaled, the batch's KL is in it, the policy's weights are θ_start + t·Δ and the
-    critic's are the unscaled update's."""
-    over = dict(kl_penalty="fixed", kl_beta=0.0, learning_rate=0.01, batch_size=64)
+    """A learning rate far too high for d_targ 0.01 at β 0 and no clip: the step's own KL is
+    above the band; rescaled, the batch's KL is in it, the policy's weights are
+    θ_start + t·Δ and the critic's are the unscaled update's."""
+    over = dict(kl_penalty="fixed", kl_beta=0.0, learning_rate=0.01, batch_size=64, clip=False)
     runs = []
     for rescale in (False, True):
         cfg, agent, collector = setup("ppo", kl_rescale=rescale, **over)
