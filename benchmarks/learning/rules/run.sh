@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # [learning] item 1: candidate rules for the default ppo, on the tuning seeds 100-102 only
-# (held-out seeds 0-4 judge the winner later). Each variant is the `ppo` preset with --set
-# values (or ppo-reverse); ppo-clip is the reference. ORDER picks and orders the variants. MuJoCo Hopper (3 action dimensions) and HalfCheetah (6),
+# (held-out seeds 0-4 judge the winner later). Each variant is the preset `ppo-penalty` (the
+# default ppo while the study ran; the variant named `ppo` is it) with --set values (or
+# ppo-reverse); ppo-clip is the reference; ppo-cpx4-free is the rule the default ppo became on
+# 2026-12-06. ORDER picks and orders the variants. MuJoCo Hopper (3 action dimensions) and HalfCheetah (6),
 # where the default ppo trails ppo-clip most, at STEPS steps (default 300k); ENVS may name the
 # classic envs too (CartPole-v1, Acrobot-v1, Pendulum-v1, LunarLander-v3: their presets' budgets).
 # SEEDS picks the tuning seeds (default 100 101 102; the fifth pass ran LunarLander on 100-109).
@@ -16,34 +18,34 @@ OUT=${OUT:-benchmarks/learning/rules}
 STEPS=${STEPS:-300000}
 ENVS=${ENVS:-"Hopper-v5 HalfCheetah-v5"}
 declare -A VARIANTS=(
-    [ppo]="--agent ppo"
-    [ppo-perdim]="--agent ppo --set kl_target_per_dim=true"  # d_targ 0.01 per dimension
-    [ppo-t02]="--agent ppo --set kl_target=0.02"  # a larger target (ppo-paper's on Hopper)
+    [ppo]="--agent ppo-penalty"
+    [ppo-perdim]="--agent ppo-penalty --set kl_target_per_dim=true"  # d_targ 0.01 per dimension
+    [ppo-t02]="--agent ppo-penalty --set kl_target=0.02"  # a larger target (ppo-paper's on Hopper)
     [ppo-reverse]="--agent ppo-reverse"  # the penalty on KL(π‖π_old)
-    [ppo-clippen]="--agent ppo --set clip=true"  # clipping and the controlled penalty
+    [ppo-clippen]="--agent ppo-penalty --set clip=true"  # clipping and the controlled penalty
     [ppo-clip]="--agent ppo-clip"
     # MDPO-style: d_targ annealed from 0.02 to 0.005 over the run (kl_target_final)
-    [ppo-anneal]="--agent ppo --set kl_target=0.02 --set kl_target_final=0.005"
-    [ppo-spread]="--agent ppo --set kl_spread=1.0"  # β·(mean KL + Var_s KL / d_targ)
+    [ppo-anneal]="--agent ppo-penalty --set kl_target=0.02 --set kl_target_final=0.005"
+    [ppo-spread]="--agent ppo-penalty --set kl_spread=1.0"  # β·(mean KL + Var_s KL / d_targ)
     # per action dimension, growing from 0.003 to 0.012 over the run, as ppo-clip's KL per
     # update grows on the tuning seeds (Hopper and HalfCheetah: about 0.005 per dimension by 300k)
-    [ppo-grow]="--agent ppo --set kl_target_per_dim=true --set kl_target=0.003 --set kl_target_final=0.012"
+    [ppo-grow]="--agent ppo-penalty --set kl_target_per_dim=true --set kl_target=0.003 --set kl_target_final=0.012"
     # the fourth and fifth passes (docs/learning-rules.md): a trust region per state
     # (kl_state_cap, c·d_targ), how far kl_rescale may lengthen a step (kl_step_max), and
     # clipping with the penalty, per action dimension
-    [ppo-cap1]="--agent ppo --set kl_state_cap=1"
-    [ppo-cap15]="--agent ppo --set kl_state_cap=1.5"
-    [ppo-cap2]="--agent ppo --set kl_state_cap=2"
-    [ppo-cap4]="--agent ppo --set kl_state_cap=4"
-    [ppo-cap1-x4]="--agent ppo --set kl_state_cap=1 --set kl_step_max=4"
-    [ppo-perdim-cap1]="--agent ppo --set kl_target_per_dim=true --set kl_state_cap=1"
+    [ppo-cap1]="--agent ppo-penalty --set kl_state_cap=1"
+    [ppo-cap15]="--agent ppo-penalty --set kl_state_cap=1.5"
+    [ppo-cap2]="--agent ppo-penalty --set kl_state_cap=2"
+    [ppo-cap4]="--agent ppo-penalty --set kl_state_cap=4"
+    [ppo-cap1-x4]="--agent ppo-penalty --set kl_state_cap=1 --set kl_step_max=4"
+    [ppo-perdim-cap1]="--agent ppo-penalty --set kl_target_per_dim=true --set kl_state_cap=1"
     [ppo-reverse-cap1]="--agent ppo-reverse --set kl_state_cap=1"
-    [ppo-cap2-spread]="--agent ppo --set kl_state_cap=2 --set kl_spread=1.0"
-    [ppo-anneal-cap1]="--agent ppo --set kl_target=0.02 --set kl_target_final=0.005 --set kl_state_cap=1"
-    [ppo-clippen-perdim]="--agent ppo --set clip=true --set kl_target_per_dim=true"
-    [ppo-clippen-x4]="--agent ppo --set clip=true --set kl_step_max=4"
-    [ppo-clippen-perdim-x4]="--agent ppo --set clip=true --set kl_target_per_dim=true --set kl_step_max=4"
-    [ppo-cpx4-free]="--agent ppo --set clip=true --set kl_target_per_dim=true --set kl_step_max=4 --set kl_lengthen_check=false"
+    [ppo-cap2-spread]="--agent ppo-penalty --set kl_state_cap=2 --set kl_spread=1.0"
+    [ppo-anneal-cap1]="--agent ppo-penalty --set kl_target=0.02 --set kl_target_final=0.005 --set kl_state_cap=1"
+    [ppo-clippen-perdim]="--agent ppo-penalty --set clip=true --set kl_target_per_dim=true"
+    [ppo-clippen-x4]="--agent ppo-penalty --set clip=true --set kl_step_max=4"
+    [ppo-clippen-perdim-x4]="--agent ppo-penalty --set clip=true --set kl_target_per_dim=true --set kl_step_max=4"
+    [ppo-cpx4-free]="--agent ppo-penalty --set clip=true --set kl_target_per_dim=true --set kl_step_max=4 --set kl_lengthen_check=false"
 )
 ORDER=${ORDER:-"ppo-perdim ppo ppo-clip ppo-t02 ppo-reverse ppo-clippen"}
 # the classic envs at their presets' budgets (as the benchmark runs them); MuJoCo at STEPS
