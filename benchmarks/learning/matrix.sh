@@ -11,10 +11,11 @@
 # complete by then and skipped), and last the report of all the trials with --report-only.
 #
 # Reuse: the committed trials of benchmarks/classic, benchmarks/mujoco (ppo-clip, trpo and
-# SB3, seeds 0-4 classic, 0-2 MuJoCo) and benchmarks/kl-control (ppo, the default before the
-# rule study) are copied in (never over a trial already here). The benchmark skips a copied
-# trial whose recorded config is the one the presets give now and reruns it otherwise, so
-# after the default ppo's rule changes, its rows are run again and the references are not.
+# SB3, seeds 0-4 classic, 0-2 MuJoCo) and benchmarks/kl-control (ppo-clip) are copied in
+# (never over a trial already here). The benchmark skips a copied trial whose recorded config
+# is the one the presets give now and reruns it otherwise. The default ppo's rows are its own:
+# its rule changed on 2026-12-06, and kl-control's trials of the former default are named
+# ppo-penalty.
 #
 # Resume: stopped, rerun this script: complete trials are skipped and a trial cut short
 # continues from its own newest checkpoint. WORKERS=N sets the trials run at once (default 1);
