@@ -633,8 +633,8 @@ def _check_env_spaces(env: EnvLike, obs_space: gym.Space, act_space: gym.Space) 
 
 
 class PPO(Agent):
-    """PPO with the adaptive KL penalty (preset "ppo"), or any PPO preset: "ppo-clip",
-    "ppo-fixed", a preset file."""
+    """PPO: by default clipping with the controlled KL penalty (preset "ppo"), or any PPO preset:
+    "ppo-clip", "ppo-penalty", "ppo-fixed", a preset file."""
 
     algo, default_preset = "ppo", "ppo"
 
