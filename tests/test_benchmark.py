@@ -20,6 +20,7 @@ import yaml
 from conftest import RL_TRUST, cli, events
 
 from rl_trust import config
+from rl_trust.benchmark import matrix
 from rl_trust.benchmark.sb3 import sb3_caveats, sb3_kwargs
 
 TINY = (
@@ -340,7 +341,7 @@ def test_sb3_runs_once_for_presets_it_cannot_tell_apart(tmp_path):
     assert "4 complete before, 0 to run" in again.stderr
 
 
-def test_a_preset_change_reruns_the_trials_it_changes_and_no_other(tmp_path):
+def test_a_preset_change_reruns_the_trials_it_changes_and_no_other(tmp_path, monkeypatch):
     presets = tmp_path / "presets"  # a copy of the presets, edited as a user would
     for kind in ("agents", "envs"):
         shutil.copytree(Path(config.PRESET_ROOT) / kind, presets / kind)
@@ -373,9 +374,23 @@ def test_a_preset_change_reruns_the_trials_it_changes_and_no_other(tmp_path):
     assert [r["status"] for r in rows(out) if r["library"] + r["agent"] == "rl-trustppo"] == [
         "not run"
     ]
+    # the rerun is cut short before it ends (the machine stops): the changed trial's old row
+    # is gone already, so its new run's config beside it cannot pass for a complete trial
+    monkeypatch.setattr(config, "PRESET_ROOT", presets)
+    trials = matrix.matrix(["ppo", "ppo-clip"], ["CartPole-v1"], 1, 1024, ("n_steps=512",))
+
+    def stopped(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(matrix, "_local", stopped)
+    said = []
+    with pytest.raises(KeyboardInterrupt):
+        matrix.run_matrix(trials, out, progress=said.append)
+    assert "1 complete trial(s) ran with a config the presets no longer give" in said[0]
+    assert not (out / "trials" / "rl-trust-ppo-CartPole-v1-s0.json").exists()
+    assert len(list((out / "trials").glob("*.json"))) == 3
     res = cli(*args, env=env)
     assert res.returncode == 0, res.stderr
-    assert "1 complete trial(s) ran with a config the presets no longer give" in res.stderr
     assert "3 complete before, 1 to run" in res.stderr
     after = {r["library"] + r["agent"]: r["final_return"] for r in rows(out)}
     assert {k: v for k, v in after.items() if k != "rl-trustppo"} == {

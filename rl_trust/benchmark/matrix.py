@@ -456,7 +456,9 @@ def _clock(s: float) -> str:
 def _reusable_rows(
     trials: list[Trial], out: Path, progress: Callable[[str], None]
 ) -> dict[Trial, dict]:
-    """The complete trials' rows, less those whose config the presets no longer give (said)."""
+    """The complete trials' rows, less those whose config the presets no longer give (said).
+    Their rows are deleted before they run again: a rerun cut short has already written its
+    new config, and the old row beside it would then read as this config's result."""
     rows = {t: row for t, row in recorded_rows(trials, out).items() if row["status"] == "ok"}
     changed = changed_configs(rows, out)
     if changed:  # a preset changed since they ran: their results are not this matrix's
@@ -464,6 +466,8 @@ def _reusable_rows(
             f"{len(changed)} complete trial(s) ran with a config the presets no longer give and "
             "run again: " + "; ".join(f"{t.name} ({why})" for t, why in changed.items())
         )
+        for t in changed:
+            (out / "trials" / f"{t.name}.json").unlink(missing_ok=True)
     return {t: row for t, row in rows.items() if t not in changed}
 
 
