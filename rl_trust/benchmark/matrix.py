@@ -398,9 +398,14 @@ def copy_shared(trial: Trial, rep: Trial, row: dict, out: Path) -> dict:
     return {**row, "agent": trial.agent, "same_run_as": rep.name}
 
 
+def row_path(trial: Trial, out: Path) -> Path:
+    """Where a trial's results row is kept: OUT/trials/NAME.json."""
+    return out / "trials" / f"{trial.name}.json"
+
+
 def recorded_rows(trials: list[Trial], out: Path) -> dict[Trial, dict]:
     """The rows already written under OUT/trials (complete or crashed), by trial."""
-    paths = {t: out / "trials" / f"{t.name}.json" for t in trials}
+    paths = {t: row_path(t, out) for t in trials}
     return {t: json.loads(p.read_text()) for t, p in paths.items() if p.exists()}
 
 
@@ -467,7 +472,7 @@ def _reusable_rows(
             "run again: " + "; ".join(f"{t.name} ({why})" for t, why in changed.items())
         )
         for t in changed:
-            (out / "trials" / f"{t.name}.json").unlink(missing_ok=True)
+            row_path(t, out).unlink(missing_ok=True)
     return {t: row for t, row in rows.items() if t not in changed}
 
 
@@ -489,16 +494,16 @@ def run_matrix(
     progress: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
 ) -> list[dict]:
     """Run what is not complete yet; returns every trial's row (complete ones read back)."""
-    rows_dir = out / "trials"
-    rows_dir.mkdir(parents=True, exist_ok=True)
+    (out / "trials").mkdir(parents=True, exist_ok=True)
     rows = _reusable_rows(trials, out, progress)
     shared = shared_runs(trials, set(rows))
 
     def record(trial: Trial, row: dict) -> None:
         rows[trial] = row
-        tmp = rows_dir / f"{trial.name}.json.tmp"
+        path = row_path(trial, out)
+        tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(row, indent=2))
-        tmp.replace(rows_dir / f"{trial.name}.json")
+        tmp.replace(path)
 
     def share(rep: Trial) -> None:  # rep's run is also the run of the trials sharing it
         for t, r in shared.items():
