@@ -590,3 +590,45 @@ def test_plot_draws_any_runs(local, tmp_path):
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((local / "trials" / "sb3-trpo-CartPole-v1-s0.json").read_text())["fps"] > 0
+
+
+def _zoo_module():
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "benchmarks/learning/rl-zoo3/zoo.py"
+    spec = importlib.util.spec_from_file_location("zoo", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_rl_zoo3_report_holds_its_runs_beside_the_marks(tmp_path):
+    zoo = _zoo_module()
+    (tmp_path / "trials").mkdir()
+    # Hopper PPO's three seeds as rl-zoo3 ran them (2026-12-05), one crashed run and no others
+    for seed, final, det in [(0, 500.9, 997.4), (1, 1000.5, 1003.2), (2, 329.0, 239.8)]:
+        row = {"agent": "ppo", "env": "Hopper-v5", "seed": seed, "status": "ok",
+               "final_return": final, "eval_return": det, "fps": 600.0 + seed}  # fmt: skip
+        (tmp_path / "trials" / f"ppo-Hopper-s{seed}.json").write_text(json.dumps(row))
+    crashed = {"agent": "trpo", "env": "Hopper-v5", "seed": 0, "status": "crashed"}
+    (tmp_path / "trials" / "trpo-Hopper-s0.json").write_text(json.dumps(crashed))
+    text = zoo.report(tmp_path).read_text()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()]
+    rows = {(c[0], c[1]): c for c in cells if c[0] in ("ppo", "trpo")}
+    assert len(rows) == 6  # every algo and env, run or not
+    hopper = rows[("ppo", "Hopper-v5")]
+    assert hopper[2] == "3" and hopper[3].startswith("610.1 [")  # of 3 seeds, the IQM is the mean
+    assert hopper[4] == "s0 500.9, s1 1000.5, s2 329.0" and hopper[5] == "746.8"
+    assert hopper[7] == "2410" and hopper[8] == "610.1"  # rl-zoo3 below the mark: its own return
+    not_run = [c for c in rows.values() if c[2] == "0"]
+    assert len(not_run) == 5 and all(c[3] == "not run yet" for c in not_run)  # the crash too
+    assert rows[("trpo", "Walker2d-v5")][7] == "4933" and rows[("trpo", "HalfCheetah-v5")][7] == "–"
+
+
+def test_the_committed_rl_zoo3_report_is_its_committed_runs(tmp_path):
+    zoo = _zoo_module()
+    here = Path(__file__).parent.parent / "benchmarks/learning/rl-zoo3"
+    shutil.copytree(here / "trials", tmp_path / "trials")
+    assert zoo.report(tmp_path).read_text() == (here / "report.md").read_text(), (
+        "rerun `python benchmarks/learning/rl-zoo3/zoo.py report` after syncing its trials"
+    )

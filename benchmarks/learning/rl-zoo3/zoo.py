@@ -4,6 +4,8 @@ beside the learning matrix (issue 32, item 2). Run with a Python that has rl-zoo
 
     python zoo.py conf   the hyperparameter copies keyed by the v5 ids (hyperparams/*.yml)
     python zoo.py run    train every (algo, env, seed) not complete yet, then its row
+    python zoo.py report report.md from the rows in trials/ beside the published v3 marks
+                         (rl-trust's Python: it uses rl_trust.benchmark's IQM and bootstrap)
 
 rl-zoo3 2.9.2's hyperparams/ppo.yml and trpo.yml name the MuJoCo v4 envs; `conf` copies their
 Hopper-v4, HalfCheetah-v4 and Walker2d-v4 entries, values unchanged (YAML anchors resolved),
@@ -42,6 +44,11 @@ ENVS = {"Hopper-v5": "Hopper-v4", "HalfCheetah-v5": "HalfCheetah-v4", "Walker2d-
 ALGOS = ("ppo", "trpo")
 FINAL_FRACTION = 0.1  # as rl_trust.benchmark.matrix
 CURVE_TAGS = ("rollout/ep_rew_mean", "train/approx_kl", "train/kl_divergence_loss")
+# rl-baselines3-zoo's published marks (its benchmark.md: the trained agents of the v3 envs,
+# evaluated deterministically); sb3-contrib's TRPO has no HalfCheetah row there.
+PUBLISHED = {("ppo", "Hopper-v5"): 2410, ("ppo", "HalfCheetah-v5"): 5819,
+             ("ppo", "Walker2d-v5"): 3479, ("trpo", "Hopper-v5"): 3618,
+             ("trpo", "Walker2d-v5"): 4933}  # fmt: skip
 
 
 def conf(out: Path) -> None:
@@ -144,11 +151,65 @@ def run_one(algo: str, env_id: str, seed: int, steps: int, out: Path, hyperparam
     return row
 
 
+def report(out: Path) -> Path:
+    """OUT/report.md: per algo and env, the IQM over the seeds run of the final return (the
+    benchmark's figure for ours and SB3's) and of the deterministic return, beside the mark."""
+    import numpy as np
+
+    from rl_trust.benchmark.report import bootstrap_ci, iqm
+
+    rows = [json.loads(p.read_text()) for p in sorted((out / "trials").glob("*.json"))]
+    rows = [r for r in rows if r["status"] == "ok"]
+    lines = [
+        "# rl-zoo3's own train.py on MuJoCo v5, 1M steps",
+        "",
+        "`bash benchmarks/learning/rl-zoo3/run.sh` (rl-zoo3 2.9.2, its hyperparameters copied "
+        "under the v5 ids: `hyperparams/`); this table: `python benchmarks/learning/rl-zoo3/"
+        "zoo.py report`. One row per run in `trials/`.",
+        "",
+        "- final return: mean of `rollout/ep_rew_mean` over the last 10% of the steps, the "
+        "benchmark's figure for rl-trust and SB3 (`benchmarks/learning/mujoco-zoo/report.md`);",
+        "- deterministic: the final model over 10 deterministic episodes, its VecNormalize "
+        "statistics frozen, the kind of figure rl-zoo publishes;",
+        "- published: rl-baselines3-zoo's benchmark for the v3 envs. Where rl-zoo3's own final "
+        "return here stays below it, the issue's mark becomes that final return (last column).",
+        "",
+        "| algo | env | seeds | final return IQM [95% CI] | per seed | deterministic IQM "
+        "| steps/s | published (v3) | mark on v5 here |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for algo in ALGOS:
+        for env_id in ENVS:
+            runs = sorted((r for r in rows if (r["agent"], r["env"]) == (algo, env_id)),
+                          key=lambda r: r["seed"])  # fmt: skip
+            mark = PUBLISHED.get((algo, env_id))
+            if not runs:
+                lines.append(f"| {algo} | {env_id} | 0 | not run yet | | | | {mark or '–'} | |")
+                continue
+            final = np.array([r["final_return"] for r in runs])
+            lo, hi = bootstrap_ci(final)
+            ci = f" [{lo:.1f}, {hi:.1f}]" if len(final) > 1 else ""
+            seeds = ", ".join(f"s{r['seed']} {r['final_return']:.1f}" for r in runs)
+            reached = None if mark is None else min(mark, iqm(final))
+            lines.append(
+                f"| {algo} | {env_id} | {len(runs)} | {iqm(final):.1f}{ci} | {seeds} "
+                f"| {iqm(np.array([r['eval_return'] for r in runs])):.1f} "
+                f"| {np.median([r['fps'] for r in runs]):.0f} | {mark if mark else '–'} "
+                f"| {'–' if reached is None else f'{reached:.1f}'} |"
+            )
+    lines += ["", "steps/s: the median over seeds, runs beside other work (not a speed figure)."]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="zoo.py")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("conf")
     p.add_argument("--out", type=Path, default=HERE / "hyperparams")
+    p = sub.add_parser("report")
+    p.add_argument("--out", type=Path, default=HERE)
     p = sub.add_parser("run")
     p.add_argument("--algos", default=",".join(ALGOS))
     p.add_argument("--envs", default=",".join(ENVS))
@@ -159,6 +220,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.command == "conf":
         conf(args.out)
+        return 0
+    if args.command == "report":
+        print(report(args.out))
         return 0
     rows_dir = args.out / "trials"
     rows_dir.mkdir(parents=True, exist_ok=True)
